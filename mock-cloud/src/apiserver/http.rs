@@ -1,0 +1,858 @@
+//! The HTTP face of the API server: routing, content negotiation, request decoding, and
+//! watch streams. Semantics live in [`super::core`].
+
+use super::convert::from_storage;
+use super::core::{ApiCore, DeleteOptions, ListOptions, WriteOptions, storage_gr};
+use super::error::{ApiError, success_status};
+use crate::faults::{Faults, Injected};
+use crate::patch::PatchType;
+use crate::registry::ResourceInfo;
+use crate::selector::{FieldSelector, LabelSelector, supported_fields};
+use crate::store::{Event, EventType, StoreError};
+use crate::{discovery, openapi, table};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Largest request body accepted, as kube-apiserver (3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Shared state of one API server.
+pub struct ApiServer {
+    pub core: Arc<ApiCore>,
+    pub faults: Arc<Faults>,
+    /// Address clients reach us at, for `/api`.
+    pub address: String,
+    /// Interval between watch bookmarks when a client allows them.
+    pub bookmark_interval: Duration,
+    /// Flips to true when the server shuts down; open watches end.
+    pub shutdown: watch::Receiver<bool>,
+    pub requests: AtomicU64,
+    pub open_watches: AtomicU64,
+}
+
+pub fn router(state: Arc<ApiServer>) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(state)
+}
+
+fn json_response(code: u16, v: &Value) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("valid response")
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = json_response(self.code, &self.status());
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = secs.to_string().parse()
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        r
+    }
+}
+
+/// A parsed request path.
+#[derive(Debug)]
+enum Route {
+    Version,
+    Api,
+    Apis,
+    Group(String),
+    GroupVersion(String, String),
+    OpenApiV3Root,
+    OpenApiV3(String),
+    OpenApiV2,
+    Health,
+    Admin(Vec<String>),
+    Resource(ResourcePath),
+}
+
+#[derive(Debug)]
+struct ResourcePath {
+    info: ResourceInfo,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+    legacy_watch: bool,
+}
+
+fn parse_route(core: &ApiCore, path: &str) -> Result<Route, ApiError> {
+    let segs: Vec<String> = path
+        .trim_end_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    match s.as_slice() {
+        ["version"] => return Ok(Route::Version),
+        ["healthz" | "readyz" | "livez", ..] => return Ok(Route::Health),
+        ["api"] => return Ok(Route::Api),
+        ["apis"] => return Ok(Route::Apis),
+        ["openapi", "v3"] => return Ok(Route::OpenApiV3Root),
+        ["openapi", "v3", rest @ ..] => return Ok(Route::OpenApiV3(rest.join("/"))),
+        ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] | ["swagger.json"] => {
+            return Ok(Route::OpenApiV2);
+        }
+        ["mock-cloud", rest @ ..] => {
+            return Ok(Route::Admin(rest.iter().map(|x| x.to_string()).collect()));
+        }
+        ["apis", group] => return Ok(Route::Group(group.to_string())),
+        ["api", version] => return Ok(Route::GroupVersion(String::new(), version.to_string())),
+        ["apis", group, version] => {
+            return Ok(Route::GroupVersion(group.to_string(), version.to_string()));
+        }
+        _ => {}
+    }
+    let (group, version, rest) = match s.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(not_found_path()),
+    };
+    let (legacy_watch, rest) = match rest {
+        ["watch", rest @ ..] => (true, rest),
+        _ => (false, rest),
+    };
+    let lookup = |r: &str| core.info(group, version, r);
+    let rp = |info: ResourceInfo, ns: Option<&str>, name: Option<&str>, sub: Option<&str>| {
+        ResourcePath {
+            info,
+            namespace: ns.map(str::to_string),
+            name: name.map(str::to_string),
+            sub: sub.map(str::to_string),
+            legacy_watch,
+        }
+    };
+    let route = match rest {
+        ["namespaces", ns, r, tail @ ..] if lookup(r).is_some_and(|i| i.namespaced) => {
+            let info = lookup(r).expect("checked");
+            match tail {
+                [] => rp(info, Some(ns), None, None),
+                [name] => rp(info, Some(ns), Some(name), None),
+                [name, sub] => rp(info, Some(ns), Some(name), Some(sub)),
+                _ => return Err(not_found_path()),
+            }
+        }
+        [r, tail @ ..] => {
+            let info = lookup(r).ok_or_else(not_found_path)?;
+            match tail {
+                [] => rp(info, None, None, None),
+                [name] if !info.namespaced => rp(info, None, Some(name), None),
+                [name, sub] if !info.namespaced => rp(info, None, Some(name), Some(sub)),
+                _ => return Err(not_found_path()),
+            }
+        }
+        [] => return Err(not_found_path()),
+    };
+    Ok(Route::Resource(route))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn not_found_path() -> ApiError {
+    let mut e = ApiError::not_found("", "");
+    e.message = "the server could not find the requested resource".into();
+    e.details = None;
+    e
+}
+
+fn query_map(query: Option<&str>) -> HashMap<String, String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query.unwrap_or(""))
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+fn truthy(q: &HashMap<String, String>, key: &str) -> bool {
+    q.get(key)
+        .is_some_and(|v| v == "true" || v == "1" || v.is_empty())
+}
+
+async fn handle(State(srv): State<Arc<ApiServer>>, req: Request) -> Response {
+    srv.requests.fetch_add(1, Ordering::Relaxed);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = query_map(req.uri().query());
+    let headers = req.headers().clone();
+    let route = match parse_route(&srv.core, &path) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    if let Route::Resource(rp) = &route {
+        let verb = verb_of(&method, rp, &query);
+        if let Some(Injected::Error { code, retry_after }) = srv.faults.apply(&path, verb).await {
+            let mut e = if code == 429 {
+                ApiError::too_many_requests(retry_after)
+            } else {
+                let mut e = ApiError::internal("injected fault: internal error");
+                if code == 503 {
+                    e.code = 503;
+                    e.reason = "ServiceUnavailable";
+                    e.retry_after = Some(retry_after);
+                }
+                e
+            };
+            e.message = format!("{} (injected)", e.message);
+            return e.into_response();
+        }
+    }
+    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::too_large(format!(
+                "the request body exceeds the limit of {MAX_BODY} bytes"
+            ))
+            .into_response();
+        }
+    };
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    match route {
+        Route::Version => json_response(200, &discovery::version()),
+        Route::Health => Response::new(Body::from("ok")),
+        Route::Api => json_response(200, &discovery::api_versions(&srv.address)),
+        Route::Apis => json_response(200, &discovery::api_group_list(&srv.core.registry)),
+        Route::Group(g) => match discovery::api_group(&srv.core.registry, &g) {
+            Some(v) => json_response(200, &v),
+            None => not_found_path().into_response(),
+        },
+        Route::GroupVersion(g, v) => {
+            match discovery::api_resource_list(&srv.core.registry, &g, &v) {
+                Some(doc) => json_response(200, &doc),
+                None => not_found_path().into_response(),
+            }
+        }
+        Route::OpenApiV3Root => json_response(200, &openapi::v3_root(&srv.core.registry)),
+        Route::OpenApiV3(p) => match openapi::v3_group_version(&srv.core.registry, &p) {
+            Some(doc) => json_response(200, &doc),
+            None => not_found_path().into_response(),
+        },
+        Route::OpenApiV2 => match openapi::v2(&srv.core.registry) {
+            Some(doc) if accept.contains("json") => json_response(200, &doc),
+            _ => not_found_path().into_response(),
+        },
+        Route::Admin(rest) => admin(&srv, &method, &rest, &body),
+        Route::Resource(rp) => {
+            match resource(&srv, &method, rp, &query, &headers, &accept, body).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            }
+        }
+    }
+}
+
+fn verb_of(method: &Method, rp: &ResourcePath, q: &HashMap<String, String>) -> &'static str {
+    match *method {
+        Method::GET if rp.legacy_watch || truthy(q, "watch") => "watch",
+        Method::GET if rp.name.is_none() => "list",
+        Method::GET => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if rp.name.is_none() => "deletecollection",
+        Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
+fn admin(srv: &ApiServer, method: &Method, rest: &[String], body: &Bytes) -> Response {
+    let r: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match (method.clone(), r.as_slice()) {
+        (Method::GET, ["v1", "faults"]) => json_response(
+            200,
+            &serde_json::to_value(srv.faults.get()).unwrap_or_default(),
+        ),
+        (Method::PUT, ["v1", "faults"]) => {
+            match serde_json::from_slice(body)
+                .map_err(|e| e.to_string())
+                .and_then(|cfg| srv.faults.set(cfg))
+            {
+                Ok(()) => json_response(
+                    200,
+                    &serde_json::to_value(srv.faults.get()).unwrap_or_default(),
+                ),
+                Err(e) => {
+                    ApiError::bad_request(format!("invalid fault config: {e}")).into_response()
+                }
+            }
+        }
+        (Method::POST, ["v1", "faults", "drop-watches"]) => {
+            srv.faults.drop_watches();
+            json_response(200, &json!({"dropped": true}))
+        }
+        (Method::POST, ["v1", "compact"]) => {
+            srv.core.store.compact();
+            json_response(
+                200,
+                &json!({"compactedTo": srv.core.store.current_rv().to_string()}),
+            )
+        }
+        (Method::GET, ["v1", "stats"]) => json_response(
+            200,
+            &json!({
+                "requests": srv.requests.load(Ordering::Relaxed),
+                "writes": srv.core.writes.load(Ordering::Relaxed),
+                "openWatches": srv.open_watches.load(Ordering::Relaxed),
+                "injectedErrors": srv.faults.injected_errors(),
+                "resourceVersion": srv.core.store.current_rv().to_string(),
+            }),
+        ),
+        _ => not_found_path().into_response(),
+    }
+}
+
+fn write_options(q: &HashMap<String, String>) -> Result<WriteOptions, ApiError> {
+    let dry_run = match q.get("dryRun").map(String::as_str) {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
+            )));
+        }
+    };
+    if let Some(v) = q.get("fieldValidation")
+        && !["", "Ignore", "Warn", "Strict"].contains(&v.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "fieldValidation: Unsupported value: \"{v}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
+        )));
+    }
+    Ok(WriteOptions {
+        dry_run,
+        field_manager: q.get("fieldManager").filter(|m| !m.is_empty()).cloned(),
+        force: truthy(q, "force"),
+    })
+}
+
+fn list_options(info: &ResourceInfo, q: &HashMap<String, String>) -> Result<ListOptions, ApiError> {
+    let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(
+        q.get("fieldSelector").map(String::as_str).unwrap_or(""),
+        supported_fields(&info.resource),
+    )
+    .map_err(|e| {
+        ApiError::bad_request(format!(
+            "Unable to find {:?} that match label selector \"\", field selector {:?}: {e}",
+            info.resource,
+            q.get("fieldSelector").cloned().unwrap_or_default()
+        ))
+    })?;
+    let limit = match q.get("limit") {
+        None => None,
+        Some(l) if l.is_empty() => None,
+        Some(l) => Some(
+            l.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("limit: invalid value {l:?}")))?
+                .max(0) as usize,
+        ),
+    };
+    Ok(ListOptions {
+        labels,
+        fields,
+        limit,
+        continue_token: q.get("continue").filter(|c| !c.is_empty()).cloned(),
+    })
+}
+
+fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let base = ct.split(';').next().unwrap_or("").trim();
+    if base != "application/json" && base != "*/*" && !base.is_empty() {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {base})"
+        )));
+    }
+    if body.is_empty() {
+        return Err(ApiError::bad_request("the body of the request was empty"));
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request could not be decoded as JSON: {e}"
+        ))
+    })?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request could not be decoded: expected a JSON object",
+        ));
+    }
+    Ok(v)
+}
+
+/// Accept headers kubectl and kube-rs send: JSON (plain, or a Table). Protobuf-only → 406.
+fn check_accept(accept: &str) -> Result<(), ApiError> {
+    let ok = accept.split(',').any(|a| {
+        let base = a.split(';').next().unwrap_or("").trim();
+        base == "application/json" || base == "*/*" || base == "application/*" || base.is_empty()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::not_acceptable(
+            "only the following media types are accepted: application/json",
+        ))
+    }
+}
+
+fn render(info: &ResourceInfo, obj: &Value) -> Value {
+    from_storage(info, obj)
+}
+
+async fn resource(
+    srv: &Arc<ApiServer>,
+    method: &Method,
+    rp: ResourcePath,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    accept: &str,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_accept(accept)?;
+    let core = &srv.core;
+    let info = &rp.info;
+    let ns = rp.namespace.clone().unwrap_or_default();
+    let status = match rp.sub.as_deref() {
+        None => false,
+        Some("status") if info.has_status => true,
+        Some(sub) => {
+            return Err(ApiError::not_found(
+                &format!("{}/{sub}", info.resource),
+                rp.name.as_deref().unwrap_or(""),
+            ));
+        }
+    };
+    let as_table = table::wants_table(accept);
+    match (method.clone(), rp.name.as_deref()) {
+        (Method::GET, None) if rp.legacy_watch || truthy(q, "watch") => {
+            watch(srv, &rp, q, as_table)
+        }
+        (Method::GET, Some(name)) if rp.legacy_watch || truthy(q, "watch") => {
+            let mut q = q.clone();
+            let sel = format!("metadata.name={name}");
+            q.insert("fieldSelector".into(), sel);
+            let rp = ResourcePath { name: None, ..rp };
+            watch(srv, &rp, &q, as_table)
+        }
+        (Method::GET, None) => {
+            let opts = list_options(info, q)?;
+            let ns_opt = rp.namespace.as_deref();
+            let res = core.list(info, ns_opt, &opts)?;
+            let mut meta = json!({"resourceVersion": res.rv.to_string()});
+            if let Some(c) = &res.continue_token {
+                meta["continue"] = json!(c);
+            }
+            if let Some(r) = res.remaining {
+                meta["remainingItemCount"] = json!(r);
+            }
+            if as_table {
+                let objs: Vec<Value> = res.items.iter().map(|o| render(info, o)).collect();
+                let refs: Vec<&Value> = objs.iter().collect();
+                let include = q
+                    .get("includeObject")
+                    .map(String::as_str)
+                    .unwrap_or("Metadata");
+                return Ok(json_response(
+                    200,
+                    &table::to_table(info, &refs, true, include, meta, chrono::Utc::now()),
+                ));
+            }
+            let items: Vec<Value> = res.items.iter().map(|o| render(info, o)).collect();
+            Ok(json_response(
+                200,
+                &json!({"kind": info.list_kind, "apiVersion": info.api_version(), "metadata": meta, "items": items}),
+            ))
+        }
+        (Method::GET, Some(name)) => {
+            let stored = core.get(info, &ns, name)?;
+            let obj = render(info, &stored);
+            if as_table {
+                let include = q
+                    .get("includeObject")
+                    .map(String::as_str)
+                    .unwrap_or("Metadata");
+                let meta = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""))});
+                return Ok(json_response(
+                    200,
+                    &table::to_table(info, &[&obj], true, include, meta, chrono::Utc::now()),
+                ));
+            }
+            Ok(json_response(200, &obj))
+        }
+        (Method::POST, None) => {
+            let obj = decode_body(headers, &body)?;
+            let opts = write_options(q)?;
+            let created = core.create(info, &ns, obj, &opts)?;
+            Ok(json_response(201, &render(info, &created)))
+        }
+        (Method::PUT, Some(name)) => {
+            let obj = decode_body(headers, &body)?;
+            let opts = write_options(q)?;
+            let updated = core.update(info, &ns, name, obj, status, &opts)?;
+            Ok(json_response(200, &render(info, &updated)))
+        }
+        (Method::PATCH, Some(name)) => {
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let pt = PatchType::from_content_type(ct).ok_or_else(|| {
+                ApiError::unsupported_media_type(format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"
+                ))
+            })?;
+            if body.is_empty() {
+                return Err(ApiError::bad_request("the body of the request was empty"));
+            }
+            let opts = write_options(q)?;
+            if pt != PatchType::Apply && opts.force {
+                return Err(ApiError::bad_request(
+                    "force: Forbidden: may not be specified for non-apply patch",
+                ));
+            }
+            let patched = core.patch(info, &ns, name, pt, &body, status, &opts)?;
+            Ok(json_response(200, &render(info, &patched)))
+        }
+        (Method::DELETE, Some(name)) => {
+            let opts = delete_options(q, &body)?;
+            let d = core.delete(info, &ns, name, &opts)?;
+            if d.gone && info.group.is_empty() && info.resource == "namespaces" {
+                let uid = d
+                    .object
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                return Ok(json_response(
+                    200,
+                    &success_status(&info.resource, name, uid),
+                ));
+            }
+            Ok(json_response(200, &render(info, &d.object)))
+        }
+        (Method::DELETE, None) => {
+            let list = list_options(info, q)?;
+            let opts = delete_options(q, &body)?;
+            let gone = core.delete_collection(info, rp.namespace.as_deref(), &list, &opts)?;
+            let items: Vec<Value> = gone.iter().map(|o| render(info, o)).collect();
+            Ok(json_response(
+                200,
+                &json!({"kind": info.list_kind, "apiVersion": info.api_version(), "metadata": {}, "items": items}),
+            ))
+        }
+        (m, _) => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({m})"
+        ))),
+    }
+}
+
+fn delete_options(q: &HashMap<String, String>, body: &Bytes) -> Result<DeleteOptions, ApiError> {
+    let mut opts = DeleteOptions {
+        dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
+        ..Default::default()
+    };
+    if !body.is_empty() {
+        let v: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request could not be decoded as DeleteOptions: {e}"
+            ))
+        })?;
+        if let Some(p) = v.get("preconditions") {
+            opts.precondition_uid = p.get("uid").and_then(Value::as_str).map(str::to_string);
+            opts.precondition_rv = p
+                .get("resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+        }
+        if v.get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|x| x == "All"))
+        {
+            opts.dry_run = true;
+        }
+    }
+    Ok(opts)
+}
+
+/// How a watch begins.
+enum WatchStart {
+    /// Synthetic ADDED events for the current state, then changes.
+    FromNow { initial_events_end: bool },
+    /// Changes after this resourceVersion.
+    From(u64),
+}
+
+struct WatchFilter {
+    info: ResourceInfo,
+    gr: (String, String),
+    namespace: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl WatchFilter {
+    fn matches(&self, obj: &Value) -> bool {
+        if let Some(ns) = &self.namespace
+            && obj.pointer("/metadata/namespace").and_then(Value::as_str) != Some(ns.as_str())
+        {
+            return false;
+        }
+        self.labels.matches(obj) && self.fields.matches(obj)
+    }
+
+    /// The event a watcher with this filter sees for a store event, if any: an object that
+    /// starts matching is ADDED, one that stops matching is DELETED.
+    fn translate(&self, ev: &Event) -> Option<(EventType, Arc<Value>)> {
+        if ev.gr != self.gr {
+            return None;
+        }
+        let now = self.matches(&ev.object);
+        let before = ev.prev.as_ref().is_some_and(|p| self.matches(p));
+        match ev.type_ {
+            EventType::Added if now => Some((EventType::Added, ev.object.clone())),
+            EventType::Modified if now && before => Some((EventType::Modified, ev.object.clone())),
+            EventType::Modified if now => Some((EventType::Added, ev.object.clone())),
+            EventType::Modified if before => Some((EventType::Deleted, ev.object.clone())),
+            EventType::Deleted if before || now => Some((EventType::Deleted, ev.object.clone())),
+            _ => None,
+        }
+    }
+}
+
+fn watch(
+    srv: &Arc<ApiServer>,
+    rp: &ResourcePath,
+    q: &HashMap<String, String>,
+    as_table: bool,
+) -> Result<Response, ApiError> {
+    let info = rp.info.clone();
+    let opts = list_options(&info, q)?;
+    let filter = WatchFilter {
+        gr: storage_gr(&info),
+        info: info.clone(),
+        namespace: rp.namespace.clone(),
+        labels: opts.labels,
+        fields: opts.fields,
+    };
+    let send_initial = truthy(q, "sendInitialEvents");
+    let start = match q.get("resourceVersion").map(String::as_str) {
+        None | Some("") | Some("0") => WatchStart::FromNow {
+            initial_events_end: send_initial,
+        },
+        Some(rv) if send_initial => {
+            let _ = rv;
+            WatchStart::FromNow {
+                initial_events_end: true,
+            }
+        }
+        Some(rv) => WatchStart::From(rv.parse().map_err(|_| {
+            ApiError::bad_request(format!("resourceVersion: Invalid value: {rv:?}"))
+        })?),
+    };
+    let bookmarks = truthy(q, "allowWatchBookmarks");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .filter(|t| *t > 0)
+        .map(Duration::from_secs);
+    let include_object = q
+        .get("includeObject")
+        .cloned()
+        .unwrap_or_else(|| "Metadata".into());
+    // Start the watch synchronously, so 410 can still be a plain response... kube-apiserver
+    // sends it as an ERROR event on a 200 stream, and so do we.
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
+    let (initial, mut live, mut last_rv, expired) = match start {
+        WatchStart::FromNow { .. } => {
+            let (items, rv, live) = srv.core.store.list_and_subscribe(&filter.gr);
+            let items: Vec<Arc<Value>> = items.into_iter().filter(|o| filter.matches(o)).collect();
+            (
+                items
+                    .into_iter()
+                    .map(|o| (EventType::Added, o))
+                    .collect::<Vec<_>>(),
+                Some(live),
+                rv,
+                None,
+            )
+        }
+        WatchStart::From(rv) => match srv.core.store.watch_from(rv) {
+            Ok(w) => {
+                let mut last = rv;
+                let mut evs = Vec::new();
+                for e in &w.replay {
+                    last = e.rv;
+                    if let Some(t) = filter.translate(e) {
+                        evs.push(t);
+                    }
+                }
+                (evs, Some(w.live), last, None)
+            }
+            Err(StoreError::Expired { requested, oldest }) => (
+                Vec::new(),
+                None,
+                rv,
+                Some(format!("too old resource version: {requested} ({oldest})")),
+            ),
+            Err(e) => return Err(ApiError::internal(e.to_string())),
+        },
+    };
+    let initial_end = matches!(
+        start,
+        WatchStart::FromNow {
+            initial_events_end: true
+        }
+    );
+    let srv2 = srv.clone();
+    srv.open_watches.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(async move {
+        let mut drops = srv2.faults.watch_drops();
+        drops.borrow_and_update();
+        let mut shutdown = srv2.shutdown.clone();
+        let mut enc = Encoder {
+            info: filter.info.clone(),
+            as_table,
+            include_object,
+            headers_sent: false,
+        };
+        let result: Result<(), ()> = async {
+            if let Some(msg) = expired {
+                let status = ApiError::gone(msg).status();
+                send(&tx, &json!({"type": "ERROR", "object": status})).await?;
+                return Ok(());
+            }
+            for (t, obj) in &initial {
+                send(&tx, &enc.event(t.as_str(), obj)).await?;
+            }
+            if initial_end {
+                send(&tx, &enc.bookmark(last_rv, true)).await?;
+            }
+            let mut live = live.take().expect("live channel");
+            let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+            let mut tick = tokio::time::interval(srv2.bookmark_interval);
+            tick.tick().await;
+            loop {
+                let sleep_until = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    ev = live.recv() => match ev {
+                        Ok(ev) => {
+                            if ev.rv <= last_rv { continue; }
+                            last_rv = ev.rv;
+                            if let Some((t, obj)) = filter.translate(&ev) {
+                                send(&tx, &enc.event(t.as_str(), &obj)).await?;
+                            }
+                        }
+                        // Too far behind: end the stream; the client resumes from its last version.
+                        Err(broadcast::error::RecvError::Lagged(_)) => return Ok(()),
+                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    },
+                    _ = tick.tick(), if bookmarks => {
+                        send(&tx, &enc.bookmark(last_rv, false)).await?;
+                    }
+                    _ = drops.changed() => return Ok(()),
+                    _ = shutdown.changed() => return Ok(()),
+                    _ = sleep_until => return Ok(()),
+                    _ = tx.closed() => return Err(()),
+                }
+            }
+        }
+        .await;
+        let _ = result;
+        srv2.open_watches.fetch_sub(1, Ordering::Relaxed);
+    });
+    let body = Body::from_stream(ReceiverStream::new(rx));
+    Ok(Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(body)
+        .expect("valid response"))
+}
+
+async fn send(tx: &mpsc::Sender<Result<Bytes, Infallible>>, v: &Value) -> Result<(), ()> {
+    let mut line = serde_json::to_vec(v).unwrap_or_default();
+    line.push(b'\n');
+    tx.send(Ok(Bytes::from(line))).await.map_err(|_| ())
+}
+
+struct Encoder {
+    info: ResourceInfo,
+    as_table: bool,
+    include_object: String,
+    headers_sent: bool,
+}
+
+impl Encoder {
+    fn event(&mut self, type_: &str, obj: &Value) -> Value {
+        let obj = render(&self.info, obj);
+        if self.as_table {
+            let meta = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""))});
+            let t = table::to_table(
+                &self.info,
+                &[&obj],
+                !self.headers_sent,
+                &self.include_object,
+                meta,
+                chrono::Utc::now(),
+            );
+            self.headers_sent = true;
+            return json!({"type": type_, "object": t});
+        }
+        json!({"type": type_, "object": obj})
+    }
+
+    fn bookmark(&self, rv: u64, initial_end: bool) -> Value {
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let obj = if self.as_table {
+            json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": [], "rows": []})
+        } else {
+            json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": meta})
+        };
+        json!({"type": "BOOKMARK", "object": obj})
+    }
+}

@@ -1,0 +1,177 @@
+//! mock-cloud: a simulated Kubernetes cluster and cloud in one process, all on loopback.
+//!
+//! [`MockCloud::start`] brings up a Kubernetes API server that kube-rs and the real `kubectl`
+//! talk to, simulated nodes (each with its own loopback address and a userspace kube-proxy),
+//! pods that answer with their own name, and an EndpointSlice controller.
+
+pub mod apiserver;
+pub mod cluster;
+pub mod discovery;
+pub mod faults;
+pub mod openapi;
+pub mod patch;
+pub mod registry;
+pub mod selector;
+pub mod services;
+pub mod store;
+pub mod table;
+
+use anyhow::Context;
+use apiserver::{ApiCore, CoreConfig};
+use cluster::{Cluster, ClusterConfig};
+use faults::Faults;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How to start a mock-cloud.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// API server address; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Simulated nodes created at start.
+    pub nodes: usize,
+    /// Where to write a kubeconfig, if anywhere.
+    pub kubeconfig: Option<PathBuf>,
+    /// Second octet of the 127.X.0.0/16 block nodes, pods and load balancers live in;
+    /// None picks a free one.
+    pub ip_block: Option<u8>,
+    pub core: CoreConfig,
+    pub bookmark_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:0".parse().expect("valid"),
+            nodes: 3,
+            kubeconfig: None,
+            ip_block: None,
+            core: CoreConfig::default(),
+            bookmark_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A running mock-cloud.
+pub struct MockCloud {
+    pub core: Arc<ApiCore>,
+    pub faults: Arc<Faults>,
+    pub api_addr: SocketAddr,
+    pub cluster: Cluster,
+    pub ip_block: u8,
+    pub kubeconfig: Option<PathBuf>,
+    shutdown_tx: watch::Sender<bool>,
+    api_task: JoinHandle<()>,
+    _block_lock: StdTcpListener,
+}
+
+/// Claims a 127.X.0.0/16 block by binding a marker port in it, so concurrent mock-clouds
+/// (parallel tests) never share addresses.
+fn claim_block(wanted: Option<u8>) -> anyhow::Result<(u8, StdTcpListener)> {
+    const MARKER_PORT: u16 = 29_999;
+    let try_block = |b: u8| StdTcpListener::bind((Ipv4Addr::new(127, b, 255, 254), MARKER_PORT));
+    if let Some(b) = wanted {
+        let l = try_block(b)
+            .with_context(|| format!("IP block 127.{b}.0.0/16 is in use by another mock-cloud"))?;
+        return Ok((b, l));
+    }
+    let start = (std::process::id() % 200) as u8;
+    for i in 0..200u8 {
+        let b = 20 + (start.wrapping_add(i) % 200);
+        if let Ok(l) = try_block(b) {
+            return Ok((b, l));
+        }
+    }
+    anyhow::bail!("no free 127.X.0.0/16 block for mock-cloud")
+}
+
+impl MockCloud {
+    pub async fn start(cfg: Config) -> anyhow::Result<MockCloud> {
+        let (ip_block, block_lock) = claim_block(cfg.ip_block)?;
+        let core = Arc::new(ApiCore::new(cfg.core.clone()).map_err(anyhow::Error::msg)?);
+        let faults = Arc::new(Faults::default());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("binding the API server to {}", cfg.listen))?;
+        let api_addr = listener.local_addr()?;
+        let server = Arc::new(apiserver::http::ApiServer {
+            core: core.clone(),
+            faults: faults.clone(),
+            address: api_addr.to_string(),
+            bookmark_interval: cfg.bookmark_interval,
+            shutdown: shutdown_rx.clone(),
+            requests: AtomicU64::new(0),
+            open_watches: AtomicU64::new(0),
+        });
+        let app = apiserver::http::router(server);
+        let mut stop = shutdown_rx.clone();
+        let api_task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+        let cluster = Cluster::start(
+            core.clone(),
+            ClusterConfig {
+                ip_block,
+                initial_nodes: cfg.nodes,
+            },
+            shutdown_rx,
+        )
+        .await?;
+        let mc = MockCloud {
+            core,
+            faults,
+            api_addr,
+            cluster,
+            ip_block,
+            kubeconfig: cfg.kubeconfig.clone(),
+            shutdown_tx,
+            api_task,
+            _block_lock: block_lock,
+        };
+        if let Some(path) = &cfg.kubeconfig {
+            mc.write_kubeconfig(path)?;
+        }
+        Ok(mc)
+    }
+
+    /// The API server's URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// A kubeconfig (JSON, which is valid YAML) for kubectl and kube-rs.
+    pub fn kubeconfig_contents(&self) -> String {
+        let v = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "mock-cloud", "cluster": {"server": self.url()}}],
+            "users": [{"name": "mock-cloud-admin", "user": {"token": "mock-cloud-admin"}}],
+            "contexts": [{"name": "mock-cloud", "context": {"cluster": "mock-cloud", "user": "mock-cloud-admin", "namespace": "default"}}],
+            "current-context": "mock-cloud",
+            "preferences": {},
+        });
+        serde_json::to_string_pretty(&v).expect("serialisable")
+    }
+
+    pub fn write_kubeconfig(&self, path: &Path) -> anyhow::Result<()> {
+        std::fs::write(path, self.kubeconfig_contents())
+            .with_context(|| format!("writing kubeconfig to {}", path.display()))
+    }
+
+    /// Stops every listener and task this mock-cloud started.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        self.cluster.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.api_task).await;
+    }
+}

@@ -1,0 +1,1 @@
+//! The provider trait and its implementations.
