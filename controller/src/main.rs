@@ -1,4 +1,145 @@
+//! The `berth` binary: `berth controller` and `berth demo`.
+
+use anyhow::Context;
+use berth::cli::ControllerArgs;
+use berth_providers::Provider;
+use berth_providers::http::{HttpProvider, HttpProviderConfig};
+use clap::{Parser, Subcommand};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+mod demo;
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Real load balancers for Kubernetes LoadBalancer Services"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller.
+    Controller(ControllerArgs),
+    /// Start mock-cloud, the controller and a LoadBalancer Service you can reach; run until Ctrl-C.
+    Demo(demo::DemoArgs),
+}
+
+/// A kube client from a kubeconfig file, or inferred (in-cluster, then $KUBECONFIG).
+pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("Cannot read kubeconfig {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("Invalid kubeconfig {}", p.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("No kubeconfig given and no in-cluster configuration found")?,
+    };
+    kube::Client::try_from(config).context("Cannot build a Kubernetes client")
+}
+
+/// The provider the flags ask for.
+pub fn build_provider(args: &ControllerArgs) -> anyhow::Result<Arc<dyn Provider>> {
+    match args.provider_name()?.as_str() {
+        "http" => {
+            let endpoint = args
+                .http_endpoint
+                .clone()
+                .context("--http-endpoint is required with --provider http")?;
+            let mut cfg = HttpProviderConfig::new(endpoint);
+            cfg.token_file = args.http_token_file.clone();
+            cfg.ca_bundle = args.http_ca_bundle.clone();
+            if let Some(t) = args.http_timeout {
+                cfg.timeout = t;
+            }
+            Ok(Arc::new(
+                HttpProvider::new(cfg).context("Cannot set up the http provider")?,
+            ))
+        }
+        other => anyhow::bail!("--provider {other:?} is not supported"),
+    }
+}
+
+/// Flips the returned channel to true on SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let args = args.merge_file()?;
+    let opts = args.options()?;
+    let provider = build_provider(&args)?;
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let shutdown = shutdown_on_signals();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let Ok(r) = rx.await {
+            let r: berth::run::Running = r;
+            if let Some(a) = r.admin_addr {
+                tracing::info!(address = %a, "Serving /metrics, /healthz and /readyz");
+            }
+        }
+    });
+    berth::run::run(client, provider, opts, shutdown, Some(tx)).await
+}
+
 fn main() {
-    eprintln!("berth: not built yet");
-    std::process::exit(2);
+    berth::install_crypto_provider();
+    let cli = Cli::parse();
+    let default_filter = match cli.command {
+        // The demo prints its own summary; keep the log to what goes wrong.
+        Command::Demo(_) => "warn,kube_client=error",
+        _ => "info,kube_runtime=warn,kube_client=warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let res = rt.block_on(async {
+        match cli.command {
+            Command::Controller(a) => controller(a).await,
+            Command::Demo(a) => demo::run(a).await,
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    if let Err(e) = res {
+        eprintln!("berth: error: {e:#}");
+        std::process::exit(1);
+    }
 }

@@ -8,6 +8,7 @@ pub mod apiserver;
 pub mod cluster;
 pub mod discovery;
 pub mod faults;
+pub mod lbapi;
 pub mod openapi;
 pub mod patch;
 pub mod registry;
@@ -42,6 +43,12 @@ pub struct Config {
     pub ip_block: Option<u8>,
     pub core: CoreConfig,
     pub bookmark_interval: Duration,
+    /// Where to serve the http provider's load balancer API; None: not served.
+    pub lb_api_listen: Option<SocketAddr>,
+    /// Bearer token the load balancer API requires, if any.
+    pub lb_api_token: Option<String>,
+    /// Multiplies the load balancers' health-check intervals (tests use < 1).
+    pub health_check_scale: f64,
 }
 
 impl Default for Config {
@@ -53,6 +60,9 @@ impl Default for Config {
             ip_block: None,
             core: CoreConfig::default(),
             bookmark_interval: Duration::from_secs(5),
+            lb_api_listen: None,
+            lb_api_token: None,
+            health_check_scale: 1.0,
         }
     }
 }
@@ -60,9 +70,12 @@ impl Default for Config {
 /// A running mock-cloud.
 pub struct MockCloud {
     pub core: Arc<ApiCore>,
+    pub server: Arc<apiserver::http::ApiServer>,
     pub faults: Arc<Faults>,
     pub api_addr: SocketAddr,
     pub cluster: Cluster,
+    /// The http provider's load balancer API, when started.
+    pub lb_api: Option<lbapi::LbApi>,
     pub ip_block: u8,
     pub kubeconfig: Option<PathBuf>,
     shutdown_tx: watch::Sender<bool>,
@@ -108,8 +121,9 @@ impl MockCloud {
             shutdown: shutdown_rx.clone(),
             requests: AtomicU64::new(0),
             open_watches: AtomicU64::new(0),
+            verbs: Default::default(),
         });
-        let app = apiserver::http::router(server);
+        let app = apiserver::http::router(server.clone());
         let mut stop = shutdown_rx.clone();
         let api_task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -124,14 +138,31 @@ impl MockCloud {
                 ip_block,
                 initial_nodes: cfg.nodes,
             },
-            shutdown_rx,
+            shutdown_rx.clone(),
         )
         .await?;
+        let lb_api = match cfg.lb_api_listen {
+            None => None,
+            Some(listen) => Some(
+                lbapi::LbApi::start(
+                    lbapi::LbApiConfig {
+                        listen,
+                        ip_block,
+                        token: cfg.lb_api_token.clone(),
+                        health_check_scale: cfg.health_check_scale,
+                    },
+                    shutdown_rx,
+                )
+                .await?,
+            ),
+        };
         let mc = MockCloud {
             core,
+            server,
             faults,
             api_addr,
             cluster,
+            lb_api,
             ip_block,
             kubeconfig: cfg.kubeconfig.clone(),
             shutdown_tx,
@@ -147,6 +178,11 @@ impl MockCloud {
     /// The API server's URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.api_addr)
+    }
+
+    /// The load balancer API's URL, when it runs.
+    pub fn lb_api_url(&self) -> Option<String> {
+        self.lb_api.as_ref().map(|l| l.url())
     }
 
     /// A kubeconfig (JSON, which is valid YAML) for kubectl and kube-rs.
@@ -171,6 +207,9 @@ impl MockCloud {
     /// Stops every listener and task this mock-cloud started.
     pub async fn shutdown(self) {
         let _ = self.shutdown_tx.send(true);
+        if let Some(lb) = self.lb_api {
+            lb.shutdown().await;
+        }
         self.cluster.shutdown().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.api_task).await;
     }

@@ -48,6 +48,12 @@ struct ServeArgs {
     /// Second octet of the 127.X.0.0/16 block for nodes, pods and VIPs (default: a free one).
     #[arg(long)]
     ip_block: Option<u8>,
+    /// Serve the http provider's load balancer API here (e.g. 127.0.0.1:8081).
+    #[arg(long)]
+    lb_api_listen: Option<SocketAddr>,
+    /// File holding the bearer token the load balancer API requires.
+    #[arg(long)]
+    lb_api_token_file: Option<PathBuf>,
 }
 
 fn parse_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
@@ -75,8 +81,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         nodes: args.nodes,
         kubeconfig: args.kubeconfig.clone(),
         ip_block: args.ip_block,
+        lb_api_listen: args.lb_api_listen,
         ..Default::default()
     };
+    if let Some(f) = &args.lb_api_token_file {
+        let token = std::fs::read_to_string(f)
+            .with_context(|| format!("--lb-api-token-file {}", f.display()))?;
+        cfg.lb_api_token = Some(token.trim().to_string());
+    }
     cfg.core.cluster_ip_cidrs = args
         .service_cluster_ip_range
         .split(',')
@@ -125,6 +137,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

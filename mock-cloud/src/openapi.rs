@@ -696,7 +696,7 @@ mod tests {
             item["patch"]["x-kubernetes-group-version-kind"],
             json!({"group": "", "version": "v1", "kind": "Service"})
         );
-        let path_params = param_names(&item);
+        let path_params = param_names(item);
         assert!(path_params.contains(&"name") && path_params.contains(&"namespace"));
         // No strategic merge content type: kubectl falls back to its compiled-in types.
         let content = item["patch"]["requestBody"]["content"].as_object().unwrap();

@@ -628,10 +628,11 @@ fn node_roles(node: &Value) -> String {
                 if !role.is_empty() {
                     roles.push(role.to_string());
                 }
-            } else if k == "kubernetes.io/role" {
-                if let Some(v) = v.as_str().filter(|v| !v.is_empty()) {
-                    roles.push(v.to_string());
-                }
+            } else if let Some(v) = v
+                .as_str()
+                .filter(|v| k == "kubernetes.io/role" && !v.is_empty())
+            {
+                roles.push(v.to_string());
             }
         }
     }
@@ -1182,7 +1183,7 @@ fn eval_json_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
             Step::All => cur.as_array()?.first()?,
             Step::Filter(k, v) => cur.as_array()?.iter().find(|e| match e.get(&k) {
                 Some(Value::String(x)) => *x == v,
-                Some(other) => other.to_string() == v,
+                Some(other) => serde_json::from_str::<Value>(&v).is_ok_and(|x| x == *other),
                 None => false,
             })?,
         };

@@ -1,1 +1,41 @@
-//! The provider trait and its implementations.
+//! The provider trait, the plain desired-state types it takes, and its implementations.
+//!
+//! Providers never see Kubernetes objects: the controller turns a Service and the eligible
+//! nodes into a [`DesiredLoadBalancer`] and hands it to a [`Provider`], which makes the
+//! outside world match it and reports the addresses to publish.
+
+mod cidr;
+mod error;
+pub mod http;
+pub mod naming;
+pub mod types;
+
+pub use error::ProviderError;
+pub use types::*;
+
+use async_trait::async_trait;
+
+/// One kind of load balancer berth can program. Object-safe: the controller holds an
+/// `Arc<dyn Provider>`.
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// The provider's name: `"http"`, `"aws"`, `"l2"`.
+    fn name(&self) -> &'static str;
+
+    /// Whether traffic reaches nodes at their NodePorts (so listeners need `node_port`).
+    fn needs_node_ports(&self) -> bool;
+
+    /// Checks what this provider can serve; bad input is [`ProviderError::Invalid`] naming
+    /// the field and the accepted values. No I/O.
+    fn validate(&self, lb: &DesiredLoadBalancer) -> Result<(), ProviderError>;
+
+    /// Creates or updates the load balancer to match `lb`; idempotent; returns the status to
+    /// publish. Must not write when nothing changed.
+    async fn ensure(&self, lb: &DesiredLoadBalancer) -> Result<LoadBalancerStatus, ProviderError>;
+
+    /// Deletes the load balancer; absent is success.
+    async fn delete(&self, lb: &LoadBalancerRef) -> Result<(), ProviderError>;
+
+    /// Everything this provider created for `cluster` (for orphan garbage collection).
+    async fn list_owned(&self, cluster: &str) -> Result<Vec<OwnedLoadBalancer>, ProviderError>;
+}

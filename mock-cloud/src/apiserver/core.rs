@@ -773,6 +773,7 @@ impl ApiCore {
                 labels_mut(obj).insert("kubernetes.io/metadata.name".into(), json!(name));
             }
             ("", "pods") => {
+                default_pod(obj);
                 obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
             }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
@@ -902,6 +903,36 @@ impl ApiCore {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// Pod defaults kube-apiserver applies that clients print (container port protocols,
+/// restart and DNS policy).
+fn default_pod(obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.entry("restartPolicy").or_insert(json!("Always"));
+    spec.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
+    spec.entry("schedulerName")
+        .or_insert(json!("default-scheduler"));
+    spec.entry("terminationGracePeriodSeconds")
+        .or_insert(json!(30));
+    for key in ["initContainers", "containers"] {
+        if let Some(cs) = spec.get_mut(key).and_then(Value::as_array_mut) {
+            for c in cs.iter_mut() {
+                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                        p.entry("protocol").or_insert(json!("TCP"));
+                    }
+                }
+                if let Some(c) = c.as_object_mut() {
+                    c.entry("imagePullPolicy").or_insert(json!("IfNotPresent"));
+                    c.entry("terminationMessagePath")
+                        .or_insert(json!("/dev/termination-log"));
+                }
+            }
         }
     }
 }

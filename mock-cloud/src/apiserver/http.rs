@@ -39,6 +39,18 @@ pub struct ApiServer {
     pub shutdown: watch::Receiver<bool>,
     pub requests: AtomicU64,
     pub open_watches: AtomicU64,
+    /// Requests by verb (`list`, `watch`, `create`, ...), for tests and benchmarks.
+    pub verbs: std::sync::Mutex<HashMap<&'static str, u64>>,
+}
+
+impl ApiServer {
+    /// How many requests of this verb were served.
+    pub fn verb_count(&self, verb: &str) -> u64 {
+        self.verbs
+            .lock()
+            .map(|m| m.get(verb).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
 }
 
 pub fn router(state: Arc<ApiServer>) -> axum::Router {
@@ -64,6 +76,14 @@ impl IntoResponse for ApiError {
         }
         r
     }
+}
+
+fn aggregated_response(doc: Value) -> Response {
+    let mut r = json_response(200, &doc);
+    if let Ok(v) = discovery::AGGREGATED_CONTENT_TYPE.parse() {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
 }
 
 /// A parsed request path.
@@ -212,6 +232,9 @@ async fn handle(State(srv): State<Arc<ApiServer>>, req: Request) -> Response {
     };
     if let Route::Resource(rp) = &route {
         let verb = verb_of(&method, rp, &query);
+        if let Ok(mut m) = srv.verbs.lock() {
+            *m.entry(verb).or_default() += 1;
+        }
         if let Some(Injected::Error { code, retry_after }) = srv.faults.apply(&path, verb).await {
             let mut e = if code == 429 {
                 ApiError::too_many_requests(retry_after)
@@ -245,6 +268,12 @@ async fn handle(State(srv): State<Arc<ApiServer>>, req: Request) -> Response {
     match route {
         Route::Version => json_response(200, &discovery::version()),
         Route::Health => Response::new(Body::from("ok")),
+        Route::Api if discovery::wants_aggregated(&accept) => {
+            aggregated_response(discovery::aggregated(&srv.core.registry, true))
+        }
+        Route::Apis if discovery::wants_aggregated(&accept) => {
+            aggregated_response(discovery::aggregated(&srv.core.registry, false))
+        }
         Route::Api => json_response(200, &discovery::api_versions(&srv.address)),
         Route::Apis => json_response(200, &discovery::api_group_list(&srv.core.registry)),
         Route::Group(g) => match discovery::api_group(&srv.core.registry, &g) {
@@ -262,9 +291,14 @@ async fn handle(State(srv): State<Arc<ApiServer>>, req: Request) -> Response {
             Some(doc) => json_response(200, &doc),
             None => not_found_path().into_response(),
         },
+        Route::OpenApiV2 if accept.contains("protobuf") => Response::builder()
+            .status(200)
+            .header(header::CONTENT_TYPE, openapi::V2_PROTOBUF_CONTENT_TYPE)
+            .body(Body::from(openapi::v2_protobuf()))
+            .expect("valid response"),
         Route::OpenApiV2 => match openapi::v2(&srv.core.registry) {
-            Some(doc) if accept.contains("json") => json_response(200, &doc),
-            _ => not_found_path().into_response(),
+            Some(doc) => json_response(200, &doc),
+            None => not_found_path().into_response(),
         },
         Route::Admin(rest) => admin(&srv, &method, &rest, &body),
         Route::Resource(rp) => {
@@ -328,6 +362,7 @@ fn admin(srv: &ApiServer, method: &Method, rest: &[String], body: &Bytes) -> Res
                 "requests": srv.requests.load(Ordering::Relaxed),
                 "writes": srv.core.writes.load(Ordering::Relaxed),
                 "openWatches": srv.open_watches.load(Ordering::Relaxed),
+                "verbs": srv.verbs.lock().map(|m| json!(*m)).unwrap_or_default(),
                 "injectedErrors": srv.faults.injected_errors(),
                 "resourceVersion": srv.core.store.current_rv().to_string(),
             }),

@@ -1,0 +1,85 @@
+//! The admin endpoints: `/metrics` (Prometheus text), `/healthz` (the process is serving),
+//! `/readyz` (caches synced — or, on a standby replica, taking part in leader election —
+//! and not shutting down).
+
+use crate::metrics::Metrics;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Default)]
+pub struct Health {
+    pub ready: AtomicBool,
+    pub shutting_down: AtomicBool,
+}
+
+struct AdminState {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    queue_depth: Box<dyn Fn() -> i64 + Send + Sync>,
+}
+
+async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    s.metrics.queue_depth.set((s.queue_depth)());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}
+
+async fn healthz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    if s.health.shutting_down.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else {
+        (StatusCode::OK, "ok\n")
+    }
+}
+
+async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    if s.health.shutting_down.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if s.health.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced\n")
+    }
+}
+
+/// Serves the admin endpoints until `shutdown` resolves. Returns the bound address.
+pub async fn serve(
+    listen: SocketAddr,
+    metrics_: Arc<Metrics>,
+    health: Arc<Health>,
+    queue_depth: Box<dyn Fn() -> i64 + Send + Sync>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<SocketAddr> {
+    let state = Arc::new(AdminState {
+        metrics: metrics_,
+        health,
+        queue_depth,
+    });
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/livez", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("Cannot listen on {listen} for metrics: {e}"))?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+    });
+    Ok(addr)
+}

@@ -1,0 +1,346 @@
+//! `berth controller` flags and config file. A flag given on the command line wins over the
+//! config file, which wins over the default.
+
+use crate::leader::LeaseSettings;
+use crate::reconcile::Settings;
+use crate::run::{ControllerOptions, default_class};
+use crate::service::ClassFilter;
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Parses `500ms`, `15s`, `2m`, `1h` (or a bare number of seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 15s, 2m, 1h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: unit must be ms, s, m or h"
+            ));
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a `FROM-TO` port range.
+pub fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let err = || format!("invalid port range {s:?}: expected FROM-TO, e.g. 30000-32767");
+    let (a, b) = s.split_once('-').ok_or_else(err)?;
+    let a: u16 = a.trim().parse().map_err(|_| err())?;
+    let b: u16 = b.trim().parse().map_err(|_| err())?;
+    if a == 0 || a > b {
+        return Err(err());
+    }
+    Ok(a..=b)
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ControllerArgs {
+    /// Config file (YAML); keys as the flags, in camelCase (e.g. `httpEndpoint: ...`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// kubeconfig to use; without it, in-cluster config (or $KUBECONFIG).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The provider: `http` (also `aws`, `l2` where built).
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// The http provider's API, e.g. https://lb-api.example:8443.
+    #[arg(long)]
+    pub http_endpoint: Option<String>,
+    /// File holding the bearer token for the http provider's API (re-read on every call).
+    #[arg(long)]
+    pub http_token_file: Option<PathBuf>,
+    /// PEM CA bundle to trust for the http provider's API.
+    #[arg(long)]
+    pub http_ca_bundle: Option<PathBuf>,
+    /// Timeout of one http provider call.
+    #[arg(long, value_parser = parse_duration)]
+    pub http_timeout: Option<Duration>,
+    /// Name of this cluster; tags every cloud resource berth creates. Default: `kubernetes`.
+    #[arg(long)]
+    pub cluster_name: Option<String>,
+    /// The loadBalancerClass served. Default: `berth.io/<provider>`.
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Also serve Services without a loadBalancerClass.
+    #[arg(long)]
+    pub default_class: bool,
+    /// Reconciles at once. Default: 16 (upstream's service controller runs 1).
+    #[arg(long)]
+    pub workers: Option<u16>,
+    /// Re-check every load balancer against the cloud this often. Default: 5m.
+    #[arg(long, value_parser = parse_duration)]
+    pub resync: Option<Duration>,
+    /// Orphan garbage collection interval. Default: 5m.
+    #[arg(long, value_parser = parse_duration)]
+    pub gc_interval: Option<Duration>,
+    /// First retry delay after a failure (doubles up to --retry-max). Default: 1s.
+    #[arg(long, value_parser = parse_duration)]
+    pub retry_min: Option<Duration>,
+    /// Longest retry delay. Default: 5m.
+    #[arg(long, value_parser = parse_duration)]
+    pub retry_max: Option<Duration>,
+    /// NodePort range berth allocates from when a Service disables allocation. Default: 30000-32767.
+    #[arg(long, value_parser = parse_port_range)]
+    pub node_port_range: Option<std::ops::RangeInclusive<u16>>,
+    /// Run leader election (for more than one replica). Default: true.
+    #[arg(long)]
+    pub leader_elect: Option<bool>,
+    /// Namespace of the leader Lease. Default: $POD_NAMESPACE or `kube-system`.
+    #[arg(long)]
+    pub leader_elect_namespace: Option<String>,
+    #[arg(long, value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Option<Duration>,
+    #[arg(long, value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Option<Duration>,
+    #[arg(long, value_parser = parse_duration)]
+    pub leader_elect_retry_period: Option<Duration>,
+    /// This replica's identity. Default: $POD_NAME or the hostname.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Address of /metrics, /healthz and /readyz. Default: 0.0.0.0:8080; `off` disables.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+}
+
+/// The config file: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileConfig {
+    pub kubeconfig: Option<PathBuf>,
+    pub provider: Option<String>,
+    pub http_endpoint: Option<String>,
+    pub http_token_file: Option<PathBuf>,
+    pub http_ca_bundle: Option<PathBuf>,
+    pub http_timeout: Option<String>,
+    pub cluster_name: Option<String>,
+    pub class: Option<String>,
+    pub default_class: Option<bool>,
+    pub workers: Option<u16>,
+    pub resync: Option<String>,
+    pub gc_interval: Option<String>,
+    pub retry_min: Option<String>,
+    pub retry_max: Option<String>,
+    pub node_port_range: Option<String>,
+    pub leader_elect: Option<bool>,
+    pub leader_elect_namespace: Option<String>,
+    pub leader_elect_lease_duration: Option<String>,
+    pub leader_elect_renew_deadline: Option<String>,
+    pub leader_elect_retry_period: Option<String>,
+    pub identity: Option<String>,
+    pub metrics_listen: Option<String>,
+}
+
+fn dur(field: &str, v: Option<String>) -> anyhow::Result<Option<Duration>> {
+    v.map(|s| parse_duration(&s).map_err(|e| anyhow::anyhow!("{field}: {e}")))
+        .transpose()
+}
+
+impl ControllerArgs {
+    /// Fills flags not given on the command line from the config file.
+    pub fn merge_file(mut self) -> anyhow::Result<Self> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("Cannot read config file {}", path.display()))?;
+        let f: FileConfig = serde_saphyr::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("Invalid config file {}: {e}", path.display()))?;
+        macro_rules! fill {
+            ($field:ident) => {
+                if self.$field.is_none() {
+                    self.$field = f.$field;
+                }
+            };
+            ($field:ident, dur) => {
+                if self.$field.is_none() {
+                    self.$field = dur(stringify!($field), f.$field)?;
+                }
+            };
+        }
+        fill!(kubeconfig);
+        fill!(provider);
+        fill!(http_endpoint);
+        fill!(http_token_file);
+        fill!(http_ca_bundle);
+        fill!(http_timeout, dur);
+        fill!(cluster_name);
+        fill!(class);
+        fill!(workers);
+        fill!(resync, dur);
+        fill!(gc_interval, dur);
+        fill!(retry_min, dur);
+        fill!(retry_max, dur);
+        fill!(leader_elect);
+        fill!(leader_elect_namespace);
+        fill!(leader_elect_lease_duration, dur);
+        fill!(leader_elect_renew_deadline, dur);
+        fill!(leader_elect_retry_period, dur);
+        fill!(identity);
+        fill!(metrics_listen);
+        if !self.default_class {
+            self.default_class = f.default_class.unwrap_or(false);
+        }
+        if self.node_port_range.is_none()
+            && let Some(r) = f.node_port_range
+        {
+            self.node_port_range =
+                Some(parse_port_range(&r).map_err(|e| anyhow::anyhow!("nodePortRange: {e}"))?);
+        }
+        Ok(self)
+    }
+
+    /// The provider name, required.
+    pub fn provider_name(&self) -> anyhow::Result<String> {
+        match self.provider.as_deref() {
+            Some(p @ "http") => Ok(p.to_string()),
+            Some(other) => bail!("--provider {other:?} is not supported; supported: \"http\""),
+            None => bail!("--provider is required (supported: \"http\")"),
+        }
+    }
+
+    /// Everything the controller runs with.
+    pub fn options(&self) -> anyhow::Result<ControllerOptions> {
+        let provider = self.provider_name()?;
+        let identity = self
+            .identity
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            })
+            .unwrap_or_else(|| format!("berth-{}", std::process::id()));
+        let leader = if self.leader_elect.unwrap_or(true) {
+            let ns = self
+                .leader_elect_namespace
+                .clone()
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .unwrap_or_else(|| "kube-system".into());
+            let mut ls = LeaseSettings::new(&ns, &identity);
+            if let Some(d) = self.leader_elect_lease_duration {
+                ls.lease_duration = d;
+            }
+            if let Some(d) = self.leader_elect_renew_deadline {
+                ls.renew_deadline = d;
+            }
+            if let Some(d) = self.leader_elect_retry_period {
+                ls.retry_period = d;
+            }
+            if ls.renew_deadline >= ls.lease_duration || ls.retry_period >= ls.renew_deadline {
+                bail!(
+                    "leader election needs retry period < renew deadline < lease duration (got {:?} < {:?} < {:?})",
+                    ls.retry_period,
+                    ls.renew_deadline,
+                    ls.lease_duration
+                );
+            }
+            Some(ls)
+        } else {
+            None
+        };
+        let metrics_listen = match self.metrics_listen.as_deref() {
+            Some("off") => None,
+            Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+                anyhow::anyhow!("--metrics-listen {a:?}: expected HOST:PORT or off")
+            })?),
+            None => Some("0.0.0.0:8080".parse().expect("valid")),
+        };
+        let workers = self.workers.unwrap_or(16);
+        if workers == 0 {
+            bail!("--workers must be at least 1");
+        }
+        Ok(ControllerOptions {
+            settings: Settings {
+                cluster: self
+                    .cluster_name
+                    .clone()
+                    .unwrap_or_else(|| "kubernetes".into()),
+                classes: ClassFilter {
+                    class: self
+                        .class
+                        .clone()
+                        .unwrap_or_else(|| default_class(&provider)),
+                    default_class: self.default_class,
+                },
+                resync: self.resync.unwrap_or(Duration::from_secs(300)),
+                retry_min: self.retry_min.unwrap_or(Duration::from_secs(1)),
+                retry_max: self.retry_max.unwrap_or(Duration::from_secs(300)),
+                node_port_range: self.node_port_range.clone().unwrap_or(30000..=32767),
+            },
+            workers,
+            gc_interval: self.gc_interval.unwrap_or(Duration::from_secs(300)),
+            leader,
+            metrics_listen,
+            identity,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_ranges_parse_strictly() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("15s").unwrap(), Duration::from_secs(15));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5d").is_err());
+        assert_eq!(parse_port_range("30000-30010").unwrap(), 30000..=30010);
+        assert!(parse_port_range("30010-30000").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("berth-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yaml");
+        std::fs::write(
+            &f,
+            "provider: http\nhttpEndpoint: http://file\nworkers: 3\nresync: 1m\nclusterName: from-file\n",
+        )
+        .unwrap();
+        let args = ControllerArgs {
+            config: Some(f.clone()),
+            workers: Some(7),
+            ..Default::default()
+        }
+        .merge_file()
+        .unwrap();
+        assert_eq!(args.http_endpoint.as_deref(), Some("http://file"));
+        let o = args.options().unwrap();
+        assert_eq!(o.workers, 7);
+        assert_eq!(o.settings.resync, Duration::from_secs(60));
+        assert_eq!(o.settings.cluster, "from-file");
+        assert_eq!(o.settings.classes.class, "berth.io/http");
+        std::fs::write(&f, "provder: http\n").unwrap();
+        let err = ControllerArgs {
+            config: Some(f),
+            ..Default::default()
+        }
+        .merge_file()
+        .unwrap_err();
+        assert!(err.to_string().contains("Invalid config file"), "{err}");
+    }
+}

@@ -1,0 +1,192 @@
+//! `berth demo`: mock-cloud (API server, nodes, load balancer API) plus the controller with
+//! the http provider, a Deployment-free app of two pods, and a LoadBalancer Service in front
+//! of them that answers on its own address.
+
+use anyhow::Context;
+use berth::run::{ControllerOptions, Running};
+use berth_providers::http::{HttpProvider, HttpProviderConfig};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::Api;
+use kube::api::PostParams;
+use mock_cloud::{Config as CloudConfig, MockCloud};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// API server address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Load balancer API address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    lb_api_listen: SocketAddr,
+    /// Where to write the kubeconfig. Default: a file in the system temp directory.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Exit after showing the Service answers, instead of running until Ctrl-C.
+    #[arg(long)]
+    check: bool,
+}
+
+fn demo_pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "demo"}},
+        "spec": {"containers": [{
+            "name": "app", "image": "example.com/demo:1",
+            "ports": [{"containerPort": 8080, "protocol": "TCP"}, {"containerPort": 5353, "protocol": "UDP"}]
+        }]}
+    }))
+    .expect("valid pod")
+}
+
+fn demo_service() -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"name": "demo"},
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": {"app": "demo"},
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"},
+                {"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP"}
+            ]
+        }
+    }))
+    .expect("valid service")
+}
+
+/// One HTTP GET through the load balancer; returns the answering pod's name.
+fn http_get(addr: &str) -> anyhow::Result<String> {
+    let mut s = std::net::TcpStream::connect_timeout(
+        &addr.parse().context("address")?,
+        Duration::from_secs(2),
+    )?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let body = buf
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    anyhow::ensure!(!body.is_empty(), "empty answer");
+    Ok(body)
+}
+
+pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
+    let kubeconfig = a.kubeconfig.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("berth-demo-{}.kubeconfig", std::process::id()))
+    });
+    let cloud = MockCloud::start(CloudConfig {
+        listen: a.listen,
+        nodes: a.nodes,
+        kubeconfig: Some(kubeconfig.clone()),
+        lb_api_listen: Some(a.lb_api_listen),
+        ..Default::default()
+    })
+    .await
+    .context("Cannot start mock-cloud")?;
+    let lb_url = cloud
+        .lb_api_url()
+        .context("mock-cloud started without its load balancer API")?;
+    let client = kube::Client::try_from(kube::Config::new(cloud.url().parse()?))?;
+    let provider = Arc::new(HttpProvider::new(HttpProviderConfig::new(lb_url.clone()))?);
+    let cli = berth::cli::ControllerArgs {
+        provider: Some("http".into()),
+        cluster_name: Some("demo".into()),
+        default_class: true,
+        leader_elect: Some(false),
+        metrics_listen: Some("127.0.0.1:0".into()),
+        resync: Some(Duration::from_secs(30)),
+        gc_interval: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let opts: ControllerOptions = cli.options()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Running>();
+    let controller = tokio::spawn(berth::run::run(
+        client.clone(),
+        provider,
+        opts,
+        stop_rx,
+        Some(started_tx),
+    ));
+    let running = started_rx.await.context("The controller did not start")?;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for name in ["demo-1", "demo-2"] {
+        pods.create(&PostParams::default(), &demo_pod(name)).await?;
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    services
+        .create(&PostParams::default(), &demo_service())
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ip = loop {
+        let svc = services.get("demo").await?;
+        if let Some(ip) = svc
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .and_then(|i| i.into_iter().find_map(|i| i.ip))
+        {
+            break ip;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "The demo Service got no address within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let kc = kubeconfig.display();
+    println!("berth demo is running.");
+    println!("  Kubernetes API (mock-cloud): {}", cloud.url());
+    println!("  kubeconfig:                  {kc}");
+    println!("  load balancer API:           {lb_url}");
+    if let Some(m) = running.admin_addr {
+        println!("  berth metrics:               http://{m}/metrics");
+    }
+    println!();
+    println!("Service default/demo (LoadBalancer) has address {ip}:");
+    println!("  curl http://{ip}/                       # answers with the pod's name");
+    println!("  echo hi | nc -u -w1 {ip} 53              # UDP too");
+    println!("  kubectl --kubeconfig {kc} get svc,pods,nodes");
+    println!("  kubectl --kubeconfig {kc} describe svc demo");
+    println!();
+    println!("Apply your own LoadBalancer Services with kubectl --kubeconfig {kc} apply -f ...");
+
+    let answer = {
+        let addr = format!("{ip}:80");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let a2 = addr.clone();
+            match tokio::task::spawn_blocking(move || http_get(&a2)).await? {
+                Ok(pod) => break pod,
+                Err(e) if Instant::now() > deadline => {
+                    anyhow::bail!("The demo Service's address {addr} did not answer: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    };
+    println!("curl http://{ip}/ -> {answer}");
+    if !a.check {
+        println!("Press Ctrl-C to stop.");
+        let mut sig = crate::shutdown_on_signals();
+        let _ = sig.wait_for(|s| *s).await;
+    }
+    println!("Stopping.");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    cloud.shutdown().await;
+    let _ = std::fs::remove_file(&kubeconfig);
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! berth: gives Kubernetes Services of `type: LoadBalancer` a real external load balancer.
+
+pub mod admin;
+pub mod cli;
+pub mod desired;
+pub mod gc;
+pub mod leader;
+pub mod metrics;
+pub mod nodeports;
+pub mod nodes;
+pub mod reconcile;
+pub mod run;
+pub mod service;
+pub mod status;
+
+/// Installs the process-wide rustls crypto provider (ring, as kube, reqwest and the AWS SDK
+/// are built with). Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,497 @@
+//! The load balancer API of berth's `http` provider (docs/http-provider.openapi.yaml), with a
+//! real data plane: every load balancer gets its own loopback VIP `127.{block}.200.N`, where
+//! TCP and UDP listeners proxy to healthy targets.
+//!
+//! Admin endpoints on the same listener (never faulted, never authenticated):
+//! `GET/PUT /mock-cloud/v1/faults` and `GET /mock-cloud/v1/stats`.
+
+pub mod affinity;
+pub mod cidr;
+pub mod dataplane;
+pub mod health;
+mod http;
+pub mod spec;
+pub mod vip;
+
+use crate::faults::Faults;
+use anyhow::Context;
+use dataplane::DataPlane;
+use serde::Serialize;
+use serde_json::{Value, json};
+use spec::Spec;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use vip::VipPool;
+
+/// How to start the load balancer API.
+#[derive(Debug, Clone)]
+pub struct LbApiConfig {
+    /// API address, e.g. `127.0.0.1:0`.
+    pub listen: SocketAddr,
+    /// VIPs are `127.{ip_block}.200.1 ..= .254`.
+    pub ip_block: u8,
+    /// When set, `/v1/*` requests need `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Multiplies health-check intervals and timeouts (1.0 = as specified).
+    pub health_check_scale: f64,
+}
+
+impl Default for LbApiConfig {
+    fn default() -> Self {
+        LbApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ip_block: 0,
+            token: None,
+            health_check_scale: 1.0,
+        }
+    }
+}
+
+/// Request counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LbStats {
+    /// PUT requests handled (any outcome; not counting 401s and injected faults).
+    pub puts: u64,
+    /// PUTs that created or changed a load balancer.
+    pub writes: u64,
+    /// DELETE requests handled (any outcome).
+    pub deletes: u64,
+    /// DELETEs that removed a load balancer.
+    pub deleted: u64,
+    /// Writes per load balancer id (kept after deletion).
+    pub writes_by_id: BTreeMap<String, u64>,
+    /// GETs of one load balancer.
+    pub gets: u64,
+    /// List requests.
+    pub lists: u64,
+    /// Requests answered 401.
+    pub unauthorized: u64,
+    /// Requests failed by fault injection.
+    pub injected_errors: u64,
+}
+
+/// One stored load balancer.
+struct LbEntry {
+    spec: Spec,
+    generation: u64,
+    etag: String,
+    plane: Arc<DataPlane>,
+}
+
+struct State {
+    lbs: BTreeMap<String, LbEntry>,
+    vips: VipPool,
+}
+
+/// Everything the HTTP handlers share.
+pub(crate) struct Inner {
+    block: u8,
+    token: Option<String>,
+    scale: f64,
+    faults: Arc<Faults>,
+    state: Mutex<State>,
+    /// Serialises every change (PUT, DELETE, shutdown) while letting reads proceed.
+    gate: tokio::sync::Mutex<()>,
+    stats: Mutex<LbStats>,
+    closed: AtomicBool,
+}
+
+/// Why a request failed, in the contract's terms.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    NotFound(String),
+    Precondition(String),
+    Invalid(spec::Invalid),
+    Unavailable(String),
+}
+
+/// The outcome of a PUT.
+pub(crate) struct PutOutcome {
+    pub created: bool,
+    pub body: Value,
+    pub etag: String,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stats(&self) -> MutexGuard<'_, LbStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn render(id: &str, e: &LbEntry) -> Value {
+        let targets: Vec<Value> = e
+            .plane
+            .target_health()
+            .into_iter()
+            .map(|t| json!({"name": t.name, "healthy": t.healthy}))
+            .collect();
+        json!({
+            "id": id,
+            "spec": e.spec,
+            "status": {
+                "addresses": [{"ip": e.plane.vip.to_string()}],
+                "targets": targets,
+            },
+            "etag": e.etag,
+            "generation": e.generation,
+        })
+    }
+
+    pub(crate) fn exists(&self, id: &str) -> bool {
+        self.state().lbs.contains_key(id)
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Result<(Value, String), Failure> {
+        self.stats().gets += 1;
+        let st = self.state();
+        let e = st
+            .lbs
+            .get(id)
+            .ok_or_else(|| Failure::NotFound(format!("load balancer {id:?} not found")))?;
+        Ok((Self::render(id, e), e.etag.clone()))
+    }
+
+    pub(crate) fn list(&self, cluster: Option<&str>) -> Value {
+        self.stats().lists += 1;
+        let st = self.state();
+        let items: Vec<Value> = st
+            .lbs
+            .iter()
+            .filter(|(_, e)| cluster.is_none_or(|c| e.spec.cluster() == Some(c)))
+            .map(|(id, e)| Self::render(id, e))
+            .collect();
+        json!({ "items": items })
+    }
+
+    pub(crate) async fn put(
+        &self,
+        id: &str,
+        spec: Spec,
+        if_match: Option<&str>,
+        if_none_match: Option<&str>,
+    ) -> Result<PutOutcome, Failure> {
+        self.stats().puts += 1;
+        let _gate = self.gate.lock().await;
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Failure::Unavailable(
+                "the load balancer API is shutting down".into(),
+            ));
+        }
+        let requested = spec.requested_vip(self.block).map_err(Failure::Invalid)?;
+        let existing: Option<(Spec, u64, String, Arc<DataPlane>)> =
+            self.state().lbs.get(id).map(|e| {
+                (
+                    e.spec.clone(),
+                    e.generation,
+                    e.etag.clone(),
+                    e.plane.clone(),
+                )
+            });
+
+        match (&existing, if_match) {
+            (None, Some(_)) => {
+                return Err(Failure::Precondition(format!(
+                    "If-Match: load balancer {id:?} does not exist"
+                )));
+            }
+            (Some((_, _, etag, _)), Some(m)) if !spec::etag_matches(m, etag) => {
+                return Err(Failure::Precondition(format!(
+                    "If-Match: load balancer {id:?} changed (current ETag {etag})"
+                )));
+            }
+            _ => {}
+        }
+        if let (Some((_, _, etag, _)), Some(m)) = (&existing, if_none_match)
+            && spec::etag_matches(m, etag)
+        {
+            return Err(Failure::Precondition(format!(
+                "If-None-Match: load balancer {id:?} already exists"
+            )));
+        }
+
+        // Idempotent: the same spec changes nothing.
+        if let Some((old, _, _, _)) = &existing
+            && *old == spec
+        {
+            let st = self.state();
+            if let Some(e) = st.lbs.get(id) {
+                return Ok(PutOutcome {
+                    created: false,
+                    body: Self::render(id, e),
+                    etag: e.etag.clone(),
+                });
+            }
+        }
+
+        // Choose the VIP: the requested one, else the current one, else a fresh one.
+        let current_vip = existing.as_ref().map(|(_, _, _, p)| p.vip);
+        let (vip, claimed_new) = {
+            let mut st = self.state();
+            match (requested, current_vip) {
+                (Some((ip, _)), Some(cur)) if ip == cur => (cur, false),
+                (Some((ip, field)), _) => {
+                    if !st.vips.claim(ip) {
+                        return Err(Failure::Invalid(spec::Invalid {
+                            field,
+                            message: format!("{ip} is already in use by another load balancer"),
+                        }));
+                    }
+                    (ip, true)
+                }
+                (None, Some(cur)) => (cur, false),
+                (None, None) => match st.vips.alloc() {
+                    Some(ip) => (ip, true),
+                    None => {
+                        return Err(Failure::Unavailable(format!(
+                            "no free address left in 127.{}.200.0/24",
+                            self.block
+                        )));
+                    }
+                },
+            }
+        };
+        let (plane, new_plane) = match &existing {
+            Some((_, _, _, p)) if p.vip == vip => (p.clone(), false),
+            _ => (Arc::new(DataPlane::new(vip, self.scale)), true),
+        };
+        let fresh = match plane.apply(&spec).await {
+            Ok(f) => f,
+            Err(e) => {
+                if new_plane {
+                    plane.shutdown().await;
+                }
+                if claimed_new {
+                    self.state().vips.release(vip);
+                }
+                tracing::warn!(id, error = %e, "load balancer data plane update failed");
+                return Err(Failure::Unavailable(format!("{e:#}")));
+            }
+        };
+
+        let generation = existing.as_ref().map_or(0, |(_, g, _, _)| *g) + 1;
+        let etag = spec::etag(generation, &spec);
+        let replaced = {
+            let mut st = self.state();
+            let old = st.lbs.insert(
+                id.to_string(),
+                LbEntry {
+                    spec,
+                    generation,
+                    etag: etag.clone(),
+                    plane: plane.clone(),
+                },
+            );
+            match old {
+                Some(o) if o.plane.vip != vip => {
+                    st.vips.release(o.plane.vip);
+                    Some(o.plane)
+                }
+                _ => None,
+            }
+        };
+        if let Some(old_plane) = replaced {
+            old_plane.shutdown().await;
+        }
+        {
+            let mut s = self.stats();
+            s.writes += 1;
+            *s.writes_by_id.entry(id.to_string()).or_default() += 1;
+        }
+        tracing::info!(id, %vip, generation, created = existing.is_none(), "load balancer written");
+
+        // New checks run at once; give them a moment so the answer shows real health.
+        let settle = Duration::from_secs_f64(self.scale.clamp(0.01, 1.0));
+        let _ = tokio::time::timeout(
+            settle,
+            futures::future::join_all(fresh.iter().map(|c| c.first_checked())),
+        )
+        .await;
+
+        let st = self.state();
+        let body = st
+            .lbs
+            .get(id)
+            .map(|e| Self::render(id, e))
+            .unwrap_or_default();
+        Ok(PutOutcome {
+            created: existing.is_none(),
+            body,
+            etag,
+        })
+    }
+
+    pub(crate) async fn delete(&self, id: &str, if_match: Option<&str>) -> Result<(), Failure> {
+        self.stats().deletes += 1;
+        let _gate = self.gate.lock().await;
+        let plane = {
+            let mut st = self.state();
+            let e = st
+                .lbs
+                .get(id)
+                .ok_or_else(|| Failure::NotFound(format!("load balancer {id:?} not found")))?;
+            if let Some(m) = if_match
+                && !spec::etag_matches(m, &e.etag)
+            {
+                return Err(Failure::Precondition(format!(
+                    "If-Match: load balancer {id:?} changed (current ETag {})",
+                    e.etag
+                )));
+            }
+            let e = st
+                .lbs
+                .remove(id)
+                .ok_or_else(|| Failure::NotFound(format!("load balancer {id:?} not found")))?;
+            st.vips.release(e.plane.vip);
+            e.plane
+        };
+        // Close every socket before answering, so the VIP is free when the client hears 204.
+        plane.shutdown().await;
+        self.stats().deleted += 1;
+        tracing::info!(id, vip = %plane.vip, "load balancer deleted");
+        Ok(())
+    }
+
+    /// Stops every load balancer's data plane; later writes fail with 503.
+    async fn teardown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let _gate = self.gate.lock().await;
+        let planes: Vec<Arc<DataPlane>> = {
+            let mut st = self.state();
+            let lbs = std::mem::take(&mut st.lbs);
+            lbs.into_values()
+                .map(|e| {
+                    st.vips.release(e.plane.vip);
+                    e.plane
+                })
+                .collect()
+        };
+        for p in planes {
+            p.shutdown().await;
+        }
+    }
+}
+
+/// A running load balancer API.
+pub struct LbApi {
+    pub addr: SocketAddr,
+    pub faults: Arc<Faults>,
+    pub ip_block: u8,
+    inner: Arc<Inner>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    watcher: JoinHandle<()>,
+}
+
+impl LbApi {
+    /// Binds the API and serves it until `shutdown` turns true or [`LbApi::shutdown`].
+    pub async fn start(cfg: LbApiConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<LbApi> {
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("binding the load balancer API to {}", cfg.listen))?;
+        let addr = listener.local_addr()?;
+        let faults = Arc::new(Faults::default());
+        let inner = Arc::new(Inner {
+            block: cfg.ip_block,
+            token: cfg.token.clone().filter(|t| !t.is_empty()),
+            scale: cfg.health_check_scale,
+            faults: faults.clone(),
+            state: Mutex::new(State {
+                lbs: BTreeMap::new(),
+                vips: VipPool::new(cfg.ip_block),
+            }),
+            gate: tokio::sync::Mutex::new(()),
+            stats: Mutex::new(LbStats::default()),
+            closed: AtomicBool::new(false),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let app = http::router(inner.clone());
+        let mut ext = shutdown.clone();
+        let mut own = stop_rx;
+        let server = tokio::spawn(async move {
+            let signal = async move {
+                tokio::select! {
+                    _ = wait_true(&mut ext) => {}
+                    _ = wait_true(&mut own) => {}
+                }
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+            {
+                tracing::warn!(error = %e, "load balancer API server failed");
+            }
+        });
+        let watcher = {
+            let inner = inner.clone();
+            let mut ext = shutdown;
+            tokio::spawn(async move {
+                if ext.wait_for(|s| *s).await.is_ok() {
+                    inner.teardown().await;
+                }
+            })
+        };
+        tracing::info!(%addr, block = cfg.ip_block, "load balancer API listening");
+        Ok(LbApi {
+            addr,
+            faults,
+            ip_block: cfg.ip_block,
+            inner,
+            stop,
+            server,
+            watcher,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stats(&self) -> LbStats {
+        let mut s = self.inner.stats().clone();
+        s.injected_errors = self.faults.injected_errors();
+        s
+    }
+
+    /// The current load balancers, as `GET /v1/loadbalancers/{id}` returns them.
+    pub fn load_balancers(&self) -> Vec<Value> {
+        let st = self.inner.state();
+        st.lbs.iter().map(|(id, e)| Inner::render(id, e)).collect()
+    }
+
+    /// The VIP of load balancer `id`, if it exists.
+    pub fn vip(&self, id: &str) -> Option<Ipv4Addr> {
+        self.inner.state().lbs.get(id).map(|e| e.plane.vip)
+    }
+
+    /// Stops the API and every data plane; nothing stays bound when this returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let mut server = self.server;
+        if tokio::time::timeout(Duration::from_secs(5), &mut server)
+            .await
+            .is_err()
+        {
+            server.abort();
+            let _ = server.await;
+        }
+        self.watcher.abort();
+        let _ = self.watcher.await;
+        self.inner.teardown().await;
+    }
+}
+
+/// Resolves when `rx` turns true; never if its sender is gone without doing so.
+async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

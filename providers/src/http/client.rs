@@ -1,0 +1,304 @@
+//! Sending one request to the load balancer API: the bearer token, retries, error
+//! classification and per-attempt metrics.
+
+use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use reqwest::{Method, Response, StatusCode, Url};
+use std::error::Error as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tracing::debug;
+
+use super::retry::{Backoff, after_at_least, retry_after};
+use super::wire::ErrorBody;
+use super::{HttpProviderConfig, MetricsHook};
+use crate::ProviderError;
+
+/// The longest `Retry-After` waited for inside one call. A longer one ends the call with
+/// [`ProviderError::Transient`] carrying it, so the controller requeues instead of holding
+/// a worker.
+const MAX_INLINE_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// One request, to be sent (and re-sent) as is.
+pub(super) struct Request<'a> {
+    /// The operation, for metrics and logs: `get`, `put`, `delete`, `list`.
+    pub op: &'static str,
+    pub method: Method,
+    pub url: Url,
+    pub header: Option<(HeaderName, HeaderValue)>,
+    pub body: Option<&'a super::wire::Spec>,
+}
+
+/// The transport to the load balancer API.
+pub(super) struct Api {
+    client: reqwest::Client,
+    token_file: Option<PathBuf>,
+    backoff: Backoff,
+    max_retries: u32,
+    pub(super) metrics: Option<MetricsHook>,
+}
+
+/// What to do with a response.
+enum Verdict {
+    /// The caller interprets it (2xx, 404, 412).
+    Done,
+    /// Retry after `Retry-After`, or with backoff when absent (429, 503).
+    Throttled,
+    /// Retry with backoff (other 5xx).
+    Retry,
+    /// Fail without retrying.
+    Fail,
+}
+
+impl Api {
+    pub fn new(cfg: &HttpProviderConfig, base: &Url) -> Result<Self, ProviderError> {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            return Err(ProviderError::Permanent(
+                "No rustls crypto provider is installed; call \
+                 rustls::crypto::ring::default_provider().install_default() at start-up"
+                    .into(),
+            ));
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &cfg.ca_bundle {
+            let pem = std::fs::read(path).map_err(|e| {
+                ProviderError::Permanent(format!("Cannot read CA bundle {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                ProviderError::Permanent(format!("Invalid CA bundle {}: {e}", path.display()))
+            })?;
+            if certs.is_empty() {
+                return Err(ProviderError::Permanent(format!(
+                    "CA bundle {} holds no PEM certificates",
+                    path.display()
+                )));
+            }
+            // The system's roots plus the bundle.
+            builder = builder.tls_certs_merge(certs);
+        } else if base.scheme() == "http" {
+            // No TLS will ever be used: do not require system roots (a minimal image may
+            // have none, and loading them would fail).
+            builder = builder.tls_certs_only([]);
+        }
+        let client = builder.build().map_err(|e| {
+            ProviderError::Permanent(format!("Cannot build the HTTP client: {}", describe(&e)))
+        })?;
+        Ok(Self {
+            client,
+            token_file: cfg.token_file.clone(),
+            backoff: Backoff::default(),
+            max_retries: cfg.max_retries,
+            metrics: None,
+        })
+    }
+
+    /// Sends `req`, retrying throttling, 5xx and connection failures up to `max_retries`
+    /// times. Returns the response for 2xx, 404 and 412; maps every other status to an
+    /// error.
+    pub async fn send(&self, req: Request<'_>) -> Result<Response, ProviderError> {
+        let mut retry = 0;
+        loop {
+            // Read on every attempt, so a rotated token is picked up.
+            let auth = self.authorization()?;
+            let mut builder = self.client.request(req.method.clone(), req.url.clone());
+            if let Some(auth) = auth {
+                builder = builder.header(AUTHORIZATION, auth);
+            }
+            if let Some((name, value)) = &req.header {
+                builder = builder.header(name, value);
+            }
+            if let Some(body) = req.body {
+                builder = builder.json(body);
+            }
+            let started = Instant::now();
+            let result = builder.send().await;
+            let elapsed = started.elapsed();
+
+            let (error, wait) = match result {
+                Err(e) => {
+                    self.record(
+                        req.op,
+                        if e.is_timeout() {
+                            "timeout"
+                        } else {
+                            "network_error"
+                        },
+                        elapsed,
+                    );
+                    if e.is_builder() {
+                        return Err(ProviderError::Permanent(format!(
+                            "Cannot build the {} request: {}",
+                            req.op,
+                            describe(&e)
+                        )));
+                    }
+                    let message = format!(
+                        "Cannot reach the load balancer API ({} {}): {}",
+                        req.method,
+                        req.url,
+                        describe(&e)
+                    );
+                    (ProviderError::transient(message), self.backoff.delay(retry))
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    self.record(req.op, outcome(status), elapsed);
+                    debug!(op = req.op, url = %req.url, %status, ?elapsed, "Load balancer API answered");
+                    match verdict(status) {
+                        Verdict::Done => return Ok(resp),
+                        Verdict::Fail => return Err(error_of(resp).await),
+                        Verdict::Retry => {
+                            let message = message_of(resp).await;
+                            (ProviderError::transient(message), self.backoff.delay(retry))
+                        }
+                        Verdict::Throttled => {
+                            let asked = retry_after(resp.headers());
+                            let message = message_of(resp).await;
+                            let error = ProviderError::Transient {
+                                message,
+                                retry_after: asked,
+                            };
+                            match asked {
+                                Some(asked) if asked > MAX_INLINE_RETRY_AFTER => return Err(error),
+                                Some(asked) => (error, after_at_least(asked)),
+                                None => (error, self.backoff.delay(retry)),
+                            }
+                        }
+                    }
+                }
+            };
+            if retry >= self.max_retries {
+                return Err(error);
+            }
+            debug!(op = req.op, retry, ?wait, %error, "Retrying the load balancer API");
+            tokio::time::sleep(wait).await;
+            retry += 1;
+        }
+    }
+
+    /// The `Authorization` header, from the token file as it is now.
+    fn authorization(&self) -> Result<Option<HeaderValue>, ProviderError> {
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        // Transient, not Permanent: the fix is in the file (a Secret being mounted or
+        // rotated), not in the Service, so the controller must keep retrying.
+        let token = std::fs::read_to_string(path).map_err(|e| {
+            ProviderError::transient(format!("Cannot read token file {}: {e}", path.display()))
+        })?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(ProviderError::transient(format!(
+                "Token file {} is empty",
+                path.display()
+            )));
+        }
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            ProviderError::transient(format!(
+                "Token file {} holds characters not allowed in an HTTP header",
+                path.display()
+            ))
+        })?;
+        value.set_sensitive(true);
+        Ok(Some(value))
+    }
+
+    fn record(&self, op: &'static str, outcome: &'static str, elapsed: Duration) {
+        if let Some(hook) = &self.metrics {
+            hook(op, outcome, elapsed);
+        }
+    }
+}
+
+fn verdict(status: StatusCode) -> Verdict {
+    match status.as_u16() {
+        200..=299 | 404 | 412 => Verdict::Done,
+        429 | 503 => Verdict::Throttled,
+        500..=599 => Verdict::Retry,
+        _ => Verdict::Fail,
+    }
+}
+
+/// The metrics label of a response.
+fn outcome(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=299 => "success",
+        401 | 403 => "unauthorized",
+        404 => "not_found",
+        409 => "conflict",
+        412 => "precondition_failed",
+        422 => "invalid",
+        429 => "throttled",
+        503 => "unavailable",
+        400..=499 => "client_error",
+        500..=599 => "server_error",
+        _ => "unexpected",
+    }
+}
+
+/// The error a non-retryable response stands for.
+async fn error_of(resp: Response) -> ProviderError {
+    let status = resp.status();
+    let (message, field) = detail_of(resp).await;
+    let said = |what: &str| format!("Load balancer API {what} ({status}): {message}");
+    match status.as_u16() {
+        401 | 403 => ProviderError::Permanent(said("refused the credentials")),
+        409 => ProviderError::Conflict(said("reported a conflict")),
+        422 => ProviderError::Invalid {
+            field: field.unwrap_or_else(|| "spec".into()),
+            message,
+        },
+        _ => ProviderError::Permanent(said("rejected the request")),
+    }
+}
+
+/// A message for a retryable response.
+async fn message_of(resp: Response) -> String {
+    let status = resp.status();
+    let (message, _) = detail_of(resp).await;
+    format!("Load balancer API answered {status}: {message}")
+}
+
+/// The server's message and field from a contract `Error` body, or the start of whatever
+/// else it sent.
+pub(super) async fn detail_of(resp: Response) -> (String, Option<String>) {
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap_or_default();
+    if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(&body) {
+        return (error.message, error.field.filter(|f| !f.is_empty()));
+    }
+    let text = String::from_utf8_lossy(&body);
+    let text = text.trim();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("no message")
+            .to_string()
+    } else {
+        text.chars().take(200).collect()
+    };
+    (message, None)
+}
+
+/// An error's causes, outermost first, without the URL reqwest adds (the caller names it)
+/// and without repeats.
+pub(super) fn describe(e: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    if e.is_timeout() && !parts.iter().any(|p| p.contains("timed out")) {
+        parts.push("timed out".into());
+    }
+    if parts.is_empty() {
+        parts.push(e.to_string());
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,373 @@
+//! The `http` provider: drives any external load balancer that implements berth's REST
+//! contract (`docs/http-provider.openapi.yaml`).
+//!
+//! `ensure` reads the load balancer and writes only when its spec differs, with `If-Match`
+//! (or `If-None-Match: *` to create), re-reading when someone else wrote in between.
+
+mod client;
+mod retry;
+mod wire;
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderValue, IF_MATCH, IF_NONE_MATCH};
+use reqwest::{Method, Response, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, info, instrument};
+
+use crate::{
+    DesiredLoadBalancer, LABEL_CLUSTER, LABEL_SERVICE_UID, LoadBalancerRef, LoadBalancerStatus,
+    OwnedLoadBalancer, Provider, ProviderError,
+};
+use client::{Api, Request};
+use wire::Spec;
+
+/// Called once per HTTP attempt with the operation (`get`, `put`, `delete`, `list`), the
+/// outcome (`success`, `not_found`, `precondition_failed`, `conflict`, `invalid`,
+/// `throttled`, `unavailable`, `unauthorized`, `client_error`, `server_error`, `timeout`,
+/// `network_error`, `unexpected`) and how long the attempt took.
+pub type MetricsHook = Arc<dyn Fn(&'static str, &'static str, Duration) + Send + Sync>;
+
+/// How many times `ensure` re-reads after a `412` (someone else wrote in between).
+const MAX_PRECONDITION_RETRIES: u32 = 5;
+
+/// Where and how to reach the load balancer API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpProviderConfig {
+    /// The API's base URL, e.g. `https://lb-api.example.internal` (paths start with `/v1`).
+    pub endpoint: String,
+    /// A file holding the bearer token, read on every request so rotated tokens work.
+    pub token_file: Option<PathBuf>,
+    /// PEM certificates trusted in addition to the system's roots.
+    pub ca_bundle: Option<PathBuf>,
+    /// The limit on each HTTP attempt, connect to last byte.
+    pub timeout: Duration,
+    /// Retries after the first attempt, for throttling, 5xx and connection failures.
+    pub max_retries: u32,
+}
+
+impl HttpProviderConfig {
+    /// A configuration for `endpoint` with no token, system roots, a 10 s timeout and 5
+    /// retries.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            token_file: None,
+            ca_bundle: None,
+            timeout: Duration::from_secs(10),
+            max_retries: 5,
+        }
+    }
+}
+
+/// The `http` provider.
+pub struct HttpProvider {
+    api: Api,
+    base: Url,
+}
+
+/// A load balancer as read, with the ETag to write it back.
+struct Current {
+    lb: wire::LoadBalancer,
+    etag: Option<String>,
+}
+
+/// The condition a `PUT` is sent with.
+enum Precondition {
+    /// Create only: `If-None-Match: *`.
+    Absent,
+    /// Update only what was read: `If-Match`, when the server gave an ETag.
+    Matches(Option<String>),
+}
+
+impl HttpProvider {
+    /// A provider for `cfg`. Reads the CA bundle once; fails on an unusable endpoint or
+    /// bundle, or when no rustls crypto provider is installed.
+    pub fn new(cfg: HttpProviderConfig) -> Result<Self, ProviderError> {
+        let base = Url::parse(&cfg.endpoint)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && !u.cannot_be_a_base())
+            .ok_or_else(|| {
+                ProviderError::Permanent(format!(
+                    "Invalid http provider endpoint {:?}: expected an http:// or https:// URL",
+                    cfg.endpoint
+                ))
+            })?;
+        Ok(Self {
+            api: Api::new(&cfg, &base)?,
+            base,
+        })
+    }
+
+    /// Reports every HTTP attempt to `hook` (for Prometheus counters and histograms).
+    pub fn with_metrics(mut self, hook: MetricsHook) -> Self {
+        self.api.metrics = Some(hook);
+        self
+    }
+
+    /// The API's base URL.
+    pub fn endpoint(&self) -> &Url {
+        &self.base
+    }
+
+    /// `<endpoint>/v1/loadbalancers[/<id>]`.
+    fn url(&self, id: Option<&str>) -> Url {
+        let mut url = self.base.clone();
+        {
+            // `new` checked the URL can be a base, so this cannot fail.
+            let mut segments = url
+                .path_segments_mut()
+                .expect("checked in HttpProvider::new");
+            segments.pop_if_empty().extend(["v1", "loadbalancers"]);
+            if let Some(id) = id {
+                segments.push(id);
+            }
+        }
+        url.set_query(None);
+        url
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Current>, ProviderError> {
+        let resp = self
+            .api
+            .send(Request {
+                op: "get",
+                method: Method::GET,
+                url: self.url(Some(id)),
+                header: None,
+                body: None,
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::OK => {
+                let header_etag = etag(&resp);
+                let lb: wire::LoadBalancer = read_json(resp, "load balancer").await?;
+                let etag = header_etag.or_else(|| lb.etag.clone());
+                Ok(Some(Current { lb, etag }))
+            }
+            other => Err(unexpected("GET", other)),
+        }
+    }
+
+    /// `PUT`s `spec`; `None` when the precondition failed (`412`).
+    async fn put(
+        &self,
+        id: &str,
+        spec: &Spec,
+        precondition: Precondition,
+    ) -> Result<Option<wire::LoadBalancer>, ProviderError> {
+        let header = match precondition {
+            Precondition::Absent => Some((IF_NONE_MATCH, HeaderValue::from_static("*"))),
+            Precondition::Matches(Some(etag)) => HeaderValue::from_str(&etag)
+                .ok()
+                .map(|value| (IF_MATCH, value)),
+            Precondition::Matches(None) => None,
+        };
+        let resp = self
+            .api
+            .send(Request {
+                op: "put",
+                method: Method::PUT,
+                url: self.url(Some(id)),
+                header,
+                body: Some(spec),
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::PRECONDITION_FAILED => Ok(None),
+            StatusCode::OK | StatusCode::CREATED => {
+                Ok(Some(read_json(resp, "load balancer").await?))
+            }
+            other => Err(unexpected("PUT", other)),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for HttpProvider {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn needs_node_ports(&self) -> bool {
+        true
+    }
+
+    fn validate(&self, lb: &DesiredLoadBalancer) -> Result<(), ProviderError> {
+        Spec::from_desired(lb).map(|_| ())
+    }
+
+    #[instrument(skip_all, fields(id = %lb.id, service = %format_args!("{}/{}", lb.service.namespace, lb.service.name)))]
+    async fn ensure(&self, lb: &DesiredLoadBalancer) -> Result<LoadBalancerStatus, ProviderError> {
+        let spec = Spec::from_desired(lb)?;
+        for _ in 0..=MAX_PRECONDITION_RETRIES {
+            let precondition = match self.get(&lb.id).await? {
+                None => Precondition::Absent,
+                Some(current) => {
+                    check_owner(lb, &current.lb.spec)?;
+                    if spec.same_as(&current.lb.spec) {
+                        debug!("Load balancer is up to date");
+                        return current.lb.status.to_status();
+                    }
+                    Precondition::Matches(current.etag)
+                }
+            };
+            let creating = matches!(precondition, Precondition::Absent);
+            match self.put(&lb.id, &spec, precondition).await? {
+                Some(written) => {
+                    if creating {
+                        info!("Created load balancer");
+                    } else {
+                        info!("Updated load balancer");
+                    }
+                    return written.status.to_status();
+                }
+                None => debug!("Load balancer changed since it was read; reading again"),
+            }
+        }
+        Err(ProviderError::Conflict(format!(
+            "Load balancer {} kept changing while berth updated it",
+            lb.id
+        )))
+    }
+
+    #[instrument(skip_all, fields(id = %lb.id))]
+    async fn delete(&self, lb: &LoadBalancerRef) -> Result<(), ProviderError> {
+        let resp = self
+            .api
+            .send(Request {
+                op: "delete",
+                method: Method::DELETE,
+                url: self.url(Some(&lb.id)),
+                header: None,
+                body: None,
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => {
+                debug!("Load balancer already absent");
+                Ok(())
+            }
+            s if s.is_success() => {
+                info!("Deleted load balancer");
+                Ok(())
+            }
+            other => Err(unexpected("DELETE", other)),
+        }
+    }
+
+    #[instrument(skip(self))]
+    async fn list_owned(&self, cluster: &str) -> Result<Vec<OwnedLoadBalancer>, ProviderError> {
+        let mut url = self.url(None);
+        url.query_pairs_mut().append_pair("cluster", cluster);
+        let resp = self
+            .api
+            .send(Request {
+                op: "list",
+                method: Method::GET,
+                url,
+                header: None,
+                body: None,
+            })
+            .await?;
+        if resp.status() != StatusCode::OK {
+            return Err(unexpected("GET /v1/loadbalancers", resp.status()));
+        }
+        let list: wire::List = read_json(resp, "load balancer list").await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|item| OwnedLoadBalancer::from_labels(item.id, item.spec.labels))
+            // The server filters too; a server that ignores the query must not make berth
+            // collect another cluster's load balancers.
+            .filter(|owned| owned.cluster == cluster)
+            .collect())
+    }
+}
+
+/// Refuses to overwrite a load balancer this Service does not own: same id but another
+/// cluster or Service uid (or none), i.e. not created by berth for it.
+fn check_owner(lb: &DesiredLoadBalancer, current: &Spec) -> Result<(), ProviderError> {
+    let label = |k: &str| current.labels.get(k).map(String::as_str);
+    if label(LABEL_CLUSTER) == Some(lb.cluster.as_str())
+        && label(LABEL_SERVICE_UID) == Some(lb.service.uid.as_str())
+    {
+        return Ok(());
+    }
+    Err(ProviderError::Permanent(format!(
+        "Load balancer {} exists but berth did not create it for this Service \
+         (its {LABEL_CLUSTER} and {LABEL_SERVICE_UID} labels differ); berth will not change it",
+        lb.id
+    )))
+}
+
+fn etag(resp: &Response) -> Option<String> {
+    resp.headers()
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+async fn read_json<T: DeserializeOwned>(resp: Response, what: &str) -> Result<T, ProviderError> {
+    let body = resp.bytes().await.map_err(|e| {
+        ProviderError::transient(format!(
+            "Cannot read the {what} from the load balancer API: {}",
+            client::describe(&e)
+        ))
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ProviderError::Permanent(format!(
+            "Load balancer API returned an unreadable {what}: {e}"
+        ))
+    })
+}
+
+fn unexpected(request: &str, status: StatusCode) -> ProviderError {
+    ProviderError::Permanent(format!(
+        "Load balancer API answered {request} with unexpected status {status}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_the_endpoint_path() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        for (endpoint, want) in [
+            (
+                "http://lb.example:8080",
+                "http://lb.example:8080/v1/loadbalancers/b-x",
+            ),
+            (
+                "http://lb.example/api/",
+                "http://lb.example/api/v1/loadbalancers/b-x",
+            ),
+            (
+                "https://lb.example/api?x=1",
+                "https://lb.example/api/v1/loadbalancers/b-x",
+            ),
+        ] {
+            let p = HttpProvider::new(HttpProviderConfig::new(endpoint)).unwrap();
+            assert_eq!(p.url(Some("b-x")).as_str(), want);
+        }
+    }
+
+    #[test]
+    fn rejects_unusable_endpoints() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        for endpoint in ["", "lb.example", "ftp://lb.example", "mailto:x@y"] {
+            match HttpProvider::new(HttpProviderConfig::new(endpoint)) {
+                Err(ProviderError::Permanent(m)) => {
+                    assert!(m.contains("Invalid http provider endpoint"), "{m}")
+                }
+                Err(e) => panic!("{endpoint}: {e:?}"),
+                Ok(_) => panic!("{endpoint}: accepted"),
+            }
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The desired state the controller computes for a Service, and what providers report back.
+//!
+//! Plain data: no Kubernetes types. Enums serialise with the spelling Kubernetes and the
+//! `http` provider's contract use (`TCP`, `ClientIP`, `IPv4`, …), structs in camelCase.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+pub use crate::cidr::{Cidr, CidrError};
+
+/// Label: the name of the cluster that owns a load balancer.
+pub const LABEL_CLUSTER: &str = "berth.io/cluster";
+/// Label: the owning Service's namespace.
+pub const LABEL_SERVICE_NAMESPACE: &str = "berth.io/service-namespace";
+/// Label: the owning Service's name.
+pub const LABEL_SERVICE_NAME: &str = "berth.io/service-name";
+/// Label: the owning Service's uid (a Service recreated with the same name is another owner).
+pub const LABEL_SERVICE_UID: &str = "berth.io/service-uid";
+/// Label: the berth version that last wrote the load balancer.
+pub const LABEL_VERSION: &str = "berth.io/version";
+
+/// The version written to [`LABEL_VERSION`].
+pub const BERTH_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The ownership labels every load balancer berth creates for `service` carries.
+pub fn ownership_labels(cluster: &str, service: &ServiceRef) -> BTreeMap<String, String> {
+    [
+        (LABEL_CLUSTER, cluster),
+        (LABEL_SERVICE_NAMESPACE, &service.namespace),
+        (LABEL_SERVICE_NAME, &service.name),
+        (LABEL_SERVICE_UID, &service.uid),
+        (LABEL_VERSION, BERTH_VERSION),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The Service a load balancer belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceRef {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.uid`.
+    pub uid: String,
+}
+
+/// Enough to find and delete a load balancer without its desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LoadBalancerRef {
+    /// The provider-side id, from [`crate::naming::load_balancer_id`].
+    pub id: String,
+    /// The owning cluster's name.
+    pub cluster: String,
+    /// The owning Service.
+    pub service: ServiceRef,
+}
+
+/// Everything a provider needs to build one Service's load balancer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredLoadBalancer {
+    /// The provider-side id, from [`crate::naming::load_balancer_id`].
+    pub id: String,
+    /// The owning cluster's name.
+    pub cluster: String,
+    /// The owning Service.
+    pub service: ServiceRef,
+    /// One per Service port, in the Service's order.
+    pub listeners: Vec<Listener>,
+    /// The eligible nodes, sorted by name.
+    pub targets: Vec<NodeTarget>,
+    /// How the load balancer decides a target may take traffic.
+    pub health_check: HealthCheck,
+    /// Clients allowed to connect; empty means everyone.
+    pub source_ranges: Vec<Cidr>,
+    /// Whether a client sticks to one target.
+    pub session_affinity: SessionAffinity,
+    /// The Service's `spec.ipFamilies`, primary first.
+    pub ip_families: Vec<IpFamily>,
+    /// Addresses the Service asked for (`spec.loadBalancerIP` or an annotation).
+    pub requested_addresses: Vec<IpAddr>,
+    /// Ownership labels ([`ownership_labels`]); providers store them as labels or tags.
+    pub labels: BTreeMap<String, String>,
+    /// The Service's annotations, for provider-specific settings.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl DesiredLoadBalancer {
+    /// The reference that finds this load balancer again.
+    pub fn reference(&self) -> LoadBalancerRef {
+        LoadBalancerRef {
+            id: self.id.clone(),
+            cluster: self.cluster.clone(),
+            service: self.service.clone(),
+        }
+    }
+}
+
+/// The transport protocol of a Service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Protocol {
+    /// `TCP`.
+    #[serde(rename = "TCP")]
+    Tcp,
+    /// `UDP`.
+    #[serde(rename = "UDP")]
+    Udp,
+    /// `SCTP` (few load balancers serve it).
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+impl Protocol {
+    /// The Kubernetes spelling: `TCP`, `UDP`, `SCTP`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One Service port, served on the load balancer's address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listener {
+    /// The Service port's name (may be empty for a single-port Service).
+    pub name: String,
+    /// The port on the load balancer's address.
+    pub port: u16,
+    /// The transport protocol.
+    pub protocol: Protocol,
+    /// The NodePort, when allocated; NodePort-targeting providers need it.
+    pub node_port: Option<u16>,
+}
+
+/// An eligible node, as a provider sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTarget {
+    /// The node's name.
+    pub name: String,
+    /// Its InternalIP (or ExternalIP when it has none).
+    pub internal_ip: Option<IpAddr>,
+    /// `spec.providerID`, e.g. `aws:///us-east-1a/i-0123`.
+    pub provider_id: Option<String>,
+    /// The `topology.kubernetes.io/zone` label.
+    pub zone: Option<String>,
+}
+
+/// The protocol of a health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum HealthProtocol {
+    /// A TCP connect succeeds.
+    #[serde(rename = "TCP")]
+    Tcp,
+    /// An HTTP GET of `path` answers 2xx.
+    #[serde(rename = "HTTP")]
+    Http,
+}
+
+/// How the load balancer decides a target may take traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// TCP connect or HTTP GET.
+    pub protocol: HealthProtocol,
+    /// The port on each target; `None` means each listener's traffic port (its NodePort).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// For HTTP: the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Seconds between checks.
+    #[serde(default = "default_interval")]
+    pub interval_seconds: u32,
+    /// Seconds before a check counts as failed.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u32,
+    /// Consecutive successes before a target takes traffic.
+    #[serde(default = "default_threshold")]
+    pub healthy_threshold: u32,
+    /// Consecutive failures before a target stops taking traffic.
+    #[serde(default = "default_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+fn default_interval() -> u32 {
+    5
+}
+fn default_timeout() -> u32 {
+    2
+}
+fn default_threshold() -> u32 {
+    2
+}
+
+impl HealthCheck {
+    /// TCP on each listener's traffic port (`externalTrafficPolicy: Cluster`).
+    pub fn tcp_traffic_port() -> Self {
+        Self {
+            protocol: HealthProtocol::Tcp,
+            port: None,
+            path: None,
+            interval_seconds: default_interval(),
+            timeout_seconds: default_timeout(),
+            healthy_threshold: default_threshold(),
+            unhealthy_threshold: default_threshold(),
+        }
+    }
+
+    /// HTTP `GET /healthz` on the Service's `healthCheckNodePort`
+    /// (`externalTrafficPolicy: Local`): only nodes with a ready local endpoint pass.
+    pub fn http_healthz(port: u16) -> Self {
+        Self {
+            protocol: HealthProtocol::Http,
+            port: Some(port),
+            path: Some("/healthz".to_string()),
+            ..Self::tcp_traffic_port()
+        }
+    }
+}
+
+/// Whether a client sticks to one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum SessionAffinity {
+    /// Each connection may go to any target.
+    #[default]
+    None,
+    /// Connections from one client IP go to the same target for `timeout_seconds`.
+    #[serde(rename = "ClientIP", rename_all = "camelCase")]
+    ClientIp {
+        /// How long the stickiness lasts (Kubernetes' default is 10800).
+        #[serde(default = "default_affinity_timeout")]
+        timeout_seconds: u32,
+    },
+}
+
+fn default_affinity_timeout() -> u32 {
+    10_800
+}
+
+/// An IP family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum IpFamily {
+    /// IPv4.
+    IPv4,
+    /// IPv6.
+    IPv6,
+}
+
+/// What a provider reports, to publish in the Service's `status.loadBalancer`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancerStatus {
+    /// The addresses clients use; empty while the provider is still allocating.
+    pub ingress: Vec<Ingress>,
+}
+
+/// One address of a load balancer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ingress {
+    /// An IP address.
+    pub ip: Option<IpAddr>,
+    /// A DNS name.
+    pub hostname: Option<String>,
+    /// How traffic to the address reaches the node.
+    pub ip_mode: IpMode,
+}
+
+/// Kubernetes' `status.loadBalancer.ingress[].ipMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum IpMode {
+    /// Packets arrive with the VIP as destination (kube-proxy may short-circuit it).
+    #[serde(rename = "VIP")]
+    Vip,
+    /// The load balancer proxies: packets arrive addressed to the node.
+    Proxy,
+}
+
+/// A load balancer a provider found carrying berth's ownership labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnedLoadBalancer {
+    /// The provider-side id.
+    pub id: String,
+    /// The owning cluster (the [`LABEL_CLUSTER`] label).
+    pub cluster: String,
+    /// The owning Service, from the labels.
+    pub service: ServiceRef,
+    /// All the load balancer's labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl OwnedLoadBalancer {
+    /// Reads ownership from `labels`; `None` when any of cluster, service namespace, name or
+    /// uid is missing (berth did not create it).
+    pub fn from_labels(id: String, labels: BTreeMap<String, String>) -> Option<Self> {
+        let get = |k: &str| labels.get(k).filter(|v| !v.is_empty()).cloned();
+        Some(Self {
+            id,
+            cluster: get(LABEL_CLUSTER)?,
+            service: ServiceRef {
+                namespace: get(LABEL_SERVICE_NAMESPACE)?,
+                name: get(LABEL_SERVICE_NAME)?,
+                uid: get(LABEL_SERVICE_UID)?,
+            },
+            labels,
+        })
+    }
+
+    /// The reference that deletes it.
+    pub fn reference(&self) -> LoadBalancerRef {
+        LoadBalancerRef {
+            id: self.id.clone(),
+            cluster: self.cluster.clone(),
+            service: self.service.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc() -> ServiceRef {
+        ServiceRef {
+            namespace: "shop".into(),
+            name: "web".into(),
+            uid: "0f6c".into(),
+        }
+    }
+
+    #[test]
+    fn ownership_labels_round_trip() {
+        let labels = ownership_labels("prod", &svc());
+        assert_eq!(labels[LABEL_CLUSTER], "prod");
+        assert_eq!(labels[LABEL_SERVICE_NAMESPACE], "shop");
+        assert_eq!(labels[LABEL_SERVICE_NAME], "web");
+        assert_eq!(labels[LABEL_SERVICE_UID], "0f6c");
+        assert_eq!(labels[LABEL_VERSION], BERTH_VERSION);
+        let owned = OwnedLoadBalancer::from_labels("b-1".into(), labels).unwrap();
+        assert_eq!(owned.cluster, "prod");
+        assert_eq!(owned.service, svc());
+        assert_eq!(owned.reference().id, "b-1");
+    }
+
+    #[test]
+    fn foreign_labels_are_not_owned() {
+        let mut labels = ownership_labels("prod", &svc());
+        labels.remove(LABEL_SERVICE_UID);
+        assert!(OwnedLoadBalancer::from_labels("x".into(), labels).is_none());
+        assert!(OwnedLoadBalancer::from_labels("x".into(), BTreeMap::new()).is_none());
+    }
+
+    #[test]
+    fn health_check_constructors() {
+        let tcp = HealthCheck::tcp_traffic_port();
+        assert_eq!(
+            (tcp.protocol, tcp.port, tcp.path.as_deref()),
+            (HealthProtocol::Tcp, None, None)
+        );
+        let http = HealthCheck::http_healthz(31_000);
+        assert_eq!(http.protocol, HealthProtocol::Http);
+        assert_eq!(http.port, Some(31_000));
+        assert_eq!(http.path.as_deref(), Some("/healthz"));
+        assert_eq!(http.interval_seconds, tcp.interval_seconds);
+    }
+
+    #[test]
+    fn session_affinity_json() {
+        let none = serde_json::to_value(SessionAffinity::None).unwrap();
+        assert_eq!(none, serde_json::json!({"type": "None"}));
+        let sticky = SessionAffinity::ClientIp {
+            timeout_seconds: 60,
+        };
+        let json = serde_json::to_value(sticky).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "ClientIP", "timeoutSeconds": 60})
+        );
+        // A server may echo defaults or extra fields.
+        let back: SessionAffinity =
+            serde_json::from_value(serde_json::json!({"type": "None", "timeoutSeconds": 5}))
+                .unwrap();
+        assert_eq!(back, SessionAffinity::None);
+        let back: SessionAffinity =
+            serde_json::from_value(serde_json::json!({"type": "ClientIP"})).unwrap();
+        assert_eq!(
+            back,
+            SessionAffinity::ClientIp {
+                timeout_seconds: 10_800
+            }
+        );
+    }
+}

@@ -1,0 +1,838 @@
+//! The `http` provider against a small in-process implementation of berth's load balancer
+//! API (`docs/http-provider.openapi.yaml`) that records every request and can be told to
+//! fail the next ones.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use berth_providers::http::{HttpProvider, HttpProviderConfig, MetricsHook};
+use berth_providers::{
+    DesiredLoadBalancer, HealthCheck, Ingress, IpMode, LABEL_CLUSTER, Listener, NodeTarget,
+    Protocol, Provider, ProviderError, ServiceRef, SessionAffinity, naming, ownership_labels,
+};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+
+// ---------------------------------------------------------------------------------------
+// The fake load balancer API.
+
+/// One request the server saw.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: Method,
+    /// Path and query.
+    uri: String,
+    if_match: Option<String>,
+    if_none_match: Option<String>,
+    authorization: Option<String>,
+    at: Instant,
+}
+
+/// The next request (of `method`, or any when `None`) fails with `status`.
+struct Fault {
+    method: Option<Method>,
+    status: StatusCode,
+    retry_after: Option<u64>,
+}
+
+struct Stored {
+    spec: Value,
+    etag: String,
+    generation: u64,
+    address: String,
+}
+
+#[derive(Default)]
+struct Api {
+    lbs: Mutex<BTreeMap<String, Stored>>,
+    seen: Mutex<Vec<Seen>>,
+    faults: Mutex<VecDeque<Fault>>,
+    /// When set, requests must carry `Authorization: Bearer <token>`.
+    token: Mutex<Option<String>>,
+    writes: AtomicUsize,
+}
+
+impl Api {
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn seen_methods(&self) -> Vec<String> {
+        self.seen().iter().map(|s| s.method.to_string()).collect()
+    }
+
+    fn puts(&self) -> Vec<Seen> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.method == Method::PUT)
+            .collect()
+    }
+
+    fn fail_next(
+        &self,
+        method: Option<Method>,
+        status: u16,
+        retry_after: Option<u64>,
+        times: usize,
+    ) {
+        let mut faults = self.faults.lock().unwrap();
+        for _ in 0..times {
+            faults.push_back(Fault {
+                method: method.clone(),
+                status: StatusCode::from_u16(status).unwrap(),
+                retry_after,
+            });
+        }
+    }
+
+    /// Stores a load balancer directly, as another client would have.
+    fn insert(&self, id: &str, spec: Value) {
+        self.lbs.lock().unwrap().insert(
+            id.to_string(),
+            Stored {
+                spec,
+                etag: "\"foreign\"".into(),
+                generation: 1,
+                address: "192.0.2.200".into(),
+            },
+        );
+    }
+
+    fn spec_of(&self, id: &str) -> Option<Value> {
+        self.lbs.lock().unwrap().get(id).map(|s| s.spec.clone())
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str, field: Option<&str>) -> Response {
+    let mut body = json!({"error": {"code": code, "message": message}});
+    if let Some(field) = field {
+        body["error"]["field"] = json!(field);
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+fn lb_response(status: StatusCode, id: &str, lb: &Stored) -> Response {
+    let body = json!({
+        "id": id,
+        "spec": lb.spec,
+        "status": {"addresses": [{"ip": lb.address}], "targets": []},
+        "etag": lb.etag,
+        "generation": lb.generation,
+    });
+    (status, [(header::ETAG, lb.etag.clone())], axum::Json(body)).into_response()
+}
+
+async fn handle(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    api.seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        uri: uri.to_string(),
+        if_match: header(header::IF_MATCH),
+        if_none_match: header(header::IF_NONE_MATCH),
+        authorization: header(header::AUTHORIZATION),
+        at: Instant::now(),
+    });
+
+    if let Some(token) = api.token.lock().unwrap().clone()
+        && header(header::AUTHORIZATION) != Some(format!("Bearer {token}"))
+    {
+        return error(StatusCode::UNAUTHORIZED, "Unauthorized", "Bad token", None);
+    }
+    {
+        let mut faults = api.faults.lock().unwrap();
+        if faults
+            .front()
+            .is_some_and(|f| f.method.as_ref().is_none_or(|m| *m == method))
+        {
+            let fault = faults.pop_front().unwrap();
+            let mut resp = error(fault.status, "Injected", "Injected fault", None);
+            if let Some(secs) = fault.retry_after {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, secs.to_string().parse().unwrap());
+            }
+            return resp;
+        }
+    }
+
+    let path = uri.path();
+    if path == "/v1/loadbalancers" && method == Method::GET {
+        let cluster = uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("cluster="))
+                .map(str::to_string)
+        });
+        let lbs = api.lbs.lock().unwrap();
+        let items: Vec<Value> = lbs
+            .iter()
+            .filter(|(_, lb)| {
+                cluster.as_deref().is_none_or(|c| lb.spec["labels"][LABEL_CLUSTER] == c)
+            })
+            .map(|(id, lb)| json!({"id": id, "spec": lb.spec, "status": {}, "etag": lb.etag, "generation": lb.generation}))
+            .collect();
+        return axum::Json(json!({ "items": items })).into_response();
+    }
+    let Some(id) = path.strip_prefix("/v1/loadbalancers/") else {
+        return error(StatusCode::NOT_FOUND, "NotFound", "No such path", None);
+    };
+    let mut lbs = api.lbs.lock().unwrap();
+    match method {
+        Method::GET => match lbs.get(id) {
+            Some(lb) => lb_response(StatusCode::OK, id, lb),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "No such load balancer",
+                None,
+            ),
+        },
+        Method::DELETE => match lbs.remove(id) {
+            Some(_) => StatusCode::NO_CONTENT.into_response(),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "No such load balancer",
+                None,
+            ),
+        },
+        Method::PUT => {
+            let Ok(spec) = serde_json::from_slice::<Value>(&body) else {
+                return error(StatusCode::BAD_REQUEST, "BadRequest", "Not JSON", None);
+            };
+            let requested = spec["requestedAddresses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for (i, a) in requested.iter().enumerate() {
+                if !a.as_str().unwrap_or_default().starts_with("192.0.2.") {
+                    return error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "Invalid",
+                        "Address is outside the pool 192.0.2.0/24",
+                        Some(&format!("requestedAddresses[{i}]")),
+                    );
+                }
+            }
+            let existing = lbs.get(id);
+            if header(header::IF_NONE_MATCH).as_deref() == Some("*") && existing.is_some() {
+                return error(
+                    StatusCode::PRECONDITION_FAILED,
+                    "PreconditionFailed",
+                    "Exists",
+                    None,
+                );
+            }
+            if let Some(want) = header(header::IF_MATCH)
+                && existing.is_none_or(|lb| lb.etag != want)
+            {
+                return error(
+                    StatusCode::PRECONDITION_FAILED,
+                    "PreconditionFailed",
+                    "Changed",
+                    None,
+                );
+            }
+            if let Some(lb) = existing.filter(|lb| lb.spec == spec) {
+                return lb_response(StatusCode::OK, id, lb);
+            }
+            let n = api.writes.fetch_add(1, Ordering::SeqCst) + 1;
+            let created = existing.is_none();
+            let generation = existing.map_or(1, |lb| lb.generation + 1);
+            let address = match (existing, requested.first().and_then(Value::as_str)) {
+                (_, Some(ip)) => ip.to_string(),
+                (Some(lb), None) => lb.address.clone(),
+                (None, None) => format!("192.0.2.{}", lbs.len() + 1),
+            };
+            let stored = Stored {
+                spec,
+                etag: format!("\"w{n}\""),
+                generation,
+                address,
+            };
+            let resp = lb_response(
+                if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                },
+                id,
+                &stored,
+            );
+            lbs.insert(id.to_string(), stored);
+            resp
+        }
+        _ => error(StatusCode::METHOD_NOT_ALLOWED, "BadRequest", "Method", None),
+    }
+}
+
+fn router(api: Arc<Api>) -> Router {
+    Router::new().fallback(handle).with_state(api)
+}
+
+/// Serves `api` over plain HTTP; returns the endpoint.
+async fn serve(api: Arc<Api>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(api)).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// Accepts TLS connections for axum; failed handshakes are dropped.
+struct TlsListener {
+    tcp: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// A fresh CA and a certificate for 127.0.0.1 signed by it: (CA PEM, server config).
+fn test_pki() -> (String, rustls::ServerConfig) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "berth test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    (ca.pem(), config)
+}
+
+/// Serves `api` over TLS with `config`; returns the endpoint.
+async fn serve_tls(api: Arc<Api>, config: rustls::ServerConfig) -> String {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    };
+    tokio::spawn(async move { axum::serve(listener, router(api)).await.unwrap() });
+    format!("https://{addr}")
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixtures.
+
+fn install_crypto() {
+    // The binary installs ring once at start-up; tests share a process, so ignore "already".
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn config(endpoint: &str) -> HttpProviderConfig {
+    HttpProviderConfig {
+        max_retries: 3,
+        timeout: Duration::from_secs(5),
+        ..HttpProviderConfig::new(endpoint)
+    }
+}
+
+fn provider(cfg: HttpProviderConfig) -> HttpProvider {
+    install_crypto();
+    HttpProvider::new(cfg).unwrap()
+}
+
+/// Service `default/<name>` in `cluster`: port 80/TCP on NodePort 30080, one node.
+fn desired(cluster: &str, name: &str) -> DesiredLoadBalancer {
+    let service = ServiceRef {
+        namespace: "default".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+    };
+    DesiredLoadBalancer {
+        id: naming::load_balancer_id(cluster, &service.namespace, name, &service.uid),
+        cluster: cluster.into(),
+        labels: ownership_labels(cluster, &service),
+        service,
+        listeners: vec![Listener {
+            name: "http".into(),
+            port: 80,
+            protocol: Protocol::Tcp,
+            node_port: Some(30080),
+        }],
+        targets: vec![node("node-a", "10.0.0.1")],
+        health_check: HealthCheck::tcp_traffic_port(),
+        source_ranges: vec![],
+        session_affinity: SessionAffinity::None,
+        ip_families: vec![],
+        requested_addresses: vec![],
+        annotations: BTreeMap::new(),
+    }
+}
+
+fn node(name: &str, ip: &str) -> NodeTarget {
+    NodeTarget {
+        name: name.into(),
+        internal_ip: Some(ip.parse().unwrap()),
+        provider_id: None,
+        zone: None,
+    }
+}
+
+fn temp_file(name: &str, contents: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("berth-providers-{}-{name}", std::process::id()));
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test]
+async fn create_then_unchanged_ensure_writes_once() {
+    let api = Arc::new(Api::default());
+    let p = provider(config(&serve(api.clone()).await));
+    let lb = desired("c1", "web");
+
+    let first = p.ensure(&lb).await.unwrap();
+    let second = p.ensure(&lb).await.unwrap();
+
+    assert_eq!(
+        first.ingress,
+        vec![Ingress {
+            ip: Some("192.0.2.1".parse().unwrap()),
+            hostname: None,
+            ip_mode: IpMode::Proxy
+        }]
+    );
+    assert_eq!(second, first);
+    assert_eq!(api.seen_methods(), ["GET", "PUT", "GET"]);
+    let puts = api.puts();
+    assert_eq!(puts[0].if_none_match.as_deref(), Some("*"));
+    assert_eq!(puts[0].if_match, None);
+    assert_eq!(puts[0].uri, format!("/v1/loadbalancers/{}", lb.id));
+    let stored = api.spec_of(&lb.id).unwrap();
+    assert_eq!(stored["listeners"][0]["targetPort"], 30080);
+    assert_eq!(
+        stored["targets"],
+        json!([{"name": "node-a", "address": "10.0.0.1"}])
+    );
+}
+
+#[tokio::test]
+async fn changed_spec_is_written_with_if_match() {
+    let api = Arc::new(Api::default());
+    let p = provider(config(&serve(api.clone()).await));
+    let mut lb = desired("c1", "web");
+    p.ensure(&lb).await.unwrap();
+    let etag = api.lbs.lock().unwrap()[&lb.id].etag.clone();
+
+    lb.targets.push(node("node-b", "10.0.0.2"));
+    let status = p.ensure(&lb).await.unwrap();
+
+    assert_eq!(status.ingress[0].ip, Some("192.0.2.1".parse().unwrap()));
+    assert_eq!(api.seen_methods(), ["GET", "PUT", "GET", "PUT"]);
+    let update = &api.puts()[1];
+    assert_eq!(update.if_match.as_deref(), Some(etag.as_str()));
+    assert_eq!(update.if_none_match, None);
+    assert_eq!(
+        api.spec_of(&lb.id).unwrap()["targets"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn precondition_failure_rereads_and_retries() {
+    let api = Arc::new(Api::default());
+    let p = provider(config(&serve(api.clone()).await));
+    let mut lb = desired("c1", "web");
+    p.ensure(&lb).await.unwrap();
+
+    lb.listeners[0].node_port = Some(30081);
+    api.fail_next(Some(Method::PUT), 412, None, 1);
+    p.ensure(&lb).await.unwrap();
+
+    assert_eq!(
+        api.seen_methods(),
+        ["GET", "PUT", "GET", "PUT", "GET", "PUT"]
+    );
+    assert_eq!(
+        api.spec_of(&lb.id).unwrap()["listeners"][0]["targetPort"],
+        30081
+    );
+}
+
+#[tokio::test]
+async fn create_race_ends_without_a_second_write() {
+    let api = Arc::new(Api::default());
+    let endpoint = serve(api.clone()).await;
+    let (p, other) = (provider(config(&endpoint)), provider(config(&endpoint)));
+    let lb = desired("c1", "web");
+    other.ensure(&lb).await.unwrap();
+    api.seen.lock().unwrap().clear();
+    // Our read happened just before the other replica created it.
+    api.fail_next(Some(Method::GET), 404, None, 1);
+
+    let status = p.ensure(&lb).await.unwrap();
+
+    assert_eq!(status.ingress.len(), 1);
+    // The create is refused (412), the re-read finds it already right: no write.
+    assert_eq!(api.seen_methods(), ["GET", "PUT", "GET"]);
+    assert_eq!(api.writes.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn throttling_waits_for_retry_after() {
+    let api = Arc::new(Api::default());
+    let p = provider(config(&serve(api.clone()).await));
+    api.fail_next(Some(Method::GET), 429, Some(1), 1);
+
+    let started = Instant::now();
+    p.ensure(&desired("c1", "web")).await.unwrap();
+
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let seen = api.seen();
+    assert_eq!(api.seen_methods(), ["GET", "GET", "PUT"]);
+    assert!(seen[1].at - seen[0].at >= Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn exhausted_throttling_carries_retry_after() {
+    let api = Arc::new(Api::default());
+    let p = provider(HttpProviderConfig {
+        max_retries: 1,
+        ..config(&serve(api.clone()).await)
+    });
+    api.fail_next(None, 503, Some(1), 5);
+
+    let err = p.ensure(&desired("c1", "web")).await.unwrap_err();
+
+    assert_eq!(api.seen_methods(), ["GET", "GET"]);
+    match err {
+        ProviderError::Transient {
+            message,
+            retry_after,
+        } => {
+            assert_eq!(retry_after, Some(Duration::from_secs(1)));
+            assert!(message.contains("503"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn server_errors_exhaust_retries_as_transient() {
+    let api = Arc::new(Api::default());
+    let p = provider(HttpProviderConfig {
+        max_retries: 2,
+        ..config(&serve(api.clone()).await)
+    });
+    api.fail_next(None, 500, None, 10);
+
+    let err = p.ensure(&desired("c1", "web")).await.unwrap_err();
+
+    assert_eq!(api.seen_methods(), ["GET", "GET", "GET"]);
+    assert!(err.is_retryable());
+    assert_eq!(err.metric_label(), "transient");
+    assert_eq!(err.retry_after(), None);
+    assert!(
+        err.to_string().contains("500 Internal Server Error"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_api_is_transient() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let p = provider(HttpProviderConfig {
+        max_retries: 1,
+        ..config(&endpoint)
+    });
+
+    let err = p.ensure(&desired("c1", "web")).await.unwrap_err();
+
+    assert!(matches!(err, ProviderError::Transient { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("Cannot reach the load balancer API"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn unprocessable_is_invalid_with_the_servers_field() {
+    let api = Arc::new(Api::default());
+    let p = provider(config(&serve(api.clone()).await));
+    let mut lb = desired("c1", "web");
+    lb.requested_addresses = vec!["203.0.113.5".parse().unwrap()];
+
+    let err = p.ensure(&lb).await.unwrap_err();
+
+    assert_eq!(
+        err,
+        ProviderError::Invalid {
+            field: "requestedAddresses[0]".into(),
+            message: "Address is outside the pool 192.0.2.0/24".into(),
+        }
+    );
+    assert!(!err.is_retryable());
+    assert_eq!(api.seen_methods(), ["GET", "PUT"]);
+}
+
+#[tokio::test]
+async fn invalid_service_is_rejected_before_any_request() {
+    let api = Arc::new(Api::default());
+    let p = provider(config(&serve(api.clone()).await));
+    let mut lb = desired("c1", "web");
+    lb.listeners[0].protocol = Protocol::Sctp;
+
+    let want = ProviderError::Invalid {
+        field: "spec.ports[0].protocol".into(),
+        message: "SCTP is not supported by the http provider; accepted values: \"TCP\", \"UDP\""
+            .into(),
+    };
+    assert_eq!(p.validate(&lb).unwrap_err(), want);
+    assert_eq!(p.ensure(&lb).await.unwrap_err(), want);
+    assert!(api.seen().is_empty());
+    assert!(p.needs_node_ports());
+    assert_eq!(p.name(), "http");
+}
+
+#[tokio::test]
+async fn delete_is_idempotent() {
+    let api = Arc::new(Api::default());
+    let p = provider(config(&serve(api.clone()).await));
+    let lb = desired("c1", "web");
+    p.ensure(&lb).await.unwrap();
+
+    p.delete(&lb.reference()).await.unwrap();
+    p.delete(&lb.reference()).await.unwrap();
+
+    assert!(api.spec_of(&lb.id).is_none());
+    assert_eq!(api.seen_methods(), ["GET", "PUT", "DELETE", "DELETE"]);
+}
+
+#[tokio::test]
+async fn list_owned_returns_this_clusters_load_balancers() {
+    let api = Arc::new(Api::default());
+    let p = provider(config(&serve(api.clone()).await));
+    let (web, db, elsewhere) = (
+        desired("c1", "web"),
+        desired("c1", "db"),
+        desired("c2", "web"),
+    );
+    for lb in [&web, &db, &elsewhere] {
+        p.ensure(lb).await.unwrap();
+    }
+    // Same cluster label, but not a full set of ownership labels: not berth's.
+    api.insert("hand-made", json!({"labels": {LABEL_CLUSTER: "c1"}, "listeners": [], "targets": [], "healthCheck": {"protocol": "TCP"}}));
+
+    let mut owned = p.list_owned("c1").await.unwrap();
+    owned.sort_by(|a, b| a.service.name.cmp(&b.service.name));
+
+    let got: Vec<_> = owned
+        .iter()
+        .map(|o| (o.id.as_str(), &o.service, o.cluster.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (db.id.as_str(), &db.service, "c1"),
+            (web.id.as_str(), &web.service, "c1")
+        ]
+    );
+    assert_eq!(owned[0].labels, db.labels);
+    assert_eq!(
+        api.seen().last().unwrap().uri,
+        "/v1/loadbalancers?cluster=c1"
+    );
+}
+
+#[tokio::test]
+async fn foreign_load_balancer_with_the_same_id_is_not_touched() {
+    let api = Arc::new(Api::default());
+    let p = provider(config(&serve(api.clone()).await));
+    let lb = desired("c1", "web");
+    let mut labels = lb.labels.clone();
+    labels.insert("berth.io/service-uid".into(), "someone-else".into());
+    api.insert(&lb.id, json!({"labels": labels, "listeners": [], "targets": [], "healthCheck": {"protocol": "TCP"}}));
+
+    let err = p.ensure(&lb).await.unwrap_err();
+
+    assert!(matches!(err, ProviderError::Permanent(_)), "{err:?}");
+    assert!(err.to_string().contains("berth did not create it"), "{err}");
+    assert_eq!(api.seen_methods(), ["GET"]);
+}
+
+#[tokio::test]
+async fn bearer_token_is_read_from_the_file_on_every_request() {
+    let api = Arc::new(Api::default());
+    let token_file = temp_file("token", "first-token\n");
+    let p = provider(HttpProviderConfig {
+        token_file: Some(token_file.clone()),
+        ..config(&serve(api.clone()).await)
+    });
+    let lb = desired("c1", "web");
+    *api.token.lock().unwrap() = Some("first-token".into());
+    p.ensure(&lb).await.unwrap();
+
+    // Rotation: the server and the file change together.
+    *api.token.lock().unwrap() = Some("second-token".into());
+    std::fs::write(&token_file, "second-token").unwrap();
+    p.delete(&lb.reference()).await.unwrap();
+
+    let auth: Vec<_> = api
+        .seen()
+        .into_iter()
+        .map(|s| s.authorization.unwrap())
+        .collect();
+    assert_eq!(
+        auth,
+        [
+            "Bearer first-token",
+            "Bearer first-token",
+            "Bearer second-token"
+        ]
+    );
+
+    // A stale token is the operator's to fix: permanent, and it says so.
+    *api.token.lock().unwrap() = Some("third-token".into());
+    let err = p.ensure(&lb).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Permanent(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("refused the credentials (401 Unauthorized)"),
+        "{err}"
+    );
+
+    // A missing file sends nothing and says which file.
+    std::fs::remove_file(&token_file).unwrap();
+    let before = api.seen().len();
+    let err = p.ensure(&lb).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Transient { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("Cannot read token file {}", token_file.display())),
+        "{err}"
+    );
+    assert_eq!(api.seen().len(), before);
+}
+
+#[tokio::test]
+async fn custom_ca_is_trusted_only_when_configured() {
+    install_crypto();
+    let api = Arc::new(Api::default());
+    let (ca_pem, server_config) = test_pki();
+    let endpoint = serve_tls(api.clone(), server_config).await;
+    let ca_file = temp_file("ca.pem", &ca_pem);
+
+    let trusting = provider(HttpProviderConfig {
+        ca_bundle: Some(ca_file),
+        ..config(&endpoint)
+    });
+    let status = trusting.ensure(&desired("c1", "web")).await.unwrap();
+    assert_eq!(status.ingress.len(), 1);
+
+    let untrusting = provider(HttpProviderConfig {
+        max_retries: 0,
+        ..config(&endpoint)
+    });
+    let err = untrusting.ensure(&desired("c1", "web")).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Transient { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("certificate"), "{message}");
+    assert_eq!(
+        api.seen_methods(),
+        ["GET", "PUT"],
+        "the untrusted server saw no request"
+    );
+}
+
+#[tokio::test]
+async fn unusable_ca_bundle_fails_at_construction() {
+    install_crypto();
+    let missing = std::env::temp_dir().join("berth-providers-no-such-ca.pem");
+    let not_pem = temp_file("not-a-ca.pem", "hello");
+    for (path, want) in [
+        (missing, "Cannot read CA bundle"),
+        (not_pem, "holds no PEM certificates"),
+    ] {
+        let err = HttpProvider::new(HttpProviderConfig {
+            ca_bundle: Some(path),
+            ..config("https://127.0.0.1:1")
+        })
+        .err()
+        .unwrap();
+        assert!(matches!(err, ProviderError::Permanent(_)), "{err:?}");
+        assert!(err.to_string().contains(want), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_hook_sees_every_attempt() {
+    let api = Arc::new(Api::default());
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let hook: MetricsHook = {
+        let calls = calls.clone();
+        Arc::new(move |op, outcome, _elapsed| calls.lock().unwrap().push((op, outcome)))
+    };
+    let p = provider(config(&serve(api.clone()).await)).with_metrics(hook);
+    api.fail_next(Some(Method::GET), 503, Some(0), 1);
+    let lb = desired("c1", "web");
+
+    p.ensure(&lb).await.unwrap();
+    p.delete(&lb.reference()).await.unwrap();
+    p.list_owned("c1").await.unwrap();
+
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [
+            ("get", "unavailable"),
+            ("get", "not_found"),
+            ("put", "success"),
+            ("delete", "success"),
+            ("list", "success"),
+        ]
+    );
+}
