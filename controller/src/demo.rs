@@ -4,7 +4,6 @@
 
 use anyhow::Context;
 use berth::run::{ControllerOptions, Running};
-use berth_providers::http::{HttpProvider, HttpProviderConfig};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use kube::api::PostParams;
@@ -98,7 +97,6 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         .lb_api_url()
         .context("mock-cloud started without its load balancer API")?;
     let client = kube::Client::try_from(kube::Config::new(cloud.url().parse()?))?;
-    let provider = Arc::new(HttpProvider::new(HttpProviderConfig::new(lb_url.clone()))?);
     let cli = berth::cli::ControllerArgs {
         provider: Some("http".into()),
         cluster_name: Some("demo".into()),
@@ -110,6 +108,12 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let opts: ControllerOptions = cli.options()?;
+    let metrics = Arc::new(berth::metrics::Metrics::default());
+    let cli = berth::cli::ControllerArgs {
+        http_endpoint: Some(lb_url.clone()),
+        ..cli
+    };
+    let provider = crate::build_provider(&cli, metrics.clone())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Running>();
     let controller = tokio::spawn(berth::run::run(
@@ -118,6 +122,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         opts,
         stop_rx,
         Some(started_tx),
+        metrics,
     ));
     let running = started_rx.await.context("The controller did not start")?;
 

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller.
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Start mock-cloud, the controller and a LoadBalancer Service you can reach; run until Ctrl-C.
     Demo(demo::DemoArgs),
 }
@@ -48,8 +48,11 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Clie
     kube::Client::try_from(config).context("Cannot build a Kubernetes client")
 }
 
-/// The provider the flags ask for.
-pub fn build_provider(args: &ControllerArgs) -> anyhow::Result<Arc<dyn Provider>> {
+/// The provider the flags ask for, reporting its requests to `metrics`.
+pub fn build_provider(
+    args: &ControllerArgs,
+    metrics: Arc<berth::metrics::Metrics>,
+) -> anyhow::Result<Arc<dyn Provider>> {
     match args.provider_name()?.as_str() {
         "http" => {
             let endpoint = args
@@ -62,8 +65,13 @@ pub fn build_provider(args: &ControllerArgs) -> anyhow::Result<Arc<dyn Provider>
             if let Some(t) = args.http_timeout {
                 cfg.timeout = t;
             }
+            let hook: berth_providers::http::MetricsHook = Arc::new(move |op, outcome, _took| {
+                metrics.provider_request("http", op, outcome);
+            });
             Ok(Arc::new(
-                HttpProvider::new(cfg).context("Cannot set up the http provider")?,
+                HttpProvider::new(cfg)
+                    .context("Cannot set up the http provider")?
+                    .with_metrics(hook),
             ))
         }
         other => anyhow::bail!("--provider {other:?} is not supported"),
@@ -93,7 +101,8 @@ pub fn shutdown_on_signals() -> watch::Receiver<bool> {
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let args = args.merge_file()?;
     let opts = args.options()?;
-    let provider = build_provider(&args)?;
+    let metrics = Arc::new(berth::metrics::Metrics::default());
+    let provider = build_provider(&args, metrics.clone())?;
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let shutdown = shutdown_on_signals();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -105,7 +114,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             }
         }
     });
-    berth::run::run(client, provider, opts, shutdown, Some(tx)).await
+    berth::run::run(client, provider, opts, shutdown, Some(tx), metrics).await
 }
 
 fn main() {
@@ -133,7 +142,7 @@ fn main() {
     };
     let res = rt.block_on(async {
         match cli.command {
-            Command::Controller(a) => controller(a).await,
+            Command::Controller(a) => controller(*a).await,
             Command::Demo(a) => demo::run(a).await,
         }
     });

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     pub provider_calls: Family<CallLabels, Counter>,
     pub provider_call_duration: Family<OpLabels, Histogram>,
+    /// Wire-level requests a provider made (retries included), by operation and outcome.
+    pub provider_requests: Family<CallLabels, Counter>,
     pub in_flight: Gauge,
     pub queue_depth: Gauge,
     pub load_balancers: Gauge,
@@ -88,6 +90,12 @@ impl Default for Metrics {
             "Provider call latency",
             provider_call_duration.clone(),
         );
+        let provider_requests = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "provider_requests",
+            "Requests a provider sent to its cloud or API (retries included), by operation and outcome",
+            provider_requests.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "reconciles_in_flight",
@@ -127,6 +135,7 @@ impl Default for Metrics {
             reconcile_duration,
             provider_calls,
             provider_call_duration,
+            provider_requests,
             in_flight,
             queue_depth,
             load_balancers,
@@ -152,6 +161,17 @@ impl Metrics {
                 operation: operation.into(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one wire-level provider request.
+    pub fn provider_request(&self, provider: &str, operation: &str, outcome: &str) {
+        self.provider_requests
+            .get_or_create(&CallLabels {
+                provider: provider.into(),
+                operation: operation.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     pub fn reconciled(&self, result: &str) {

@@ -108,9 +108,14 @@ impl Context {
         }
     }
 
-    /// The targets every load balancer should have now.
+    /// The targets every load balancer should have now. Providers that reach nodes by
+    /// address skip nodes that have none yet (they join once their kubelet reports one).
     pub fn targets(&self) -> Vec<berth_providers::NodeTarget> {
-        nodes::eligible_targets(self.nodes.state().iter().map(|n| n.as_ref()))
+        let mut t = nodes::eligible_targets(self.nodes.state().iter().map(|n| n.as_ref()));
+        if self.provider.name() == "http" {
+            t.retain(|n| n.internal_ip.is_some());
+        }
+        t
     }
 
     /// Whether `svc`'s load balancer already matches what it should be.
@@ -485,6 +490,13 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     );
     if let Some(p) = status::status_patch(&svc, Some(ingress), conds) {
         ctx.patch_status(&svc, p).await?;
+    }
+    if lb_status.ingress.is_empty() {
+        // The provider is still allocating an address: look again soon.
+        ctx.lock_ensured().remove(&id);
+        return Ok(Action::requeue(
+            ctx.settings.retry_min.max(Duration::from_secs(1)),
+        ));
     }
     Ok(Action::requeue(ctx.settings.resync))
 }

@@ -90,8 +90,8 @@ pub async fn run(
     opts: ControllerOptions,
     mut shutdown: watch::Receiver<bool>,
     started: Option<tokio::sync::oneshot::Sender<Running>>,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let ctx_cell: Arc<OnceLock<(Arc<Context>, Store<Service>)>> = Arc::new(OnceLock::new());
     let admin_addr = match opts.metrics_listen {

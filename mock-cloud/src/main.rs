@@ -104,6 +104,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             k.display()
         );
     }
+    if let Some(u) = mc.lb_api_url() {
+        println!("mock-cloud: load balancer API listening on {u}");
+    }
     println!(
         "mock-cloud: nodes, pods and load balancers live in 127.{}.0.0/16",
         mc.ip_block

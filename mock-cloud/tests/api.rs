@@ -246,7 +246,15 @@ async fn bad_input_gets_status_errors_and_changes_nothing() {
     .await;
     let addr = mc.api_addr.to_string();
     let before = mc.core.writes.load(std::sync::atomic::Ordering::Relaxed);
-    let cases: Vec<(&str, &str, &str, Vec<u8>, u16, &str)> = vec![
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Vec<u8>,
+        u16,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         ("POST", "/api/v1/namespaces/default/services", "application/json", b"{not json".to_vec(), 400, "BadRequest"),
         ("POST", "/api/v1/namespaces/default/frobs", "application/json", b"{}".to_vec(), 404, "NotFound"),
         ("POST", "/api/v1/namespaces/default/configmaps", "application/xml", b"<cm/>".to_vec(), 415, "UnsupportedMediaType"),

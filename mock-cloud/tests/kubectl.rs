@@ -174,7 +174,11 @@ fn get_watch_prints_later_changes() {
             .any(|l| l.starts_with("kubernetes"))
             .then_some(())
     });
-    s.kubectl_ok(&["create", "service", "nodeport", "later", "--tcp=8080:80"]);
+    let later = s.manifest(
+        "later.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: later\nspec:\n  type: NodePort\n  ports:\n  - {port: 8080, targetPort: 80}\n",
+    );
+    s.kubectl_ok(&["create", "-f", &later]);
     wait_for(
         "the new Service in kubectl get -w",
         Duration::from_secs(15),

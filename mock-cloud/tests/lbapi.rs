@@ -37,6 +37,10 @@ struct Harness {
 }
 
 async fn start(block: u8, token: Option<&str>) -> Harness {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let lock = claim_block(block);
     let (stop, rx) = watch::channel(false);
     let api = LbApi::start(

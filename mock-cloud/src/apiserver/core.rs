@@ -523,8 +523,8 @@ impl ApiCore {
                     .unwrap_or(1);
                 new["metadata"]["generation"] = json!(g + 1);
             }
-        } else if let Err(e) = self.validate_status(info, &new) {
-            return Err(e);
+        } else {
+            self.validate_status(info, &new)?;
         }
         if let Some(manager) = &opts.field_manager {
             new = patch::record_update(&info.api_version(), Some(old), new, manager, &now());
@@ -813,10 +813,8 @@ impl ApiCore {
                 ResourceInfo::from_crd(new).map_err(|m| crd_invalid(&name, &m))?;
                 new["status"] = crd_status(new);
             }
-            ("", "namespaces") => {
-                if new.get("spec") != old.get("spec") {
-                    new["spec"] = old.get("spec").cloned().unwrap_or(json!({}));
-                }
+            ("", "namespaces") if new.get("spec") != old.get("spec") => {
+                new["spec"] = old.get("spec").cloned().unwrap_or(json!({}));
             }
             _ => {}
         }
@@ -1054,10 +1052,11 @@ fn check_type_meta(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError>
 
 fn prepare_create_meta(info: &ResourceInfo, obj: &mut Value, ns: &str, name: &str) {
     let has_spec = obj.get("spec").is_some();
-    if info.has_status && !keeps_status_on_create(info) {
-        if let Some(m) = obj.as_object_mut() {
-            m.remove("status");
-        }
+    if info.has_status
+        && !keeps_status_on_create(info)
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.remove("status");
     }
     let meta = obj["metadata"].as_object_mut().expect("checked object");
     meta.insert("name".into(), json!(name));

@@ -99,7 +99,7 @@ enum Route {
     OpenApiV2,
     Health,
     Admin(Vec<String>),
-    Resource(ResourcePath),
+    Resource(Box<ResourcePath>),
 }
 
 #[derive(Debug)]
@@ -179,7 +179,7 @@ fn parse_route(core: &ApiCore, path: &str) -> Result<Route, ApiError> {
         }
         [] => return Err(not_found_path()),
     };
-    Ok(Route::Resource(route))
+    Ok(Route::Resource(Box::new(route)))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -302,7 +302,7 @@ async fn handle(State(srv): State<Arc<ApiServer>>, req: Request) -> Response {
         },
         Route::Admin(rest) => admin(&srv, &method, &rest, &body),
         Route::Resource(rp) => {
-            match resource(&srv, &method, rp, &query, &headers, &accept, body).await {
+            match resource(&srv, &method, *rp, &query, &headers, &accept, body).await {
                 Ok(r) => r,
                 Err(e) => e.into_response(),
             }

@@ -59,6 +59,10 @@ impl<K: Hash + Eq> AffinityTable<K> {
     pub fn len(&self) -> usize {
         self.entries.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -244,6 +244,13 @@ impl DataPlane {
         {
             let mut t = self.tasks();
             anyhow::ensure!(!t.closed, "the load balancer is shutting down");
+            // A check whose parameters changed restarts; it inherits the old verdict so
+            // traffic is not interrupted meanwhile.
+            let prior: HashMap<SocketAddr, bool> = t
+                .checkers
+                .iter()
+                .map(|(k, c)| (k.addr, c.cell.healthy()))
+                .collect();
             let mut keep: HashSet<CheckKey> = HashSet::new();
             let mut targets = Vec::new();
             for target in &spec.targets {
@@ -255,8 +262,11 @@ impl DataPlane {
                         params: params.clone(),
                     };
                     let checker = t.checkers.entry(key.clone()).or_insert_with(|| {
-                        let (cell, task) = health::spawn(key.addr, key.params.clone());
-                        fresh.push(cell.clone());
+                        let was_healthy = prior.get(&key.addr).copied().unwrap_or(false);
+                        let (cell, task) = health::spawn(key.addr, key.params.clone(), was_healthy);
+                        if !was_healthy {
+                            fresh.push(cell.clone());
+                        }
                         Checker { cell, task }
                     });
                     checks.insert(port, checker.cell.clone());
@@ -350,6 +360,19 @@ impl DataPlane {
         }
         for h in handles {
             let _ = h.await;
+        }
+    }
+}
+
+impl Drop for DataPlane {
+    /// A data plane dropped without [`DataPlane::shutdown`] still stops its tasks.
+    fn drop(&mut self) {
+        let t = self.tasks.get_mut().unwrap_or_else(|e| e.into_inner());
+        for h in t.listeners.values() {
+            h.abort();
+        }
+        for c in t.checkers.values() {
+            c.task.abort();
         }
     }
 }

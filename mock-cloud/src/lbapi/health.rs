@@ -72,17 +72,27 @@ impl Verdict {
     }
 }
 
-/// Starts checking `addr` now; the first probe runs immediately.
-pub fn spawn(addr: SocketAddr, params: CheckParams) -> (Arc<HealthCell>, JoinHandle<()>) {
+/// Starts checking `addr` now; the first probe runs immediately. `healthy` seeds the verdict
+/// (true when a check of the same address is being replaced by one with new parameters).
+pub fn spawn(
+    addr: SocketAddr,
+    params: CheckParams,
+    healthy: bool,
+) -> (Arc<HealthCell>, JoinHandle<()>) {
     let cell = Arc::new(HealthCell::new());
-    let task = tokio::spawn(run(cell.clone(), addr, params));
+    cell.healthy.store(healthy, Ordering::Relaxed);
+    let verdict = Verdict {
+        healthy,
+        ever_passed: healthy,
+        ..Verdict::default()
+    };
+    let task = tokio::spawn(run(cell.clone(), addr, params, verdict));
     (cell, task)
 }
 
-async fn run(cell: Arc<HealthCell>, addr: SocketAddr, params: CheckParams) {
+async fn run(cell: Arc<HealthCell>, addr: SocketAddr, params: CheckParams, mut verdict: Verdict) {
     let mut ticker = tokio::time::interval(params.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut verdict = Verdict::default();
     loop {
         ticker.tick().await;
         let ok = probe(addr, &params).await;
@@ -122,12 +132,16 @@ async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<hyper::StatusC
         .header(hyper::header::USER_AGENT, "mock-cloud-lb-health-check")
         .header(hyper::header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())?;
-    let conn = std::pin::pin!(conn);
+    let mut conn = std::pin::pin!(conn);
+    let mut resp = std::pin::pin!(sender.send_request(req));
     tokio::select! {
-        resp = sender.send_request(req) => Ok(resp?.status()),
-        end = conn => {
+        biased;
+        r = &mut resp => Ok(r?.status()),
+        // With `Connection: close` the connection may finish first, having already
+        // handed the response over.
+        end = &mut conn => {
             end?;
-            anyhow::bail!("connection closed before a response")
+            Ok(resp.await?.status())
         }
     }
 }

@@ -430,13 +430,17 @@ impl LbApi {
                 tracing::warn!(error = %e, "load balancer API server failed");
             }
         });
+        // Tears the data planes down on either signal.
         let watcher = {
             let inner = inner.clone();
             let mut ext = shutdown;
+            let mut own = stop.subscribe();
             tokio::spawn(async move {
-                if ext.wait_for(|s| *s).await.is_ok() {
-                    inner.teardown().await;
+                tokio::select! {
+                    _ = wait_true(&mut ext) => {}
+                    _ = wait_true(&mut own) => {}
                 }
+                inner.teardown().await;
             })
         };
         tracing::info!(%addr, block = cfg.ip_block, "load balancer API listening");
@@ -483,7 +487,6 @@ impl LbApi {
             server.abort();
             let _ = server.await;
         }
-        self.watcher.abort();
         let _ = self.watcher.await;
         self.inner.teardown().await;
     }

@@ -263,7 +263,7 @@ async fn message_of(resp: Response) -> String {
 
 /// The server's message and field from a contract `Error` body, or the start of whatever
 /// else it sent.
-pub(super) async fn detail_of(resp: Response) -> (String, Option<String>) {
+async fn detail_of(resp: Response) -> (String, Option<String>) {
     let status = resp.status();
     let body = resp.bytes().await.unwrap_or_default();
     if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(&body) {
@@ -289,7 +289,9 @@ pub(super) fn describe(e: &reqwest::Error) -> String {
     let mut source = e.source();
     while let Some(s) = source {
         let text = s.to_string();
-        if !parts.last().is_some_and(|last| last.contains(&text)) {
+        // hyper-util's "client error (Connect)" says nothing its source does not.
+        let generic = text.starts_with("client error (");
+        if !generic && !parts.last().is_some_and(|last| last.contains(&text)) {
             parts.push(text);
         }
         source = s.source();

@@ -453,7 +453,8 @@ mod tests {
 
     #[test]
     fn rejects_what_the_api_cannot_serve() {
-        let cases: [(fn(&mut DesiredLoadBalancer), &str, &str); 8] = [
+        type Mutation = fn(&mut DesiredLoadBalancer);
+        let cases: [(Mutation, &str, &str); 8] = [
             (
                 |lb| lb.listeners[1].protocol = Protocol::Sctp,
                 "spec.ports[1].protocol",
@@ -471,7 +472,7 @@ mod tests {
             ),
             (|lb| lb.listeners.clear(), "spec.ports", "At least one port"),
             (
-                |lb| lb.listeners[1].port = 443,
+                |lb| lb.listeners[1] = lb.listeners[0].clone(),
                 "spec.ports[1]",
                 "443/TCP appears twice",
             ),
