@@ -58,7 +58,7 @@ pub struct ControllerArgs {
     /// kubeconfig to use; without it, in-cluster config (or $KUBECONFIG).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// The provider: `http` (also `aws`, `l2` where built).
+    /// The provider: `http`.
     #[arg(long)]
     pub provider: Option<String>,
     /// The http provider's API, e.g. https://lb-api.example:8443.
@@ -106,10 +106,13 @@ pub struct ControllerArgs {
     /// Namespace of the leader Lease. Default: $POD_NAMESPACE or `kube-system`.
     #[arg(long)]
     pub leader_elect_namespace: Option<String>,
+    /// How long a leader's lease lasts without renewal; a standby takes over after it. Default: 15s.
     #[arg(long, value_parser = parse_duration)]
     pub leader_elect_lease_duration: Option<Duration>,
+    /// A leader that cannot renew for this long steps down. Default: 10s.
     #[arg(long, value_parser = parse_duration)]
     pub leader_elect_renew_deadline: Option<Duration>,
+    /// How often the leader renews and standbys retry. Default: 2s.
     #[arg(long, value_parser = parse_duration)]
     pub leader_elect_retry_period: Option<Duration>,
     /// This replica's identity. Default: $POD_NAME or the hostname.

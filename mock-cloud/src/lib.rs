@@ -49,6 +49,9 @@ pub struct Config {
     pub lb_api_token: Option<String>,
     /// Multiplies the load balancers' health-check intervals (tests use < 1).
     pub health_check_scale: f64,
+    /// Serve traffic: kube-proxy on every node, the load balancers' data plane and health
+    /// checks. False keeps only the APIs, for scale benchmarks.
+    pub dataplane: bool,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             lb_api_listen: None,
             lb_api_token: None,
             health_check_scale: 1.0,
+            dataplane: true,
         }
     }
 }
@@ -137,6 +141,7 @@ impl MockCloud {
             ClusterConfig {
                 ip_block,
                 initial_nodes: cfg.nodes,
+                proxy: cfg.dataplane,
             },
             shutdown_rx.clone(),
         )
@@ -150,6 +155,7 @@ impl MockCloud {
                         ip_block,
                         token: cfg.lb_api_token.clone(),
                         health_check_scale: cfg.health_check_scale,
+                        dataplane: cfg.dataplane,
                     },
                     shutdown_rx,
                 )

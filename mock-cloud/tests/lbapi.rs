@@ -49,6 +49,7 @@ async fn start(block: u8, token: Option<&str>) -> Harness {
             ip_block: block,
             token: token.map(str::to_string),
             health_check_scale: 0.2,
+            dataplane: true,
         },
         rx,
     )
@@ -444,16 +445,13 @@ async fn create_serves_tcp_and_udp_idempotently_and_delete_frees_the_vip() {
 async fn unhealthy_target_stops_getting_traffic_and_comes_back() {
     let h = start(252, None).await;
     let addr = h.api.addr;
+    let up1 = Arc::new(AtomicBool::new(true));
     let up2 = Arc::new(AtomicBool::new(true));
     for n in 1..=2 {
         let name = format!("node-{n}");
         tcp_node(node_ip(h.block, n), 30080, &name).await;
         udp_node(node_ip(h.block, n), 30053, &name).await;
-        let up = if n == 2 {
-            up2.clone()
-        } else {
-            Arc::new(AtomicBool::new(true))
-        };
+        let up = if n == 2 { up2.clone() } else { up1.clone() };
         health_node(node_ip(h.block, n), 10256, up).await;
     }
     let r = call(
@@ -489,6 +487,23 @@ async fn unhealthy_target_stops_getting_traffic_and_comes_back() {
     })
     .await;
     all_healthy(addr, "web", &[]).await;
+
+    // No healthy target at all: TCP is closed at once, UDP dropped.
+    up1.store(false, Ordering::SeqCst);
+    up2.store(false, Ordering::SeqCst);
+    eventually("both nodes reported unhealthy", || async {
+        let r = call(addr, "GET", "/v1/loadbalancers/web", &[], None).await;
+        let ts = r.body["status"]["targets"].as_array()?.clone();
+        ts.iter()
+            .all(|t| t["healthy"] == json!(false))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        tcp_ask(vip, 80, None).await.expect("accepted, then closed"),
+        ""
+    );
+    assert_eq!(udp_ask(vip, 53).await, None);
     h.api.shutdown().await;
 }
 

@@ -51,6 +51,8 @@ use tokio::task::{AbortHandle, JoinSet};
 pub struct ClusterConfig {
     pub ip_block: u8,
     pub initial_nodes: usize,
+    /// Run each node's kube-proxy (false: no NodePort listeners, for scale benchmarks).
+    pub proxy: bool,
 }
 
 /// How often every controller re-reads the whole state even without events.
@@ -318,7 +320,9 @@ impl Cluster {
         run_controller(&shared, scheduler::Scheduler);
         run_controller(&shared, kubelet::Kubelet::default());
         run_controller(&shared, endpoints::EndpointSliceController);
-        run_controller(&shared, proxy::Proxy::default());
+        if cfg.proxy {
+            run_controller(&shared, proxy::Proxy::default());
+        }
         Ok(cluster)
     }
 

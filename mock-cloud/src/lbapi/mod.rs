@@ -39,6 +39,9 @@ pub struct LbApiConfig {
     pub token: Option<String>,
     /// Multiplies health-check intervals and timeouts (1.0 = as specified).
     pub health_check_scale: f64,
+    /// Serve traffic and run health checks (false: API only, every target reported
+    /// healthy — for scale benchmarks that need no traffic).
+    pub dataplane: bool,
 }
 
 impl Default for LbApiConfig {
@@ -48,6 +51,7 @@ impl Default for LbApiConfig {
             ip_block: 0,
             token: None,
             health_check_scale: 1.0,
+            dataplane: true,
         }
     }
 }
@@ -94,6 +98,7 @@ pub(crate) struct Inner {
     block: u8,
     token: Option<String>,
     scale: f64,
+    dataplane: bool,
     faults: Arc<Faults>,
     state: Mutex<State>,
     /// Serialises every change (PUT, DELETE, shutdown) while letting reads proceed.
@@ -128,12 +133,21 @@ impl Inner {
     }
 
     fn render(id: &str, e: &LbEntry) -> Value {
-        let targets: Vec<Value> = e
+        let mut targets: Vec<Value> = e
             .plane
             .target_health()
             .into_iter()
             .map(|t| json!({"name": t.name, "healthy": t.healthy}))
             .collect();
+        if targets.is_empty() {
+            // API-only mode (no data plane): every target counts as healthy.
+            targets = e
+                .spec
+                .targets
+                .iter()
+                .map(|t| json!({"name": t.name, "healthy": true}))
+                .collect();
+        }
         json!({
             "id": id,
             "spec": e.spec,
@@ -263,7 +277,12 @@ impl Inner {
             Some((_, _, _, p)) if p.vip == vip => (p.clone(), false),
             _ => (Arc::new(DataPlane::new(vip, self.scale)), true),
         };
-        let fresh = match plane.apply(&spec).await {
+        let applied = if self.dataplane {
+            plane.apply(&spec).await
+        } else {
+            Ok(Vec::new())
+        };
+        let fresh = match applied {
             Ok(f) => f,
             Err(e) => {
                 if new_plane {
@@ -403,6 +422,7 @@ impl LbApi {
             block: cfg.ip_block,
             token: cfg.token.clone().filter(|t| !t.is_empty()),
             scale: cfg.health_check_scale,
+            dataplane: cfg.dataplane,
             faults: faults.clone(),
             state: Mutex::new(State {
                 lbs: BTreeMap::new(),
