@@ -9,7 +9,7 @@
 //! |----------------------------|------------------------------------------------------------|
 //! | `127.{b}.1.1`–`127.{b}.15.254` | node InternalIPs; `node-N` gets `127.{b}.1.N` when free |
 //! | `127.{b}.{16+i}.0/24`, i < 184 | pod CIDR of the i-th node (`spec.podCIDR`); `node-N` gets i = N-1 when free; pods get `.1`–`.254` |
-//! | `127.{b}.200.0/24`         | reserved for load balancer VIPs (not used here)            |
+//! | `127.{b}.200-254.x`         | reserved for load balancer VIPs (not used here)           |
 //! | `127.{b}.255.254:29999`    | the block's claim marker (see `lib.rs`)                    |
 //!
 //! # Components
@@ -446,7 +446,7 @@ impl Cluster {
             })
             .collect();
         out.push(format!(
-            "NodePorts listen on every node IP; pods live in 127.{b}.16.0-127.{b}.199.255; 127.{b}.200.0/24 is for load balancers"
+            "NodePorts listen on every node IP; pods live in 127.{b}.16.0-127.{b}.199.255; 127.{b}.200.1-127.{b}.254.254 is for load balancers"
         ));
         out
     }

@@ -33,7 +33,7 @@ use vip::VipPool;
 pub struct LbApiConfig {
     /// API address, e.g. `127.0.0.1:0`.
     pub listen: SocketAddr,
-    /// VIPs are `127.{ip_block}.200.1 ..= .254`.
+    /// VIPs are `127.{ip_block}.200.1` to `127.{ip_block}.254.254`.
     pub ip_block: u8,
     /// When set, `/v1/*` requests need `Authorization: Bearer <token>`.
     pub token: Option<String>,
@@ -266,7 +266,7 @@ impl Inner {
                     Some(ip) => (ip, true),
                     None => {
                         return Err(Failure::Unavailable(format!(
-                            "no free address left in 127.{}.200.0/24",
+                            "no free address left in 127.{0}.200.1-127.{0}.254.254",
                             self.block
                         )));
                     }

@@ -198,10 +198,12 @@ impl Spec {
                 Err(_) => return Err(invalid(field, format!("{a:?} is not an IP address"))),
             };
             let o = ip.octets();
-            if !(o[0] == 127 && o[1] == block && o[2] == 200 && (1..=254).contains(&o[3])) {
+            if !super::vip::in_range(block, std::net::Ipv4Addr::from(o)) {
                 return Err(invalid(
                     field,
-                    format!("{a} is outside this load balancer pool (127.{block}.200.1-254)"),
+                    format!(
+                        "{a} is outside this load balancer pool (127.{block}.200.1-127.{block}.254.254)"
+                    ),
                 ));
             }
             if let Some((prev, _)) = &found

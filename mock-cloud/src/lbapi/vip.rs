@@ -1,18 +1,29 @@
-//! Allocation of load balancer addresses: `127.{block}.200.1 ..= .254`.
+//! Allocation of load balancer addresses: `127.{block}.200.1` to `127.{block}.254.254`
+//! (55 × 254 = 13,970 per mock-cloud), host bytes 0 and 255 skipped.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-/// The third octet every VIP has.
+/// The first third octet VIPs use.
 pub const VIP_OCTET: u8 = 200;
+/// The last third octet VIPs use.
+pub const VIP_LAST_OCTET: u8 = 254;
+const HOSTS: u16 = 254;
+/// How many VIPs one block has.
+pub const VIP_COUNT: u16 = (VIP_LAST_OCTET - VIP_OCTET + 1) as u16 * HOSTS;
+
+/// Whether `ip` is in the VIP range of `block`.
+pub fn in_range(block: u8, ip: Ipv4Addr) -> bool {
+    matches!(ip.octets(), [127, b, o, h] if b == block && (VIP_OCTET..=VIP_LAST_OCTET).contains(&o) && (1..=254).contains(&h))
+}
 
 /// The VIP pool of one block, allocating next-fit so a just-released address is not handed
 /// out again at once (clients holding a stale status would reach the wrong service).
 #[derive(Debug)]
 pub struct VipPool {
     block: u8,
-    used: BTreeSet<u8>,
-    next: u8,
+    used: BTreeSet<u16>,
+    next: u16,
 }
 
 impl VipPool {
@@ -20,33 +31,34 @@ impl VipPool {
         VipPool {
             block,
             used: BTreeSet::new(),
-            next: 1,
+            next: 0,
         }
     }
 
-    /// The host byte of `ip` if it is one of this pool's addresses.
-    pub fn host(&self, ip: Ipv4Addr) -> Option<u8> {
-        match ip.octets() {
-            [127, b, VIP_OCTET, h] if b == self.block && (1..=254).contains(&h) => Some(h),
-            _ => None,
+    /// The index of `ip` if it is one of this pool's addresses.
+    fn index(&self, ip: Ipv4Addr) -> Option<u16> {
+        if !in_range(self.block, ip) {
+            return None;
         }
+        let [_, _, o, h] = ip.octets();
+        Some(u16::from(o - VIP_OCTET) * HOSTS + u16::from(h) - 1)
     }
 
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        self.host(ip).is_some()
+        self.index(ip).is_some()
     }
 
     pub fn is_used(&self, ip: Ipv4Addr) -> bool {
-        self.host(ip).is_some_and(|h| self.used.contains(&h))
+        self.index(ip).is_some_and(|i| self.used.contains(&i))
     }
 
-    /// Takes a free address, or None when all 254 are in use.
+    /// Takes a free address, or None when every one is in use.
     pub fn alloc(&mut self) -> Option<Ipv4Addr> {
-        for i in 0..254u16 {
-            let h = ((u16::from(self.next) - 1 + i) % 254 + 1) as u8;
-            if self.used.insert(h) {
-                self.next = h % 254 + 1;
-                return Some(self.addr(h));
+        for k in 0..VIP_COUNT {
+            let i = (self.next + k) % VIP_COUNT;
+            if self.used.insert(i) {
+                self.next = (i + 1) % VIP_COUNT;
+                return Some(self.addr(i));
             }
         }
         None
@@ -54,20 +66,25 @@ impl VipPool {
 
     /// Takes a specific address; false if it is outside the pool or taken.
     pub fn claim(&mut self, ip: Ipv4Addr) -> bool {
-        match self.host(ip) {
-            Some(h) => self.used.insert(h),
+        match self.index(ip) {
+            Some(i) => self.used.insert(i),
             None => false,
         }
     }
 
     pub fn release(&mut self, ip: Ipv4Addr) {
-        if let Some(h) = self.host(ip) {
-            self.used.remove(&h);
+        if let Some(i) = self.index(ip) {
+            self.used.remove(&i);
         }
     }
 
-    fn addr(&self, h: u8) -> Ipv4Addr {
-        Ipv4Addr::new(127, self.block, VIP_OCTET, h)
+    fn addr(&self, i: u16) -> Ipv4Addr {
+        Ipv4Addr::new(
+            127,
+            self.block,
+            VIP_OCTET + (i / HOSTS) as u8,
+            (i % HOSTS) as u8 + 1,
+        )
     }
 }
 
@@ -96,15 +113,20 @@ mod tests {
         assert!(!p.claim(Ipv4Addr::new(127, 30, 200, 0)));
         assert!(!p.claim(Ipv4Addr::new(127, 30, 200, 255)));
         assert!(!p.claim(Ipv4Addr::new(127, 31, 200, 9)));
-        assert!(!p.claim(Ipv4Addr::new(127, 30, 201, 9)));
+        assert!(!p.claim(Ipv4Addr::new(127, 30, 199, 9)));
+        assert!(!p.claim(Ipv4Addr::new(127, 30, 255, 9)));
+        assert!(p.claim(Ipv4Addr::new(127, 30, 201, 9)));
         assert_eq!(p.alloc(), Some(Ipv4Addr::new(127, 30, 200, 2)));
     }
 
     #[test]
-    fn exhausts_after_254_and_wraps() {
+    fn exhausts_after_every_address_and_wraps() {
         let mut p = VipPool::new(7);
-        let all: Vec<_> = (0..254).map(|_| p.alloc().expect("free")).collect();
-        assert_eq!(all.last(), Some(&Ipv4Addr::new(127, 7, 200, 254)));
+        let all: Vec<_> = (0..VIP_COUNT).map(|_| p.alloc().expect("free")).collect();
+        assert_eq!(all[253], Ipv4Addr::new(127, 7, 200, 254));
+        assert_eq!(all[254], Ipv4Addr::new(127, 7, 201, 1));
+        assert_eq!(all.last(), Some(&Ipv4Addr::new(127, 7, 254, 254)));
+        assert_eq!(all.len(), 13_970);
         assert_eq!(p.alloc(), None);
         p.release(Ipv4Addr::new(127, 7, 200, 100));
         assert_eq!(p.alloc(), Some(Ipv4Addr::new(127, 7, 200, 100)));
