@@ -152,7 +152,10 @@ async fn one_run(a: &Args, workers: u16) -> anyhow::Result<RunResult> {
         if done >= a.services {
             break;
         }
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(900), "no convergence in 15 min ({done} done)");
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(900),
+            "no convergence in 15 min ({done} done)"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let converge = t0.elapsed();
@@ -177,7 +180,10 @@ async fn one_run(a: &Args, workers: u16) -> anyhow::Result<RunResult> {
         if with >= a.services {
             break;
         }
-        anyhow::ensure!(t1.elapsed() < Duration::from_secs(900), "node not added in 15 min");
+        anyhow::ensure!(
+            t1.elapsed() < Duration::from_secs(900),
+            "node not added in 15 min"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let node_converge = t1.elapsed();

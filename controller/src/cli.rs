@@ -58,7 +58,7 @@ pub struct ControllerArgs {
     /// kubeconfig to use; without it, in-cluster config (or $KUBECONFIG).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// The provider: `http`.
+    /// The provider: `http`, `aws` or `l2`.
     #[arg(long)]
     pub provider: Option<String>,
     /// The http provider's API, e.g. https://lb-api.example:8443.
@@ -73,6 +73,12 @@ pub struct ControllerArgs {
     /// Timeout of one http provider call.
     #[arg(long, value_parser = parse_duration)]
     pub http_timeout: Option<Duration>,
+    /// The aws provider's region, e.g. us-east-1.
+    #[arg(long)]
+    pub aws_region: Option<String>,
+    /// Overrides the AWS endpoints (ELBv2 and EC2), e.g. http://127.0.0.1:5000 for moto.
+    #[arg(long)]
+    pub aws_endpoint: Option<String>,
     /// Name of this cluster; tags every cloud resource berth creates. Default: `kubernetes`.
     #[arg(long)]
     pub cluster_name: Option<String>,
@@ -133,6 +139,8 @@ pub struct FileConfig {
     pub http_token_file: Option<PathBuf>,
     pub http_ca_bundle: Option<PathBuf>,
     pub http_timeout: Option<String>,
+    pub aws_region: Option<String>,
+    pub aws_endpoint: Option<String>,
     pub cluster_name: Option<String>,
     pub class: Option<String>,
     pub default_class: Option<bool>,
@@ -184,6 +192,8 @@ impl ControllerArgs {
         fill!(http_token_file);
         fill!(http_ca_bundle);
         fill!(http_timeout, dur);
+        fill!(aws_region);
+        fill!(aws_endpoint);
         fill!(cluster_name);
         fill!(class);
         fill!(workers);
@@ -213,9 +223,11 @@ impl ControllerArgs {
     /// The provider name, required.
     pub fn provider_name(&self) -> anyhow::Result<String> {
         match self.provider.as_deref() {
-            Some(p @ "http") => Ok(p.to_string()),
-            Some(other) => bail!("--provider {other:?} is not supported; supported: \"http\""),
-            None => bail!("--provider is required (supported: \"http\")"),
+            Some(p @ ("http" | "aws" | "l2")) => Ok(p.to_string()),
+            Some(other) => {
+                bail!("--provider {other:?} is not supported; supported: \"http\", \"aws\", \"l2\"")
+            }
+            None => bail!("--provider is required (supported: \"http\", \"aws\", \"l2\")"),
         }
     }
 

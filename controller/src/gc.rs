@@ -73,7 +73,7 @@ pub async fn run(
     interval: Duration,
     metrics: Arc<Metrics>,
 ) {
-    if services.wait_until_ready().await.is_err() {
+    if !crate::run::store_ready(&services).await {
         return;
     }
     loop {

@@ -8,9 +8,11 @@ pub mod leader;
 pub mod metrics;
 pub mod nodeports;
 pub mod nodes;
+pub mod pools;
 pub mod reconcile;
 pub mod run;
 pub mod service;
+pub mod speaker;
 pub mod status;
 
 /// Installs the process-wide rustls crypto provider (ring, as kube, reqwest and the AWS SDK

@@ -29,6 +29,10 @@ enum Command {
     Controller(Box<ControllerArgs>),
     /// Start mock-cloud, the controller and a LoadBalancer Service you can reach; run until Ctrl-C.
     Demo(demo::DemoArgs),
+    /// Print berth's CustomResourceDefinitions (IPAddressPool, L2Advertisement) as YAML.
+    Crds,
+    /// Announce the l2 provider's VIPs from this node (ARP/NDP), with failover in about a second.
+    Speaker(Box<berth::speaker::SpeakerArgs>),
 }
 
 /// A kube client from a kubeconfig file, or inferred (in-cluster, then $KUBECONFIG).
@@ -74,6 +78,21 @@ pub fn build_provider(
                     .with_metrics(hook),
             ))
         }
+        "aws" => {
+            let region = args
+                .aws_region
+                .clone()
+                .or_else(|| std::env::var("AWS_REGION").ok())
+                .context("--aws-region is required with --provider aws")?;
+            let mut cfg = berth_providers::aws::AwsProviderConfig::new(region);
+            cfg.endpoint = args.aws_endpoint.clone();
+            Ok(Arc::new(
+                berth_providers::aws::AwsProvider::new(cfg)
+                    .context("Cannot set up the aws provider")?,
+            ))
+        }
+        // Without its pools wiring (see `controller`), every allocation fails.
+        "l2" => Ok(Arc::new(berth_providers::l2::L2Provider::new())),
         other => anyhow::bail!("--provider {other:?} is not supported"),
     }
 }
@@ -102,7 +121,13 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let args = args.merge_file()?;
     let opts = args.options()?;
     let metrics = Arc::new(berth::metrics::Metrics::default());
-    let provider = build_provider(&args, metrics.clone())?;
+    let (provider, extension) = if args.provider_name()? == "l2" {
+        let l2 = Arc::new(berth_providers::l2::L2Provider::new());
+        let ext: Arc<dyn berth::run::Extension> = Arc::new(berth::pools::L2Pools::new(l2.clone()));
+        (l2 as Arc<dyn Provider>, Some(ext))
+    } else {
+        (build_provider(&args, metrics.clone())?, None)
+    };
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let shutdown = shutdown_on_signals();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -114,7 +139,21 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             }
         }
     });
-    berth::run::run(client, provider, opts, shutdown, Some(tx), metrics).await
+    berth::run::run_with(
+        client,
+        provider,
+        opts,
+        shutdown,
+        Some(tx),
+        metrics,
+        extension,
+    )
+    .await
+}
+
+async fn speaker(args: berth::speaker::SpeakerArgs) -> anyhow::Result<()> {
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    berth::speaker::run(client, args, shutdown_on_signals()).await
 }
 
 fn main() {
@@ -144,6 +183,11 @@ fn main() {
         match cli.command {
             Command::Controller(a) => controller(*a).await,
             Command::Demo(a) => demo::run(a).await,
+            Command::Crds => {
+                print!("{}", berth::pools::crd::crds_yaml());
+                Ok(())
+            }
+            Command::Speaker(a) => speaker(*a).await,
         }
     });
     rt.shutdown_timeout(Duration::from_secs(2));

@@ -73,6 +73,11 @@ struct Ensured {
     at: Instant,
 }
 
+/// Tells a provider facts about a Service that its desired state does not carry (the l2
+/// allocator's labels and traffic policy); returns true when they changed since last time,
+/// so the provider must be called again even if the desired state did not change.
+pub type ServiceHook = Arc<dyn Fn(&Service) -> bool + Send + Sync>;
+
 pub struct Context {
     pub client: Client,
     pub provider: Arc<dyn Provider>,
@@ -84,6 +89,7 @@ pub struct Context {
     /// The last warning published per Service uid, so a broken Service is reported once.
     warned: Mutex<HashMap<String, String>>,
     failures: Mutex<HashMap<String, u32>>,
+    service_hook: Option<ServiceHook>,
 }
 
 impl Context {
@@ -105,7 +111,20 @@ impl Context {
             ensured: Mutex::default(),
             warned: Mutex::default(),
             failures: Mutex::default(),
+            service_hook: None,
         }
+    }
+
+    /// Calls `hook` before deciding whether a Service's load balancer is up to date.
+    pub fn with_service_hook(mut self, hook: ServiceHook) -> Self {
+        self.service_hook = Some(hook);
+        self
+    }
+
+    /// Forgets what berth last ensured for the Service `uid`, so its next reconcile calls
+    /// the provider again (e.g. its address left every pool).
+    pub fn forget(&self, uid: &str) {
+        self.lock_ensured().remove(uid);
     }
 
     /// The targets every load balancer should have now. Providers that reach nodes by
@@ -389,10 +408,12 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Action, Error> {
         };
     }
     let id = uid(&svc);
+    let facts_changed = ctx.service_hook.as_ref().is_some_and(|h| h(&svc));
     let previous = ctx.lock_ensured().get(&id).cloned();
-    let fresh = previous
-        .as_ref()
-        .is_some_and(|p| p.desired == desired && p.at.elapsed() < ctx.settings.resync);
+    let fresh = !facts_changed
+        && previous
+            .as_ref()
+            .is_some_and(|p| p.desired == desired && p.at.elapsed() < ctx.settings.resync);
     let lb_status = if let Some(p) = previous.as_ref().filter(|_| fresh) {
         p.status.clone()
     } else {

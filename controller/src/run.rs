@@ -6,9 +6,11 @@ use crate::gc;
 use crate::leader::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::nodes;
-use crate::reconcile::{self, Context, Settings};
+use crate::reconcile::{self, Context, ServiceHook, Settings};
 use berth_providers::{NodeTarget, Provider};
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -83,14 +85,43 @@ fn spawn_node_tracker(
     (reader, rx, task)
 }
 
+/// Provider-specific wiring inside the controller (the l2 provider's IP pools).
+pub trait Extension: Send + Sync + 'static {
+    /// Facts to hand the provider before each Service's reconcile (see [`ServiceHook`]).
+    fn service_hook(&self) -> Option<ServiceHook> {
+        None
+    }
+
+    /// Runs once this replica leads, before any Service is reconciled (e.g. restores IP
+    /// assignments). Each item of the returned stream makes every Service reconcile again.
+    fn start(
+        &self,
+        ctx: Arc<Context>,
+        shutdown: watch::Receiver<bool>,
+    ) -> BoxFuture<'static, anyhow::Result<BoxStream<'static, ()>>>;
+}
+
 /// Runs the controller until `shutdown` flips to true (Ok) or leadership is lost (Err).
 pub async fn run(
+    client: Client,
+    provider: Arc<dyn Provider>,
+    opts: ControllerOptions,
+    shutdown: watch::Receiver<bool>,
+    started: Option<tokio::sync::oneshot::Sender<Running>>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    run_with(client, provider, opts, shutdown, started, metrics, None).await
+}
+
+/// [`run`] with a provider [`Extension`].
+pub async fn run_with(
     client: Client,
     provider: Arc<dyn Provider>,
     opts: ControllerOptions,
     mut shutdown: watch::Receiver<bool>,
     started: Option<tokio::sync::oneshot::Sender<Running>>,
     metrics: Arc<Metrics>,
+    extension: Option<Arc<dyn Extension>>,
 ) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     let ctx_cell: Arc<OnceLock<(Arc<Context>, Store<Service>)>> = Arc::new(OnceLock::new());
@@ -129,6 +160,7 @@ pub async fn run(
 
     // Leadership: only the leader writes to the cloud and to status.
     let (lost_tx, mut lost_rx) = watch::channel(false);
+    let mut leader_task = None;
     if let Some(ls) = opts.leader.clone() {
         let mut elector = LeaderElector::new(client.clone(), ls);
         health.ready.store(true, Ordering::Relaxed); // standby is ready
@@ -139,7 +171,7 @@ pub async fn run(
         health.ready.store(false, Ordering::Relaxed);
         metrics.leader.set(1);
         let mut stop = shutdown.clone();
-        tokio::spawn(async move {
+        leader_task = Some(tokio::spawn(async move {
             let stopping = tokio::select! {
                 _ = elector.hold() => false,
                 _ = stopped(&mut stop) => true,
@@ -149,7 +181,7 @@ pub async fn run(
             } else {
                 let _ = lost_tx.send(true);
             }
-        });
+        }));
     } else {
         metrics.leader.set(1);
     }
@@ -166,14 +198,25 @@ pub async fn run(
             instance: Some(opts.identity.clone()),
         },
     );
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         provider.clone(),
         opts.settings.clone(),
         node_store,
         recorder,
         metrics.clone(),
-    ));
+    );
+    if let Some(hook) = extension.as_ref().and_then(|e| e.service_hook()) {
+        ctx = ctx.with_service_hook(hook);
+    }
+    let ctx = Arc::new(ctx);
+    let extension_triggers: BoxStream<'static, ()> = match &extension {
+        Some(ext) => tokio::select! {
+            r = ext.start(ctx.clone(), shutdown.clone()) => r?,
+            _ = stopped(&mut shutdown) => return Ok(()),
+        },
+        None => futures::stream::pending().boxed(),
+    };
     let mut stop = shutdown.clone();
     let mut lost = lost_rx.clone();
     let stop_signal = async move {
@@ -187,7 +230,10 @@ pub async fn run(
         watcher::Config::default(),
     )
     .with_config(controller::Config::default().concurrency(opts.workers))
-    .reconcile_all_on(tokio_stream_from(node_triggers))
+    .reconcile_all_on(futures::stream::select(
+        tokio_stream_from(node_triggers),
+        extension_triggers,
+    ))
     .graceful_shutdown_on(stop_signal);
     let services = controller.store();
     let _ = ctx_cell.set((ctx.clone(), services.clone()));
@@ -195,7 +241,7 @@ pub async fn run(
         let services = services.clone();
         let health = health.clone();
         tokio::spawn(async move {
-            if services.wait_until_ready().await.is_ok() {
+            if store_ready(&services).await {
                 health.ready.store(true, Ordering::Relaxed);
                 info!("Caches synced; reconciling");
             }
@@ -229,11 +275,35 @@ pub async fn run(
     node_task.abort();
     health.shutting_down.store(true, Ordering::Relaxed);
     metrics.leader.set(0);
+    // On shutdown the leader task releases the lease; wait for it, or the runtime's shutdown
+    // drops it half-way and the standby waits out the whole lease duration.
+    if let Some(task) = leader_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     if *lost_rx.borrow_and_update() {
         anyhow::bail!("Lost the leader lease; exiting so a fresh replica can take over");
     }
     info!("Controller stopped");
     Ok(())
+}
+
+/// Waits until `store` has its first complete list; false if its writer is gone.
+///
+/// `Store::wait_until_ready` keeps one waker only (a oneshot receiver behind a mutex), so
+/// when several tasks wait on the same store at once (the Controller's own runner, the
+/// readiness flag, garbage collection) only the last one to poll is woken and the others
+/// hang forever. Re-polling on a short timer makes every waiter see the ready state.
+pub async fn store_ready<K>(store: &Store<K>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+            Ok(r) => return r.is_ok(),
+            Err(_) => continue,
+        }
+    }
 }
 
 /// Resolves once the channel holds true (or its sender is gone).

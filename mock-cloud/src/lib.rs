@@ -52,6 +52,9 @@ pub struct Config {
     /// Serve traffic: kube-proxy on every node, the load balancers' data plane and health
     /// checks. False keeps only the APIs, for scale benchmarks.
     pub dataplane: bool,
+    /// Authenticate bearer tokens and authorize with RBAC objects (see
+    /// [`apiserver::rbac`]); false: every request is allowed.
+    pub rbac: bool,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             lb_api_token: None,
             health_check_scale: 1.0,
             dataplane: true,
+            rbac: false,
         }
     }
 }
@@ -126,6 +130,7 @@ impl MockCloud {
             requests: AtomicU64::new(0),
             open_watches: AtomicU64::new(0),
             verbs: Default::default(),
+            rbac: cfg.rbac.then(|| Arc::new(apiserver::rbac::Rbac::default())),
         });
         let app = apiserver::http::router(server.clone());
         let mut stop = shutdown_rx.clone();

@@ -54,6 +54,10 @@ struct ServeArgs {
     /// File holding the bearer token the load balancer API requires.
     #[arg(long)]
     lb_api_token_file: Option<PathBuf>,
+    /// Enforce RBAC: bearer tokens (the kubeconfig's admin token, or ServiceAccount tokens
+    /// from POST /mock-cloud/v1/token) and Role/ClusterRole bindings.
+    #[arg(long)]
+    rbac: bool,
 }
 
 fn parse_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
@@ -82,6 +86,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         kubeconfig: args.kubeconfig.clone(),
         ip_block: args.ip_block,
         lb_api_listen: args.lb_api_listen,
+        rbac: args.rbac,
         ..Default::default()
     };
     if let Some(f) = &args.lb_api_token_file {

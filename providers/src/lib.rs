@@ -4,9 +4,11 @@
 //! nodes into a [`DesiredLoadBalancer`] and hands it to a [`Provider`], which makes the
 //! outside world match it and reports the addresses to publish.
 
+pub mod aws;
 mod cidr;
 mod error;
 pub mod http;
+pub mod l2;
 pub mod naming;
 pub mod types;
 

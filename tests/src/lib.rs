@@ -11,6 +11,7 @@
 //! test panics the tail of every process's log is printed to help diagnose it.
 
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -53,7 +54,9 @@ fn build_binaries_once() {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let res = BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        eprintln!("berth-tests: building berth and mock-cloud (cargo build -p berth -p mock-cloud)");
+        eprintln!(
+            "berth-tests: building berth and mock-cloud (cargo build -p berth -p mock-cloud)"
+        );
         let status = Command::new(&cargo)
             .args(["build", "-p", "berth", "-p", "mock-cloud"])
             .current_dir(workspace_root())
@@ -62,7 +65,9 @@ fn build_binaries_once() {
         if status.success() {
             Ok(())
         } else {
-            Err(format!("cargo build -p berth -p mock-cloud failed: {status}"))
+            Err(format!(
+                "cargo build -p berth -p mock-cloud failed: {status}"
+            ))
         }
     });
     if let Err(e) = res {
@@ -145,6 +150,53 @@ pub fn holds_for(what: &str, window: Duration, mut check: impl FnMut() -> Result
 // Processes
 // ---------------------------------------------------------------------------------------
 
+/// PIDs of the children this test process has running, in a file a watchdog reads: if the
+/// test process dies without dropping them (killed by a timeout, say), the watchdog stops
+/// them, so no mock-cloud or berth outlives its test.
+struct Watchdog {
+    file: PathBuf,
+    pids: std::sync::Mutex<BTreeSet<u32>>,
+}
+
+fn watchdog() -> &'static Watchdog {
+    static W: OnceLock<Watchdog> = OnceLock::new();
+    W.get_or_init(|| {
+        let me = std::process::id();
+        let file = std::env::temp_dir().join(format!("berth-e2e-children-{me}"));
+        let _ = std::fs::write(&file, "");
+        // Polls the test process; once it is gone, SIGTERM then SIGKILL what is still listed.
+        let script = r#"while kill -0 "$0" 2>/dev/null; do sleep 1; done
+pids=$(cat "$1" 2>/dev/null)
+if [ -n "$pids" ]; then kill -TERM $pids 2>/dev/null; sleep 3; kill -KILL $pids 2>/dev/null; fi
+rm -f "$1""#;
+        let spawned = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(me.to_string())
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        if let Err(e) = spawned {
+            eprintln!("berth-tests: cannot start the child watchdog: {e}");
+        }
+        Watchdog {
+            file,
+            pids: std::sync::Mutex::default(),
+        }
+    })
+}
+
+impl Watchdog {
+    fn update(&self, f: impl FnOnce(&mut BTreeSet<u32>)) {
+        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut pids);
+        let text: Vec<String> = pids.iter().map(u32::to_string).collect();
+        let _ = std::fs::write(&self.file, text.join(" "));
+    }
+}
+
 /// A child process with its output in a log file; stopped and reaped on drop.
 pub struct Proc {
     pub name: String,
@@ -163,6 +215,10 @@ impl Proc {
             .stderr(Stdio::from(err))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        let pid = child.id();
+        watchdog().update(|p| {
+            p.insert(pid);
+        });
         Proc {
             name: name.into(),
             child,
@@ -194,7 +250,7 @@ impl Proc {
         if self.exited.is_none()
             && let Ok(Some(s)) = self.child.try_wait()
         {
-            self.exited = Some(s);
+            self.reaped(s);
         }
         self.exited
     }
@@ -219,7 +275,10 @@ impl Proc {
         if let Some(s) = self.wait_exit(grace) {
             return s;
         }
-        eprintln!("{} ignored SIGTERM for {grace:?}; sending SIGKILL", self.name);
+        eprintln!(
+            "{} ignored SIGTERM for {grace:?}; sending SIGKILL",
+            self.name
+        );
         self.kill()
     }
 
@@ -230,10 +289,18 @@ impl Proc {
             Some(s) => s,
             None => {
                 let s = self.child.wait().expect("reap");
-                self.exited = Some(s);
+                self.reaped(s);
                 s
             }
         }
+    }
+
+    fn reaped(&mut self, s: ExitStatus) {
+        self.exited = Some(s);
+        let pid = self.pid();
+        watchdog().update(|p| {
+            p.remove(&pid);
+        });
     }
 
     /// Polls the log until a line contains `needle`; returns that line. Panics (with the
@@ -397,9 +464,11 @@ pub fn ask(proto: Proto, ip: Ipv4Addr, port: u16) -> Option<String> {
 
 /// Waits until `ip:port` answers over `proto`; returns the answering pod.
 pub fn wait_answer(proto: Proto, ip: Ipv4Addr, port: u16) -> String {
-    wait_for(&format!("{ip}:{port}/{proto:?} to answer"), DEADLINE, || {
-        ask(proto, ip, port)
-    })
+    wait_for(
+        &format!("{ip}:{port}/{proto:?} to answer"),
+        DEADLINE,
+        || ask(proto, ip, port),
+    )
 }
 
 /// `n` answers in a row (None for no answer).
@@ -669,7 +738,13 @@ impl Cloud {
         wait_for(
             &format!("Service {name} to get a load balancer address"),
             DEADLINE,
-            || self.try_get("service", name).ok().flatten().as_ref().and_then(ingress_ip),
+            || {
+                self.try_get("service", name)
+                    .ok()
+                    .flatten()
+                    .as_ref()
+                    .and_then(ingress_ip)
+            },
         )
     }
 
@@ -740,10 +815,7 @@ impl Cloud {
     /// `DELETE /v1/loadbalancers/{id}` behind berth's back.
     pub fn lb_delete(&self, id: &str) {
         let (c, b) = self.lb_call("DELETE", &format!("/v1/loadbalancers/{id}"));
-        assert!(
-            c == 200 || c == 204,
-            "DELETE load balancer {id}: {c} {b}"
-        );
+        assert!(c == 200 || c == 204, "DELETE load balancer {id}: {c} {b}");
     }
 
     /// The LB API's counters (`puts`, `writes`, `writesById`, ...).
@@ -769,6 +841,19 @@ impl Cloud {
     /// Sets the load balancer API's faults (a FaultConfig; `{}` clears).
     pub fn set_lb_faults(&self, cfg: Value) {
         http_json(&self.lb, "PUT", "/mock-cloud/v1/faults", Some(&cfg));
+    }
+}
+
+impl Drop for Cloud {
+    /// Stops mock-cloud; keeps the scratch directory (logs, manifests) only when the test
+    /// failed.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("scratch directory kept: {}", self.dir.display());
+            return;
+        }
+        self.proc.stop(Duration::from_secs(10));
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -861,12 +946,10 @@ impl Controller {
     /// One unlabelled sample from /metrics.
     pub fn metric(&self, name: &str) -> Option<f64> {
         let text = self.metrics()?;
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                let (k, v) = l.split_once(' ')?;
-                (k == name).then(|| v.trim().parse().ok()).flatten()
-            })
+        text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == name).then(|| v.trim().parse().ok()).flatten()
+        })
     }
 
     pub fn pid(&self) -> u32 {

@@ -41,6 +41,8 @@ pub struct ApiServer {
     pub open_watches: AtomicU64,
     /// Requests by verb (`list`, `watch`, `create`, ...), for tests and benchmarks.
     pub verbs: std::sync::Mutex<HashMap<&'static str, u64>>,
+    /// Authentication and RBAC authorization (`mock-cloud serve --rbac`); None: open.
+    pub rbac: Option<Arc<super::rbac::Rbac>>,
 }
 
 impl ApiServer {
@@ -230,6 +232,11 @@ async fn handle(State(srv): State<Arc<ApiServer>>, req: Request) -> Response {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    if let Some(rbac) = &srv.rbac
+        && let Err(e) = check_rbac(&srv, rbac, &route, &method, &query, &headers)
+    {
+        return e.into_response();
+    }
     if let Route::Resource(rp) = &route {
         let verb = verb_of(&method, rp, &query);
         if let Ok(mut m) = srv.verbs.lock() {
@@ -310,6 +317,44 @@ async fn handle(State(srv): State<Arc<ApiServer>>, req: Request) -> Response {
     }
 }
 
+/// Authenticates every request except mock-cloud's own admin endpoints, and authorizes
+/// resource requests with RBAC (see [`super::rbac`]).
+fn check_rbac(
+    srv: &ApiServer,
+    rbac: &super::rbac::Rbac,
+    route: &Route,
+    method: &Method,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    if matches!(route, Route::Admin(_)) {
+        return Ok(());
+    }
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let user = rbac.authenticate(auth)?;
+    let Route::Resource(rp) = route else {
+        return Ok(());
+    };
+    let name = rp.name.clone().or_else(|| {
+        query
+            .get("fieldSelector")
+            .and_then(|f| f.strip_prefix("metadata.name="))
+            .filter(|n| !n.contains(','))
+            .map(str::to_string)
+    });
+    let attrs = super::rbac::Attributes {
+        verb: verb_of(method, rp, query).to_string(),
+        group: rp.info.group.clone(),
+        resource: rp.info.resource.clone(),
+        subresource: rp.sub.clone(),
+        namespace: rp.namespace.clone(),
+        name,
+    };
+    rbac.authorize(&srv.core.store, &user, &attrs)
+}
+
 fn verb_of(method: &Method, rp: &ResourcePath, q: &HashMap<String, String>) -> &'static str {
     match *method {
         Method::GET if rp.legacy_watch || truthy(q, "watch") => "watch",
@@ -355,6 +400,36 @@ fn admin(srv: &ApiServer, method: &Method, rest: &[String], body: &Bytes) -> Res
                 200,
                 &json!({"compactedTo": srv.core.store.current_rv().to_string()}),
             )
+        }
+        (Method::POST, ["v1", "token"]) if srv.rbac.is_some() => {
+            let v: Value = serde_json::from_slice(body).unwrap_or_default();
+            match (v["namespace"].as_str(), v["serviceAccount"].as_str()) {
+                (Some(ns), Some(sa)) if !ns.is_empty() && !sa.is_empty() => {
+                    let rbac = srv.rbac.as_ref().expect("checked");
+                    let token = rbac.issue_token(ns, sa);
+                    json_response(
+                        200,
+                        &json!({"token": token, "user": format!("system:serviceaccount:{ns}:{sa}")}),
+                    )
+                }
+                _ => {
+                    ApiError::bad_request("expected {\"namespace\": NS, \"serviceAccount\": NAME}")
+                        .into_response()
+                }
+            }
+        }
+        (Method::GET, ["v1", "denials"]) if srv.rbac.is_some() => json_response(
+            200,
+            &json!({
+                "items": srv.rbac.as_ref().map(|r| r.denials()).unwrap_or_default(),
+                "requestsByUser": srv.rbac.as_ref().map(|r| r.requests_by_user()).unwrap_or_default(),
+            }),
+        ),
+        (Method::DELETE, ["v1", "denials"]) if srv.rbac.is_some() => {
+            if let Some(r) = &srv.rbac {
+                r.clear_denials();
+            }
+            json_response(200, &json!({"items": []}))
         }
         (Method::GET, ["v1", "stats"]) => json_response(
             200,

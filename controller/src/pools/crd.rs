@@ -1,0 +1,283 @@
+//! berth's custom resources for the `l2` provider (group `berth.io`, version `v1alpha1`):
+//! [`IPAddressPool`] (where VIPs come from) and [`L2Advertisement`] (which pools the speaker
+//! announces, from which nodes, on which interfaces). Both cluster-scoped.
+
+// Several `printcolumn(...)` attributes are how kube-derive declares several columns.
+#![allow(clippy::duplicated_attributes)]
+
+use berth_providers::l2 as l2p;
+use kube::CustomResource;
+use kube::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+fn yes() -> bool {
+    true
+}
+
+/// A range of addresses berth may give LoadBalancer Services.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "berth.io",
+    version = "v1alpha1",
+    kind = "IPAddressPool",
+    plural = "ipaddresspools",
+    shortname = "ippool",
+    category = "berth",
+    status = "IPAddressPoolStatus",
+    printcolumn(
+        name = "Auto Assign",
+        type_ = "boolean",
+        json_path = ".spec.autoAssign"
+    ),
+    printcolumn(name = "Assigned", type_ = "integer", json_path = ".status.assigned"),
+    printcolumn(name = "Available", type_ = "integer", json_path = ".status.available"),
+    printcolumn(
+        name = "Addresses",
+        type_ = "string",
+        json_path = ".spec.addresses",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IPAddressPoolSpec {
+    /// CIDRs (`198.51.100.0/24`, `2001:db8::/120`) or ranges (`198.51.100.10-198.51.100.20`),
+    /// IPv4 and IPv6.
+    pub addresses: Vec<String>,
+    /// Whether Services that name no pool and request no address get addresses from here.
+    #[serde(default = "yes")]
+    pub auto_assign: bool,
+    /// Skip IPv4 addresses ending in `.0` and `.255`.
+    #[serde(default, rename = "avoidBuggyIPs")]
+    pub avoid_buggy_ips: bool,
+    /// Which Services may use the pool, and its priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_allocation: Option<ServiceAllocation>,
+}
+
+/// Which Services may take addresses from a pool.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAllocation {
+    /// Lower is preferred; unset (0) comes after every positive priority.
+    #[serde(default)]
+    pub priority: i32,
+    /// Namespaces allowed by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Namespaces allowed by label (any matching selector is enough).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespace_selectors: Vec<LabelSelector>,
+    /// Services allowed by label (any matching selector is enough).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_selectors: Vec<LabelSelector>,
+}
+
+/// A Kubernetes label selector.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+/// One `matchExpressions` entry.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    pub operator: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// What berth reports about a pool.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct IPAddressPoolStatus {
+    /// IPv4 addresses in use.
+    #[serde(rename = "assignedIPv4", default)]
+    pub assigned_ipv4: i64,
+    /// IPv6 addresses in use.
+    #[serde(rename = "assignedIPv6", default)]
+    pub assigned_ipv6: i64,
+    /// IPv4 addresses still free.
+    #[serde(rename = "availableIPv4", default)]
+    pub available_ipv4: i64,
+    /// IPv6 addresses still free (capped at 2^63-1).
+    #[serde(rename = "availableIPv6", default)]
+    pub available_ipv6: i64,
+    /// Addresses in use, both families.
+    #[serde(default)]
+    pub assigned: i64,
+    /// Addresses free, both families (capped).
+    #[serde(default)]
+    pub available: i64,
+    /// `Valid`: whether the pool parses and overlaps no other pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A status condition.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Which pools the speaker announces, and where from.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "berth.io",
+    version = "v1alpha1",
+    kind = "L2Advertisement",
+    plural = "l2advertisements",
+    shortname = "l2adv",
+    category = "berth",
+    printcolumn(name = "Pools", type_ = "string", json_path = ".spec.ipAddressPools"),
+    printcolumn(name = "Interfaces", type_ = "string", json_path = ".spec.interfaces"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct L2AdvertisementSpec {
+    /// Pool names announced; empty: every pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_address_pools: Vec<String>,
+    /// Interfaces to answer ARP/NDP on; empty: the speaker's default selection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
+    /// Nodes that may announce (any matching selector is enough); empty: every node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_selectors: Vec<LabelSelector>,
+}
+
+impl From<&LabelSelector> for l2p::LabelSelector {
+    fn from(s: &LabelSelector) -> Self {
+        l2p::LabelSelector {
+            match_labels: s.match_labels.clone(),
+            match_expressions: s
+                .match_expressions
+                .iter()
+                .map(|e| l2p::SelectorRequirement {
+                    key: e.key.clone(),
+                    operator: e.operator.clone(),
+                    values: e.values.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl IPAddressPool {
+    /// The allocator's view of this pool.
+    pub fn pool_spec(&self) -> l2p::PoolSpec {
+        let name = self.metadata.name.clone().unwrap_or_default();
+        l2p::PoolSpec {
+            name,
+            addresses: self.spec.addresses.clone(),
+            auto_assign: self.spec.auto_assign,
+            avoid_buggy_ips: self.spec.avoid_buggy_ips,
+            allocation: self
+                .spec
+                .service_allocation
+                .as_ref()
+                .map(|a| l2p::ServiceAllocation {
+                    priority: a.priority,
+                    namespaces: a.namespaces.clone(),
+                    namespace_selectors: a.namespace_selectors.iter().map(Into::into).collect(),
+                    service_selectors: a.service_selectors.iter().map(Into::into).collect(),
+                }),
+        }
+    }
+}
+
+/// Both CRDs as one multi-document YAML (what `berth crds` prints and deploy/ holds).
+pub fn crds_yaml() -> String {
+    let docs = [IPAddressPool::crd(), L2Advertisement::crd()];
+    let mut out = String::from("# Generated by `berth crds`; do not edit.\n");
+    for d in docs {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&d).expect("a CRD serialises"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_crds_match_the_code() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/crds/berth.io_crds.yaml"
+        );
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        if committed != crds_yaml() {
+            if std::env::var_os("BERTH_UPDATE_CRDS").is_some() {
+                std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+                std::fs::write(path, crds_yaml()).unwrap();
+                return;
+            }
+            panic!(
+                "deploy/crds/berth.io_crds.yaml is stale: run `berth crds > deploy/crds/berth.io_crds.yaml` (or this test with BERTH_UPDATE_CRDS=1)"
+            );
+        }
+    }
+
+    #[test]
+    fn pools_deserialise_with_defaults_and_convert() {
+        let p: IPAddressPool = serde_json::from_value(serde_json::json!({
+            "apiVersion": "berth.io/v1alpha1", "kind": "IPAddressPool",
+            "metadata": {"name": "default"},
+            "spec": {"addresses": ["198.51.100.0/24"], "avoidBuggyIPs": true,
+                "serviceAllocation": {"priority": 2, "namespaces": ["shop"],
+                    "serviceSelectors": [{"matchExpressions": [{"key": "app", "operator": "Exists"}]}]}}
+        }))
+        .unwrap();
+        assert!(p.spec.auto_assign, "autoAssign defaults to true");
+        let s = p.pool_spec();
+        assert_eq!(s.name, "default");
+        assert!(s.avoid_buggy_ips && s.auto_assign);
+        let al = s.allocation.unwrap();
+        assert_eq!(al.priority, 2);
+        assert_eq!(
+            al.service_selectors[0].match_expressions[0].operator,
+            "Exists"
+        );
+        let crd = serde_json::to_value(IPAddressPool::crd()).unwrap();
+        assert_eq!(crd["spec"]["scope"], "Cluster");
+        let cols: Vec<&str> = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(
+            cols,
+            ["Auto Assign", "Assigned", "Available", "Addresses", "Age"]
+        );
+        assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
+    }
+}

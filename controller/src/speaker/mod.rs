@@ -1,0 +1,775 @@
+//! `berth speaker`: one node answers ARP (IPv4) and NDP (IPv6) for each VIP of the `l2`
+//! provider, and another takes over within about a second when it fails.
+//!
+//! * [`membership`]: a SWIM-style failure detector over UDP among speakers — no Lease per
+//!   Service, so API load does not grow with Services.
+//! * [`election`]: rendezvous hashing per VIP among live speakers on usable nodes (ETP=Local:
+//!   nodes with a ready endpoint; L2Advertisement node selectors and interfaces honoured).
+//! * [`frames`]: pure ARP/NDP frame code; [`packet`]: the AF_PACKET shell.
+//! * This file: the watches (Services, Nodes, EndpointSlices, L2Advertisements; one each),
+//!   the announce loop (gratuitous ARP / unsolicited NA on takeover, stop at once on loss),
+//!   and what users see (the `berth.io/announcing-node` annotation, a `NodeAssigned` event,
+//!   metrics).
+
+pub mod election;
+pub mod frames;
+pub mod iface;
+pub mod membership;
+pub mod metrics;
+pub mod packet;
+mod sys;
+pub mod view;
+
+use crate::cli::parse_duration;
+use anyhow::Context;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use metrics::SpeakerMetrics;
+use packet::Link;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{info, warn};
+
+/// The annotation naming the node that announces a Service's VIP.
+pub const ANNOUNCING_ANNOTATION: &str = "berth.io/announcing-node";
+/// The event reason on takeover.
+pub const NODE_ASSIGNED: &str = "NodeAssigned";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SpeakerArgs {
+    /// Kubeconfig file (default: in-cluster, then $KUBECONFIG).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name (as in the Node object); in a DaemonSet, from spec.nodeName.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Interfaces to announce on, comma-separated (default: every interface except lo,
+    /// veth*, docker*, cni*, flannel*, bridge ports and bond slaves).
+    #[arg(long, value_delimiter = ',')]
+    pub interfaces: Vec<String>,
+    /// UDP address of the failure detector; its port is also where peers are expected.
+    #[arg(long, default_value = "0.0.0.0:7946")]
+    pub memberlist_bind: SocketAddr,
+    /// Peers as NODE=ADDR:PORT, comma-separated (default: every Node's InternalIP at the
+    /// --memberlist-bind port).
+    #[arg(long, value_delimiter = ',')]
+    pub memberlist_peers: Vec<String>,
+    /// How often every peer is pinged.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub probe_interval: Duration,
+    /// Silence after which a peer is dead and its VIPs move.
+    #[arg(long, default_value = "700ms", value_parser = parse_duration)]
+    pub suspect_timeout: Duration,
+    /// Rounds of gratuitous ARP / unsolicited NA on takeover (~1.1 s apart: Linux ignores
+    /// neighbour updates within its 1 s locktime).
+    #[arg(long, default_value_t = 3)]
+    pub gratuitous_rounds: u32,
+    /// Also send gratuitous ARP / unsolicited NA for every announced VIP at this interval.
+    #[arg(long, value_parser = parse_duration)]
+    pub periodic_garp: Option<Duration>,
+    /// Answer ARP requests only from senders in the interface's connected subnets.
+    #[arg(long)]
+    pub arp_same_subnet_only: bool,
+    /// The loadBalancerClass whose VIPs are announced.
+    #[arg(long, default_value = "berth.io/l2")]
+    pub load_balancer_class: String,
+    /// Serve /metrics and /healthz here (port 0 picks a free one).
+    #[arg(long, default_value = "0.0.0.0:7473")]
+    pub metrics_listen: SocketAddr,
+}
+
+const ROUND_GAP: Duration = Duration::from_millis(1100);
+
+fn parse_peers(v: &[String]) -> anyhow::Result<BTreeMap<String, SocketAddr>> {
+    v.iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            let (n, a) = s
+                .split_once('=')
+                .with_context(|| format!("--memberlist-peers {s:?}: expected NODE=ADDR:PORT"))?;
+            let a: SocketAddr = a
+                .trim()
+                .parse()
+                .with_context(|| format!("--memberlist-peers {s:?}: bad address"))?;
+            Ok((n.trim().to_string(), a))
+        })
+        .collect()
+}
+
+/// The L2Advertisements by `namespace/name`: None until known; Some(None) when the resource
+/// is not served.
+type AdvState = Arc<Mutex<Option<Option<BTreeMap<String, election::Advertisement>>>>>;
+
+/// What the packet threads consult: interface → addresses announced there now.
+type Announced = Arc<RwLock<HashMap<String, HashSet<IpAddr>>>>;
+
+struct Watches {
+    nodes: Store<Node>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    advertisements: AdvState,
+}
+
+fn spawn_watch<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Ok(_) => changed.notify_one(),
+                Err(e) => warn!(kind = %K::kind(&()), error = %e, "Watch failed; retrying"),
+            }
+        }
+    });
+    reader
+}
+
+fn spawn_advertisement_watch(client: Client, changed: Arc<Notify>) -> AdvState {
+    let state = Arc::new(Mutex::new(None));
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("berth.io", "v1alpha1", "L2Advertisement"),
+        "l2advertisements",
+    );
+    let api: Api<DynamicObject> = Api::all_with(client, &ar);
+    let st = state.clone();
+    tokio::spawn(async move {
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        let mut building: BTreeMap<String, election::Advertisement> = BTreeMap::new();
+        let set = |v: Option<Option<BTreeMap<String, election::Advertisement>>>| {
+            *st.lock().unwrap_or_else(|e| e.into_inner()) = v;
+            changed.notify_one();
+        };
+        let name =
+            |o: &DynamicObject| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Init) => building.clear(),
+                Ok(watcher::Event::InitApply(o)) => {
+                    building.insert(name(&o), view::advertisement(&o));
+                }
+                Ok(watcher::Event::InitDone) => set(Some(Some(building.clone()))),
+                Ok(watcher::Event::Apply(o)) => {
+                    building.insert(name(&o), view::advertisement(&o));
+                    set(Some(Some(building.clone())));
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    building.remove(&name(&o));
+                    set(Some(Some(building.clone())));
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if msg.contains("404") || msg.contains("NotFound") || msg.contains("not found")
+                    {
+                        // No L2Advertisement CRD: announce every VIP on the default interfaces.
+                        let served = st.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        if served != Some(None) {
+                            info!("No L2Advertisement resource is served; announcing every VIP");
+                            set(Some(None));
+                        }
+                    } else {
+                        warn!(error = %msg, "L2Advertisement watch failed; retrying");
+                    }
+                }
+            }
+        }
+    });
+    state
+}
+
+/// Serves /metrics and /healthz.
+async fn serve_metrics(
+    listen: SocketAddr,
+    m: Arc<SpeakerMetrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<SocketAddr> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = m.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    let l = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("Cannot listen on {listen} for metrics"))?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+    Ok(addr)
+}
+
+/// One gratuitous round for `ip` on `link`: ARP request and reply form, or an unsolicited NA.
+fn gratuitous(link: &Link, ip: IpAddr, m: &SpeakerMetrics) {
+    let frames: Vec<Vec<u8>> = match ip {
+        IpAddr::V4(v4) => vec![
+            frames::garp_request(v4, link.iface.mac),
+            frames::garp_reply(v4, link.iface.mac),
+        ],
+        IpAddr::V6(v6) => vec![frames::unsolicited_neighbor_advertisement(
+            v6,
+            link.iface.mac,
+        )],
+    };
+    let proto = if ip.is_ipv4() { "arp" } else { "ndp" };
+    for f in frames {
+        match link.send(&f) {
+            Ok(_) => {
+                m.gratuitous
+                    .get_or_create(&SpeakerMetrics::label(proto, &link.iface.name))
+                    .inc();
+            }
+            Err(e) => {
+                warn!(interface = %link.iface.name, %ip, error = %e, "Cannot send gratuitous frame")
+            }
+        }
+    }
+}
+
+/// Runs the speaker until `shutdown` flips to true.
+pub async fn run(
+    client: Client,
+    args: SpeakerArgs,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let me = args.node_name.clone();
+    anyhow::ensure!(!me.is_empty(), "--node-name is required");
+    let static_peers = parse_peers(&args.memberlist_peers)?;
+    let sys = std::path::Path::new("/sys/class/net");
+    let ifaces = iface::select(sys, &args.interfaces);
+    anyhow::ensure!(
+        !ifaces.is_empty(),
+        "No interface to announce on (asked for {:?}; found none usable under /sys/class/net)",
+        args.interfaces
+    );
+    let mut links: BTreeMap<String, Arc<Link>> = BTreeMap::new();
+    for i in ifaces {
+        let name = i.name.clone();
+        let l = Link::open(i).with_context(|| {
+            format!("Cannot open a raw socket on {name} (the speaker needs CAP_NET_RAW)")
+        })?;
+        links.insert(name, Arc::new(l));
+    }
+    info!(node = %me, interfaces = ?links.keys().collect::<Vec<_>>(), "Speaker starting");
+
+    let m = Arc::new(SpeakerMetrics::default());
+    let addr = serve_metrics(args.metrics_listen, m.clone(), shutdown.clone()).await?;
+    info!(address = %addr, "Serving /metrics and /healthz");
+
+    // Packet threads: answer for what `announced` holds, nothing else.
+    let announced: Announced = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for link in links.values() {
+        for (sock, proto) in [(link.arp.clone(), "arp"), (link.ipv6.clone(), "ndp")] {
+            let (a, m2, stop2, iface) = (
+                announced.clone(),
+                m.clone(),
+                stop.clone(),
+                link.iface.clone(),
+            );
+            let check = args.arp_same_subnet_only;
+            threads.push(std::thread::spawn(move || {
+                packet::serve(
+                    sock,
+                    iface,
+                    check,
+                    |ifn, ip| {
+                        a.read()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get(ifn)
+                            .is_some_and(|s| s.contains(&ip))
+                    },
+                    |ifn, _ip| {
+                        m2.answered
+                            .get_or_create(&SpeakerMetrics::label(proto, ifn))
+                            .inc();
+                    },
+                    stop2,
+                )
+            }));
+        }
+    }
+
+    // Membership.
+    let sock = tokio::net::UdpSocket::bind(args.memberlist_bind)
+        .await
+        .with_context(|| format!("Cannot bind the memberlist socket {}", args.memberlist_bind))?;
+    let inc = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    let swim = membership::Swim::new(
+        &me,
+        inc,
+        membership::Timing {
+            probe_interval: args.probe_interval,
+            suspect_timeout: args.suspect_timeout,
+        },
+    );
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let (live_tx, mut live_rx) = watch::channel(BTreeSet::new());
+    let member_task = tokio::spawn(membership::run(
+        sock,
+        swim,
+        ctl_rx,
+        live_tx,
+        shutdown.clone(),
+    ));
+    if !static_peers.is_empty() {
+        let _ = ctl_tx.send(membership::Control::Peers(static_peers.clone()));
+    }
+
+    // Watches: one each.
+    let changed = Arc::new(Notify::new());
+    let w = Watches {
+        nodes: spawn_watch(Api::<Node>::all(client.clone()), changed.clone()),
+        services: spawn_watch(Api::<Service>::all(client.clone()), changed.clone()),
+        slices: spawn_watch(Api::<EndpointSlice>::all(client.clone()), changed.clone()),
+        advertisements: spawn_advertisement_watch(client.clone(), changed.clone()),
+    };
+    tokio::select! {
+        r = async {
+            w.nodes.wait_until_ready().await?;
+            w.services.wait_until_ready().await?;
+            w.slices.wait_until_ready().await
+        } => r.context("Caches failed")?,
+        _ = shutdown.wait_for(|s| *s) => return Ok(()),
+    }
+    // Wait briefly for the advertisement watch to settle either way.
+    let t0 = Instant::now();
+    while w
+        .advertisements
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_none()
+        && t0.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = ctl_tx.send(membership::Control::Ready(true));
+    info!("Caches synced; taking part in elections");
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "berth-speaker".into(),
+            instance: Some(me.clone()),
+        },
+    );
+    let mut state = Announcer {
+        me: me.clone(),
+        links,
+        announced: announced.clone(),
+        current: BTreeMap::new(),
+        rounds: BTreeMap::new(),
+        periodic_at: Instant::now(),
+        written: HashSet::new(),
+        peers: BTreeMap::new(),
+        prev: None,
+        holding: BTreeMap::new(),
+        link_up: BTreeMap::new(),
+        m: m.clone(),
+        client,
+        recorder,
+        args: args.clone(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dirty = true;
+    loop {
+        tokio::select! {
+            _ = changed.notified() => dirty = true,
+            r = live_rx.changed() => { if r.is_ok() { dirty = true } },
+            _ = tick.tick() => {},
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        if state.links_recovered() {
+            // Our own link came back: peers we declared dead may be alive and announcing.
+            info!("Link up again; re-joining before announcing");
+            let _ = ctl_tx.send(membership::Control::Rejoin);
+            state.release_all();
+            state.prev = None;
+            dirty = true;
+        }
+        if !state.holding.is_empty() {
+            dirty = true;
+        }
+        if dirty {
+            dirty = false;
+            let live = live_rx.borrow().clone();
+            m.members_alive.set(live.len() as i64);
+            if static_peers.is_empty() {
+                let peers = discovered_peers(&w.nodes, args.memberlist_bind.port());
+                if peers != state.peers {
+                    state.peers = peers.clone();
+                    let _ = ctl_tx.send(membership::Control::Peers(peers));
+                }
+            }
+            if !live.contains(&me) {
+                // Not taking part yet (or any more): an election now would see VIPs with no
+                // winner and take them over without a handover delay later.
+                dirty = true;
+                state.gratuitous_due();
+                continue;
+            }
+            let advs = w
+                .advertisements
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .flatten()
+                .map(|m| m.into_values().collect());
+            let nodes = w.nodes.state();
+            let services = w.services.state();
+            let slices = w.slices.state();
+            let inputs = view::inputs(
+                &args.load_balancer_class,
+                nodes.iter().map(|n| n.as_ref()),
+                services.iter().map(|s| s.as_ref()),
+                slices.iter().map(|s| s.as_ref()),
+                advs,
+                live,
+            );
+            let won = election::elect(&inputs);
+            state.apply(&won, &services, &inputs.live);
+        }
+        state.gratuitous_due();
+    }
+    // Stop answering at once, then say goodbye (the membership task sends Leave).
+    state.release_all();
+    stop.store(true, Ordering::Relaxed);
+    let _ = member_task.await;
+    for t in threads {
+        let _ = t.join();
+    }
+    info!("Speaker stopped");
+    Ok(())
+}
+
+fn discovered_peers(nodes: &Store<Node>, port: u16) -> BTreeMap<String, SocketAddr> {
+    nodes
+        .state()
+        .iter()
+        .filter_map(|n| {
+            Some((
+                n.name_any(),
+                SocketAddr::new(crate::nodes::node_address(n)?, port),
+            ))
+        })
+        .collect()
+}
+
+struct Announcer {
+    me: String,
+    links: BTreeMap<String, Arc<Link>>,
+    announced: Announced,
+    /// VIP → interfaces announced on now.
+    current: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// (VIP, interface) → (rounds left, next round at).
+    rounds: BTreeMap<(IpAddr, String), (u32, Instant)>,
+    periodic_at: Instant,
+    /// (Service, node) annotation writes done or in flight.
+    written: HashSet<(String, String)>,
+    peers: BTreeMap<String, SocketAddr>,
+    /// The previous election's winners; None before the first one (or after a link flap).
+    prev: Option<BTreeMap<IpAddr, String>>,
+    /// VIPs won from a winner that may still be announcing: since when.
+    holding: BTreeMap<IpAddr, Instant>,
+    /// Carrier of each link at the last look.
+    link_up: BTreeMap<String, bool>,
+    m: Arc<SpeakerMetrics>,
+    client: Client,
+    recorder: Recorder,
+    args: SpeakerArgs,
+}
+
+impl Announcer {
+    fn publish(&self) {
+        let mut map: HashMap<String, HashSet<IpAddr>> = HashMap::new();
+        for (ip, ifs) in &self.current {
+            for i in ifs {
+                map.entry(i.clone()).or_default().insert(*ip);
+            }
+        }
+        *self.announced.write().unwrap_or_else(|e| e.into_inner()) = map;
+        self.m.announced.set(self.current.len() as i64);
+    }
+
+    fn set_multicast(&self, ip: IpAddr, ifs: &BTreeSet<String>, join: bool) {
+        let IpAddr::V6(v6) = ip else { return };
+        for i in ifs {
+            if let Some(l) = self.links.get(i)
+                && let Err(e) = l.multicast(v6, join)
+                && join
+            {
+                warn!(interface = %i, %ip, error = %e, "Cannot join the solicited-node group");
+            }
+        }
+    }
+
+    /// Whether a link went from down to up since the last look.
+    fn links_recovered(&mut self) -> bool {
+        let mut recovered = false;
+        for name in self.links.keys() {
+            let state = std::fs::read_to_string(format!("/sys/class/net/{name}/operstate"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
+            let up = state == "up" || state == "unknown";
+            let was = self.link_up.insert(name.clone(), up);
+            if up && was == Some(false) {
+                recovered = true;
+            }
+        }
+        recovered
+    }
+
+    /// How long a VIP won from a live (or unknown) previous winner waits before this speaker
+    /// answers for it, so the previous winner hears about us and stops first: a handover
+    /// never has two answering. A failover (the previous winner is dead) is immediate.
+    fn handover_delay(&self) -> Duration {
+        self.args.probe_interval * 3
+    }
+
+    fn apply(
+        &mut self,
+        won: &BTreeMap<IpAddr, election::Assignment>,
+        services: &[Arc<Service>],
+        live: &BTreeSet<String>,
+    ) {
+        let now = Instant::now();
+        let prev = self
+            .prev
+            .replace(won.iter().map(|(ip, a)| (*ip, a.node.clone())).collect());
+        let hold = self.handover_delay();
+        let mut holding = BTreeMap::new();
+        let mut ready: BTreeSet<IpAddr> = BTreeSet::new();
+        for (ip, a) in won {
+            if a.node != self.me || self.current.contains_key(ip) {
+                continue;
+            }
+            let safe = match prev.as_ref().map(|p| p.get(ip)) {
+                // Failover, a VIP nobody announced, or one we already had.
+                Some(None) => true,
+                Some(Some(n)) => *n == self.me || !live.contains(n),
+                // Start-up or after a link flap: someone may be announcing it.
+                None => false,
+            };
+            let ok = match self.holding.get(ip) {
+                Some(since) => now.duration_since(*since) >= hold,
+                None => safe,
+            };
+            if ok {
+                ready.insert(*ip);
+            } else {
+                holding.insert(*ip, *self.holding.get(ip).unwrap_or(&now));
+            }
+        }
+        self.holding = holding;
+        let want: BTreeMap<IpAddr, (BTreeSet<String>, &election::Assignment)> = won
+            .iter()
+            .filter(|(ip, a)| {
+                a.node == self.me && (self.current.contains_key(ip) || ready.contains(ip))
+            })
+            .map(|(ip, a)| {
+                let ifs: BTreeSet<String> = match &a.interfaces {
+                    None => self.links.keys().cloned().collect(),
+                    Some(only) => only
+                        .iter()
+                        .filter(|i| self.links.contains_key(*i))
+                        .cloned()
+                        .collect(),
+                };
+                (*ip, (ifs, a))
+            })
+            .filter(|(_, (ifs, _))| !ifs.is_empty())
+            .collect();
+        // Losses first: stop answering at once.
+        let lost: Vec<IpAddr> = self
+            .current
+            .keys()
+            .filter(|ip| want.get(ip).is_none_or(|(ifs, _)| *ifs != self.current[ip]))
+            .copied()
+            .collect();
+        for ip in &lost {
+            if let Some(ifs) = self.current.remove(ip) {
+                if !want.contains_key(ip) {
+                    info!(%ip, "No longer announcing");
+                    self.m.releases.inc();
+                    self.written.retain(|(_, v)| v != &ip.to_string());
+                }
+                self.set_multicast(*ip, &ifs, false);
+                self.rounds.retain(|(i, _), _| i != ip);
+            }
+        }
+        if !lost.is_empty() {
+            self.publish();
+        }
+        let mut gained = Vec::new();
+        for (ip, (ifs, a)) in &want {
+            if self.current.contains_key(ip) {
+                continue;
+            }
+            info!(%ip, interfaces = ?ifs, services = ?a.services, "Announcing");
+            self.current.insert(*ip, ifs.clone());
+            self.set_multicast(*ip, ifs, true);
+            for i in ifs {
+                self.rounds
+                    .insert((*ip, i.clone()), (self.args.gratuitous_rounds, now));
+            }
+            self.m.takeovers.inc();
+            gained.push(*ip);
+        }
+        if !gained.is_empty() {
+            self.publish();
+            self.gratuitous_due();
+        }
+        // Visibility: annotate (and tell) every Service of a VIP we announce whose
+        // annotation does not name us yet. Writes happen only when an assignment changes.
+        let by_key: HashMap<String, &Arc<Service>> =
+            services.iter().map(|s| (view::key(s), s)).collect();
+        for (ip, (ifs, a)) in &want {
+            for k in &a.services {
+                let Some(svc) = by_key.get(k) else { continue };
+                let current = svc.annotations().get(ANNOUNCING_ANNOTATION);
+                if current == Some(&self.me) {
+                    continue;
+                }
+                if !self.written.insert((k.clone(), ip.to_string())) {
+                    continue;
+                }
+                let svc = (*svc).as_ref().clone();
+                let (client, recorder, me) =
+                    (self.client.clone(), self.recorder.clone(), self.me.clone());
+                let note = format!(
+                    "announcing {ip} from node {me} on interface {}",
+                    ifs.iter().cloned().collect::<Vec<_>>().join(",")
+                );
+                tokio::spawn(async move { mark(client, recorder, svc, me, note).await });
+            }
+        }
+    }
+
+    /// Sends the gratuitous rounds that are due (takeover rounds, then periodic ones).
+    fn gratuitous_due(&mut self) {
+        let now = Instant::now();
+        let mut done = Vec::new();
+        for ((ip, ifn), (left, at)) in self.rounds.iter_mut() {
+            if *at > now {
+                continue;
+            }
+            if let Some(l) = self.links.get(ifn) {
+                gratuitous(l, *ip, &self.m);
+            }
+            *left = left.saturating_sub(1);
+            *at = now + ROUND_GAP;
+            if *left == 0 {
+                done.push((*ip, ifn.clone()));
+            }
+        }
+        for k in done {
+            self.rounds.remove(&k);
+        }
+        if let Some(every) = self.args.periodic_garp
+            && now.duration_since(self.periodic_at) >= every
+        {
+            self.periodic_at = now;
+            for (ip, ifs) in &self.current {
+                for i in ifs {
+                    if let Some(l) = self.links.get(i) {
+                        gratuitous(l, *ip, &self.m);
+                    }
+                }
+            }
+        }
+    }
+
+    fn release_all(&mut self) {
+        let all: Vec<(IpAddr, BTreeSet<String>)> =
+            std::mem::take(&mut self.current).into_iter().collect();
+        self.publish();
+        for (ip, ifs) in all {
+            self.set_multicast(ip, &ifs, false);
+        }
+    }
+}
+
+/// Writes `berth.io/announcing-node` and publishes `NodeAssigned` on a Service.
+async fn mark(client: Client, recorder: Recorder, svc: Service, me: String, note: String) {
+    let ns = svc.namespace().unwrap_or_default();
+    let api: Api<Service> = Api::namespaced(client, &ns);
+    let patch = serde_json::json!({"metadata": {"annotations": {ANNOUNCING_ANNOTATION: me}}});
+    if let Err(e) = api
+        .patch(
+            &svc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        warn!(service = %view::key(&svc), error = %e, "Cannot annotate the Service");
+    }
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: NODE_ASSIGNED.into(),
+        note: Some(note),
+        action: "Announce".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, &svc.object_ref(&())).await {
+        warn!(service = %view::key(&svc), error = %e, "Cannot publish event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse() {
+        let p = parse_peers(&["a=10.0.0.1:7946".into(), "b = 10.0.0.2:1".into()]).unwrap();
+        assert_eq!(p["a"], "10.0.0.1:7946".parse().unwrap());
+        assert_eq!(p["b"], "10.0.0.2:1".parse().unwrap());
+        assert!(parse_peers(&["10.0.0.1:7946".into()]).is_err());
+    }
+}

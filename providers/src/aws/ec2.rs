@@ -1,0 +1,512 @@
+//! Subnet discovery: the one EC2 call berth needs (`DescribeSubnets`), signed with SigV4
+//! and sent with reqwest rather than pulling in the (very large) EC2 SDK crate. The choice of
+//! subnets is a pure function.
+
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use super::annotations::Scheme;
+use crate::ProviderError;
+
+/// A subnet as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    pub id: String,
+    pub vpc_id: String,
+    pub zone: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// An EC2 Query API client for DescribeSubnets.
+pub struct Ec2 {
+    http: reqwest::Client,
+    endpoint: String,
+    region: String,
+    credentials: SharedCredentialsProvider,
+}
+
+fn transient(m: impl Into<String>) -> ProviderError {
+    ProviderError::transient(m)
+}
+
+impl Ec2 {
+    pub fn new(
+        endpoint: Option<&str>,
+        region: &str,
+        credentials: SharedCredentialsProvider,
+    ) -> Result<Self, ProviderError> {
+        let endpoint = endpoint.map_or_else(
+            || format!("https://ec2.{region}.amazonaws.com/"),
+            |e| format!("{}/", e.trim_end_matches('/')),
+        );
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .map_err(|e| ProviderError::Permanent(format!("Cannot build the EC2 client: {e}")))?;
+        Ok(Self {
+            http,
+            endpoint,
+            region: region.to_string(),
+            credentials,
+        })
+    }
+
+    /// DescribeSubnets with `filters` (name, values), every page.
+    pub async fn describe_subnets(
+        &self,
+        filters: &[(&str, Vec<String>)],
+    ) -> Result<Vec<Subnet>, ProviderError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut form: Vec<(String, String)> = vec![
+                ("Action".into(), "DescribeSubnets".into()),
+                ("Version".into(), "2016-11-15".into()),
+            ];
+            for (i, (name, values)) in filters.iter().enumerate() {
+                form.push((format!("Filter.{}.Name", i + 1), name.to_string()));
+                for (j, v) in values.iter().enumerate() {
+                    form.push((format!("Filter.{}.Value.{}", i + 1, j + 1), v.clone()));
+                }
+            }
+            if let Some(t) = &token {
+                form.push(("NextToken".into(), t.clone()));
+            }
+            let body = form_encode(&form);
+            let text = self.post(body).await?;
+            let (subnets, next) = parse_subnets(&text)?;
+            out.extend(subnets);
+            token = next;
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn post(&self, body: String) -> Result<String, ProviderError> {
+        let creds = self
+            .credentials
+            .provide_credentials()
+            .await
+            .map_err(|e| ProviderError::Permanent(format!("No AWS credentials: {e}")))?;
+        let identity: Identity = creds.into();
+        let content_type = "application/x-www-form-urlencoded; charset=utf-8";
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("ec2")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| ProviderError::Permanent(format!("Cannot sign the EC2 request: {e}")))?
+            .into();
+        let host = reqwest::Url::parse(&self.endpoint)
+            .ok()
+            .and_then(|u| {
+                u.host_str()
+                    .map(|h| u.port().map_or(h.to_string(), |p| format!("{h}:{p}")))
+            })
+            .ok_or_else(|| {
+                ProviderError::Permanent(format!("Invalid EC2 endpoint {:?}", self.endpoint))
+            })?;
+        let headers = [("content-type", content_type), ("host", host.as_str())];
+        let signable = SignableRequest::new(
+            "POST",
+            self.endpoint.as_str(),
+            headers.iter().copied(),
+            SignableBody::Bytes(body.as_bytes()),
+        )
+        .map_err(|e| ProviderError::Permanent(format!("Cannot sign the EC2 request: {e}")))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| ProviderError::Permanent(format!("Cannot sign the EC2 request: {e}")))?
+            .into_parts();
+        let (signed_headers, _) = instructions.into_parts();
+        let mut req = self
+            .http
+            .post(&self.endpoint)
+            .header("content-type", content_type)
+            .body(body);
+        for h in signed_headers {
+            req = req.header(h.name(), h.value());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| transient(format!("EC2 DescribeSubnets failed: {e}")))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| transient(format!("EC2 DescribeSubnets failed: {e}")))?;
+        if status.is_success() {
+            Ok(text)
+        } else if status.as_u16() == 429
+            || status.is_server_error()
+            || text.contains("RequestLimitExceeded")
+        {
+            Err(transient(format!("EC2 DescribeSubnets failed ({status})")))
+        } else {
+            Err(ProviderError::Permanent(format!(
+                "EC2 DescribeSubnets failed ({status}): {}",
+                element_text(&text, "Message").unwrap_or_else(|| text.chars().take(300).collect())
+            )))
+        }
+    }
+}
+
+fn form_encode(pairs: &[(String, String)]) -> String {
+    let mut s = String::new();
+    for (k, v) in pairs {
+        if !s.is_empty() {
+            s.push('&');
+        }
+        s.push_str(&percent(k));
+        s.push('=');
+        s.push_str(&percent(v));
+    }
+    s
+}
+
+fn percent(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A tiny XML element tree, enough for EC2's answers.
+#[derive(Debug, Default)]
+struct Element {
+    name: String,
+    text: String,
+    children: Vec<Element>,
+}
+
+impl Element {
+    fn child(&self, name: &str) -> Option<&Element> {
+        self.children.iter().find(|c| c.name == name)
+    }
+    fn child_text(&self, name: &str) -> Option<String> {
+        self.child(name).map(|c| c.text.trim().to_string())
+    }
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// Parses well-formed XML without attributes' values mattering; `None` on malformed input.
+fn parse_xml(text: &str) -> Option<Element> {
+    let mut stack: Vec<Element> = vec![Element::default()];
+    let mut rest = text;
+    while let Some(lt) = rest.find('<') {
+        let (before, after) = rest.split_at(lt);
+        stack.last_mut()?.text.push_str(&unescape(before));
+        let gt = after.find('>')?;
+        let tag = &after[1..gt];
+        rest = &after[gt + 1..];
+        if tag.starts_with('?') || tag.starts_with('!') {
+            continue;
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            let done = stack.pop()?;
+            if done.name != name.trim() {
+                return None;
+            }
+            stack.last_mut()?.children.push(done);
+        } else {
+            let self_closing = tag.ends_with('/');
+            let name = tag
+                .trim_end_matches('/')
+                .split_whitespace()
+                .next()?
+                .to_string();
+            let el = Element {
+                name,
+                ..Default::default()
+            };
+            if self_closing {
+                stack.last_mut()?.children.push(el);
+            } else {
+                stack.push(el);
+            }
+        }
+    }
+    let mut root = stack.pop()?;
+    if !stack.is_empty() {
+        return None;
+    }
+    root.children.pop()
+}
+
+fn element_text(text: &str, name: &str) -> Option<String> {
+    fn find(e: &Element, name: &str) -> Option<String> {
+        if e.name == name {
+            return Some(e.text.trim().to_string());
+        }
+        e.children.iter().find_map(|c| find(c, name))
+    }
+    find(&parse_xml(text)?, name)
+}
+
+/// The subnets and next token of a DescribeSubnetsResponse.
+fn parse_subnets(text: &str) -> Result<(Vec<Subnet>, Option<String>), ProviderError> {
+    let root = parse_xml(text).ok_or_else(|| {
+        ProviderError::transient("EC2 DescribeSubnets returned malformed XML".to_string())
+    })?;
+    let subnets = root
+        .child("subnetSet")
+        .map(|set| {
+            set.children
+                .iter()
+                .filter_map(|item| {
+                    Some(Subnet {
+                        id: item.child_text("subnetId")?,
+                        vpc_id: item.child_text("vpcId").unwrap_or_default(),
+                        zone: item.child_text("availabilityZone").unwrap_or_default(),
+                        tags: item
+                            .child("tagSet")
+                            .map(|t| {
+                                t.children
+                                    .iter()
+                                    .filter_map(|i| {
+                                        Some((
+                                            i.child_text("key")?,
+                                            i.child_text("value").unwrap_or_default(),
+                                        ))
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let next = root.child_text("nextToken").filter(|t| !t.is_empty());
+    Ok((subnets, next))
+}
+
+/// The filters that find candidates: by id or Name tag for the annotation, else by the
+/// scheme's role tag.
+pub fn filters(
+    scheme: Scheme,
+    requested: Option<&[String]>,
+) -> Vec<Vec<(&'static str, Vec<String>)>> {
+    match requested {
+        Some(list) => {
+            let (ids, names): (Vec<String>, Vec<String>) =
+                list.iter().cloned().partition(|s| s.starts_with("subnet-"));
+            let mut out = Vec::new();
+            if !ids.is_empty() {
+                out.push(vec![("subnet-id", ids)]);
+            }
+            if !names.is_empty() {
+                out.push(vec![("tag:Name", names)]);
+            }
+            out
+        }
+        None => vec![vec![("tag-key", vec![scheme.role_tag().to_string()])]],
+    }
+}
+
+/// Picks the load balancer's subnets from `found`: for the annotation, every requested
+/// subnet (an unknown one is an error); else those tagged for the scheme's role (value `1`
+/// or empty) and not tagged for another cluster. One per zone (ours-tagged first, then by
+/// id), all in one VPC. Returns (subnet ids, VPC id).
+pub fn choose(
+    found: &[Subnet],
+    scheme: Scheme,
+    requested: Option<&[String]>,
+    cluster: &str,
+) -> Result<(Vec<String>, String), String> {
+    let cluster_tag = format!("kubernetes.io/cluster/{cluster}");
+    let candidates: Vec<&Subnet> = match requested {
+        Some(list) => {
+            let mut picked = Vec::new();
+            for want in list {
+                let s = found
+                    .iter()
+                    .find(|s| &s.id == want || s.tags.get("Name") == Some(want))
+                    .ok_or_else(|| {
+                        format!("subnet {want:?} (from the subnets annotation) does not exist")
+                    })?;
+                picked.push(s);
+            }
+            picked
+        }
+        None => found
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.tags.get(scheme.role_tag()).map(String::as_str),
+                    Some("1" | "")
+                )
+            })
+            .filter(|s| {
+                let ours = s
+                    .tags
+                    .get(&cluster_tag)
+                    .is_some_and(|v| v == "owned" || v == "shared");
+                let other = s
+                    .tags
+                    .keys()
+                    .any(|k| k.starts_with("kubernetes.io/cluster/") && *k != cluster_tag);
+                ours || !other
+            })
+            .collect(),
+    };
+    if candidates.is_empty() {
+        return Err(format!(
+            "no subnet found for a {} load balancer: tag subnets with {}=1 (and {cluster_tag}=owned or shared), or name them in the service.beta.kubernetes.io/aws-load-balancer-subnets annotation",
+            scheme.as_str(),
+            scheme.role_tag()
+        ));
+    }
+    // The VPC with the most candidates (ties: the smallest id).
+    let mut per_vpc: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &candidates {
+        *per_vpc.entry(&s.vpc_id).or_default() += 1;
+    }
+    let vpc = per_vpc
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(v, _)| v.to_string())
+        .unwrap_or_default();
+    let mut per_zone: BTreeMap<&str, &Subnet> = BTreeMap::new();
+    let rank = |s: &Subnet| (!s.tags.contains_key(&cluster_tag), s.id.clone());
+    for s in candidates.into_iter().filter(|s| s.vpc_id == vpc) {
+        match per_zone.get(s.zone.as_str()) {
+            Some(cur) if rank(cur) <= rank(s) => {}
+            _ => {
+                per_zone.insert(&s.zone, s);
+            }
+        }
+    }
+    Ok((per_zone.values().map(|s| s.id.clone()).collect(), vpc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ANSWER: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<DescribeSubnetsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
+  <requestId>7a62c49f</requestId>
+  <subnetSet>
+    <item>
+      <subnetId>subnet-a</subnetId>
+      <vpcId>vpc-1</vpcId>
+      <availabilityZone>us-east-1a</availabilityZone>
+      <tagSet>
+        <item><key>Name</key><value>public-a</value></item>
+        <item><key>kubernetes.io/role/elb</key><value>1</value></item>
+      </tagSet>
+    </item>
+    <item>
+      <subnetId>subnet-b</subnetId>
+      <vpcId>vpc-1</vpcId>
+      <availabilityZone>us-east-1b</availabilityZone>
+      <tagSet><item><key>a&amp;b</key><value/></item></tagSet>
+    </item>
+  </subnetSet>
+  <nextToken>tok</nextToken>
+</DescribeSubnetsResponse>"#;
+
+    fn subnet(id: &str, vpc: &str, zone: &str, tags: &[(&str, &str)]) -> Subnet {
+        Subnet {
+            id: id.into(),
+            vpc_id: vpc.into(),
+            zone: zone.into(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn parses_describe_subnets() {
+        let (subnets, next) = parse_subnets(ANSWER).unwrap();
+        assert_eq!(next.as_deref(), Some("tok"));
+        assert_eq!(subnets.len(), 2);
+        assert_eq!(subnets[0].id, "subnet-a");
+        assert_eq!(subnets[0].zone, "us-east-1a");
+        assert_eq!(subnets[0].tags["Name"], "public-a");
+        assert_eq!(subnets[1].tags["a&b"], "");
+        assert!(parse_subnets("<a><b></a>").is_err());
+        assert_eq!(
+            element_text(
+                "<Response><Errors><Error><Message>no</Message></Error></Errors></Response>",
+                "Message"
+            )
+            .as_deref(),
+            Some("no")
+        );
+    }
+
+    #[test]
+    fn form_encoding() {
+        let f = form_encode(&[("Filter.1.Name".into(), "tag:kubernetes.io/role/elb".into())]);
+        assert_eq!(f, "Filter.1.Name=tag%3Akubernetes.io%2Frole%2Felb");
+    }
+
+    #[test]
+    fn discovery_one_per_zone_in_one_vpc() {
+        let role = "kubernetes.io/role/internal-elb";
+        let found = vec![
+            subnet("subnet-2", "vpc-1", "a", &[(role, "1")]),
+            subnet("subnet-1", "vpc-1", "a", &[(role, "")]),
+            subnet(
+                "subnet-3",
+                "vpc-1",
+                "b",
+                &[(role, "1"), ("kubernetes.io/cluster/test", "shared")],
+            ),
+            subnet("subnet-4", "vpc-1", "b", &[(role, "1")]),
+            subnet(
+                "subnet-5",
+                "vpc-1",
+                "c",
+                &[(role, "1"), ("kubernetes.io/cluster/other", "owned")],
+            ),
+            subnet("subnet-6", "vpc-1", "d", &[(role, "0")]),
+            subnet("subnet-7", "vpc-2", "a", &[(role, "1")]),
+        ];
+        let (ids, vpc) = choose(&found, Scheme::Internal, None, "test").unwrap();
+        assert_eq!(vpc, "vpc-1");
+        assert_eq!(ids, vec!["subnet-1", "subnet-3"]);
+        let err = choose(&found, Scheme::InternetFacing, None, "test").unwrap_err();
+        assert!(err.contains("kubernetes.io/role/elb"), "{err}");
+    }
+
+    #[test]
+    fn requested_subnets_by_id_or_name() {
+        let found = vec![
+            subnet("subnet-1", "vpc-1", "a", &[("Name", "one")]),
+            subnet("subnet-2", "vpc-1", "b", &[]),
+        ];
+        let req = vec!["one".to_string(), "subnet-2".to_string()];
+        let (ids, _) = choose(&found, Scheme::Internal, Some(&req), "test").unwrap();
+        assert_eq!(ids, vec!["subnet-1", "subnet-2"]);
+        let req = vec!["missing".to_string()];
+        assert!(choose(&found, Scheme::Internal, Some(&req), "test").is_err());
+        let f = filters(Scheme::Internal, Some(&["subnet-9".into(), "x".into()]));
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0][0].0, "subnet-id");
+        assert_eq!(f[1][0].0, "tag:Name");
+    }
+}

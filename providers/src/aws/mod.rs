@@ -1,0 +1,470 @@
+//! The `aws` provider: one AWS Network Load Balancer (ELBv2) per Service.
+//!
+//! `ensure` finds the Service's NLB and target groups by name and ownership tags before
+//! creating anything (moto, and a crashed earlier run, can leave duplicates), then changes
+//! only what differs: subnets, tags, attributes, health checks, targets (in chunks) and
+//! listeners. `delete` goes in dependency order: load balancer (with its listeners), then
+//! target groups. The SDK is built with a ring-based rustls HTTPS client, so the binary keeps
+//! one crypto provider.
+
+pub mod annotations;
+mod api;
+mod ec2;
+pub mod plan;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_smithy_http_client::tls;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tracing::{debug, info, instrument, warn};
+
+use crate::{
+    DesiredLoadBalancer, Ingress, IpMode, LABEL_CLUSTER, LoadBalancerRef, LoadBalancerStatus,
+    OwnedLoadBalancer, Provider, ProviderError,
+};
+use api::{CurrentLb, CurrentTg, Elb, health_differs};
+use plan::{Plan, owned_by};
+
+/// Where and how to reach AWS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsProviderConfig {
+    /// e.g. `us-east-1`.
+    pub region: String,
+    /// Overrides the ELBv2 and EC2 endpoints (moto, LocalStack, a VPC endpoint).
+    pub endpoint: Option<String>,
+    /// Most AWS calls in flight at once, across all Services.
+    pub concurrency: usize,
+    /// Attempts per call by the SDK (throttling, 5xx, network errors).
+    pub max_attempts: u32,
+}
+
+impl AwsProviderConfig {
+    /// `region`, the standard endpoints, 8 calls at once, 5 attempts.
+    pub fn new(region: impl Into<String>) -> Self {
+        Self {
+            region: region.into(),
+            endpoint: None,
+            concurrency: 8,
+            max_attempts: 5,
+        }
+    }
+}
+
+struct Clients {
+    elb: Elb,
+    ec2: ec2::Ec2,
+}
+
+/// The `aws` provider.
+pub struct AwsProvider {
+    cfg: AwsProviderConfig,
+    clients: OnceCell<Clients>,
+}
+
+impl AwsProvider {
+    /// A provider for `cfg`. Credentials come from the standard chain (environment, web
+    /// identity, profile, instance metadata) and are resolved on first use.
+    pub fn new(cfg: AwsProviderConfig) -> Result<Self, ProviderError> {
+        if cfg.region.trim().is_empty() {
+            return Err(ProviderError::Permanent(
+                "The aws provider needs a region (--aws-region)".into(),
+            ));
+        }
+        if let Some(e) = &cfg.endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(ProviderError::Permanent(format!(
+                "Invalid AWS endpoint {e:?}: expected an http:// or https:// URL"
+            )));
+        }
+        Ok(Self {
+            cfg,
+            clients: OnceCell::new(),
+        })
+    }
+
+    async fn clients(&self) -> Result<&Clients, ProviderError> {
+        self.clients
+            .get_or_try_init(|| async {
+                let http = aws_smithy_http_client::Builder::new()
+                    .tls_provider(tls::Provider::Rustls(
+                        tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https();
+                let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                    .region(aws_config::Region::new(self.cfg.region.clone()))
+                    .http_client(http)
+                    .retry_config(
+                        RetryConfig::standard().with_max_attempts(self.cfg.max_attempts.max(1)),
+                    )
+                    .timeout_config(
+                        TimeoutConfig::builder()
+                            .connect_timeout(Duration::from_secs(5))
+                            .operation_attempt_timeout(Duration::from_secs(30))
+                            .build(),
+                    );
+                if let Some(e) = &self.cfg.endpoint {
+                    loader = loader.endpoint_url(e);
+                }
+                let sdk = loader.load().await;
+                let credentials = sdk.credentials_provider().ok_or_else(|| {
+                    ProviderError::Permanent("No AWS credentials provider is configured".into())
+                })?;
+                Ok(Clients {
+                    elb: Elb::new(
+                        aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
+                        self.cfg.concurrency,
+                    ),
+                    ec2: ec2::Ec2::new(
+                        self.cfg.endpoint.as_deref(),
+                        &self.cfg.region,
+                        credentials,
+                    )?,
+                })
+            })
+            .await
+    }
+
+    /// ELBv2 calls made so far, by operation (for benchmarks and metrics).
+    pub fn elb_calls(&self) -> BTreeMap<&'static str, u64> {
+        self.clients
+            .get()
+            .map(|c| c.elb.calls())
+            .unwrap_or_default()
+    }
+
+    /// Parses and plans; no I/O.
+    fn plan(lb: &DesiredLoadBalancer) -> Result<Plan, ProviderError> {
+        let settings = annotations::parse(&lb.annotations, &lb.health_check)?;
+        plan::plan(lb, settings)
+    }
+
+    /// The Service's load balancers (duplicates included), refusing a same-named one berth
+    /// did not create for it.
+    async fn find_lbs(
+        elb: &Elb,
+        name: &str,
+        cluster: &str,
+        uid: &str,
+    ) -> Result<Vec<CurrentLb>, ProviderError> {
+        let all = elb.load_balancers_named(name).await?;
+        let (mut ours, foreign): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|l| owned_by(&l.tags, cluster, uid));
+        if ours.is_empty() && !foreign.is_empty() {
+            return Err(ProviderError::Permanent(format!(
+                "Load balancer {name} exists but berth did not create it for this Service \
+                 (its {LABEL_CLUSTER} and berth.io/service-uid tags differ); berth will not change it"
+            )));
+        }
+        ours.sort_by(|a, b| a.created.cmp(&b.created).then(a.arn.cmp(&b.arn)));
+        Ok(ours)
+    }
+
+    async fn subnets(
+        &self,
+        c: &Clients,
+        p: &Plan,
+        cluster: &str,
+    ) -> Result<(Vec<String>, String), ProviderError> {
+        let requested = p.settings.subnets.as_deref();
+        let mut found = Vec::new();
+        for f in ec2::filters(p.settings.scheme, requested) {
+            found.extend(c.ec2.describe_subnets(&f).await?);
+        }
+        ec2::choose(&found, p.settings.scheme, requested, cluster).map_err(ProviderError::Permanent)
+    }
+
+    /// Deletes the load balancer `lb` and then the target groups it used that this Service
+    /// owns.
+    async fn delete_lb(
+        elb: &Elb,
+        lb: &CurrentLb,
+        cluster: &str,
+        uid: &str,
+    ) -> Result<(), ProviderError> {
+        let tgs = elb.target_groups_of(&lb.arn).await?;
+        elb.delete_load_balancer(&lb.arn).await?;
+        info!(arn = %lb.arn, "Deleted load balancer");
+        for tg in tgs.iter().filter(|t| owned_by(&t.tags, cluster, uid)) {
+            elb.delete_target_group(&tg.arn).await?;
+            info!(name = %tg.name, "Deleted target group");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Provider for AwsProvider {
+    fn name(&self) -> &'static str {
+        "aws"
+    }
+
+    fn needs_node_ports(&self) -> bool {
+        true
+    }
+
+    fn validate(&self, lb: &DesiredLoadBalancer) -> Result<(), ProviderError> {
+        Self::plan(lb).map(|_| ())
+    }
+
+    #[instrument(skip_all, fields(id = %lb.id, service = %format_args!("{}/{}", lb.service.namespace, lb.service.name)))]
+    async fn ensure(&self, lb: &DesiredLoadBalancer) -> Result<LoadBalancerStatus, ProviderError> {
+        let p = Self::plan(lb)?;
+        for key in lb
+            .annotations
+            .keys()
+            .filter(|k| annotations::is_unsupported(k))
+        {
+            debug!(annotation = %key, "Annotation not implemented by berth's aws provider; ignored");
+        }
+        let c = self.clients().await?;
+        let elb = &c.elb;
+        let uid = &lb.service.uid;
+        let mut found = Self::find_lbs(elb, &p.name, &lb.cluster, uid).await?;
+        // Duplicates (a crash between CreateLoadBalancer and its answer, on a backend that
+        // accepts duplicate names): keep the oldest.
+        for dup in found.split_off(found.len().min(1)) {
+            warn!(arn = %dup.arn, "Deleting a duplicate load balancer");
+            let tgs = elb.target_groups_of(&dup.arn).await?;
+            elb.delete_load_balancer(&dup.arn).await?;
+            for tg in tgs {
+                if owned_by(&tg.tags, &lb.cluster, uid)
+                    && !p.groups.iter().any(|g| g.name == tg.name)
+                {
+                    elb.delete_target_group(&tg.arn).await?;
+                }
+            }
+        }
+        let mut current = found.pop();
+        let mut replaced = false;
+        // The scheme cannot change in place: replace the load balancer (its target groups
+        // are reused).
+        if let Some(cur) = current
+            .as_ref()
+            .filter(|c| c.scheme != p.settings.scheme.as_str())
+        {
+            info!(from = %cur.scheme, to = p.settings.scheme.as_str(), "Scheme changed; replacing the load balancer");
+            elb.delete_load_balancer(&cur.arn).await?;
+            current = None;
+            replaced = true;
+        }
+        let (lb_now, fresh) = match current {
+            Some(cur) => (cur, false),
+            None => {
+                let (subnets, _vpc) = self.subnets(c, &p, &lb.cluster).await?;
+                let created = elb
+                    .create_load_balancer(&p.name, p.settings.scheme.as_str(), &subnets, &p.tags)
+                    .await?;
+                info!(arn = %created.arn, dns = %created.dns_name, "Created load balancer");
+                (created, true)
+            }
+        };
+        if !fresh {
+            if p.settings.subnets.is_some() {
+                let (subnets, _) = self.subnets(c, &p, &lb.cluster).await?;
+                if subnets.iter().cloned().collect::<BTreeSet<_>>() != lb_now.subnets {
+                    elb.set_subnets(&lb_now.arn, &subnets).await?;
+                    info!(?subnets, "Updated subnets");
+                }
+            }
+            let add = plan::tags_to_add(&lb_now.tags, &p.tags);
+            if !add.is_empty() {
+                elb.add_tags(&lb_now.arn, &add).await?;
+            }
+        }
+        if !p.settings.lb_attributes.is_empty() {
+            let cur = elb.load_balancer_attributes(&lb_now.arn).await?;
+            let set = plan::attributes_to_set(&cur, &p.settings.lb_attributes);
+            if !set.is_empty() {
+                elb.modify_load_balancer_attributes(&lb_now.arn, &set)
+                    .await?;
+                info!(?set, "Updated load balancer attributes");
+            }
+        }
+
+        // Target groups.
+        let existing: Vec<CurrentTg> = if fresh {
+            vec![]
+        } else {
+            elb.target_groups_of(&lb_now.arn)
+                .await?
+                .into_iter()
+                .filter(|t| owned_by(&t.tags, &lb.cluster, uid))
+                .collect()
+        };
+        let mut arns: Vec<(u16, plan::ElbProtocol, String)> = Vec::new();
+        for g in &p.groups {
+            let mut tg = existing.iter().find(|t| t.name == g.name).cloned();
+            let mut created = false;
+            if tg.is_none() && (!fresh || replaced) {
+                // Created earlier but not attached (a crash before its listener, or the
+                // load balancer was just replaced)?
+                tg = elb
+                    .target_groups_named(&g.name)
+                    .await?
+                    .into_iter()
+                    .find(|t| owned_by(&t.tags, &lb.cluster, uid));
+            }
+            let tg = match tg {
+                Some(t) => t,
+                None => {
+                    let t = elb.create_target_group(g, &lb_now.vpc_id).await?;
+                    info!(name = %g.name, port = g.port, protocol = g.protocol.as_str(), "Created target group");
+                    created = true;
+                    t
+                }
+            };
+            if !created {
+                if health_differs(&tg.health, &g.health) {
+                    elb.modify_health_check(&tg.arn, &g.health).await?;
+                    info!(name = %g.name, "Updated health check");
+                }
+                let add = plan::tags_to_add(&tg.tags, &g.tags);
+                if !add.is_empty() {
+                    elb.add_tags(&tg.arn, &add).await?;
+                }
+            }
+            if !g.attributes.is_empty() {
+                let cur = elb.target_group_attributes(&tg.arn).await?;
+                let set = plan::attributes_to_set(&cur, &g.attributes);
+                if !set.is_empty() {
+                    elb.modify_target_group_attributes(&tg.arn, &set).await?;
+                }
+            }
+            let current_targets = if created {
+                BTreeSet::new()
+            } else {
+                elb.targets(&tg.arn).await?
+            };
+            let (register, deregister) =
+                plan::target_changes(&current_targets, &p.targets, g.node_port);
+            if !register.is_empty() {
+                elb.change_targets(&tg.arn, &register, true).await?;
+            }
+            if !deregister.is_empty() {
+                elb.change_targets(&tg.arn, &deregister, false).await?;
+            }
+            if !register.is_empty() || !deregister.is_empty() {
+                info!(name = %g.name, registered = register.len(), deregistered = deregister.len(), "Updated targets");
+            }
+            arns.push((g.port, g.protocol, tg.arn));
+        }
+
+        // Listeners.
+        let listeners = if fresh {
+            vec![]
+        } else {
+            elb.listeners(&lb_now.arn).await?
+        };
+        let changes = plan::listener_changes(&listeners, &arns);
+        for arn in &changes.delete {
+            elb.delete_listener(arn).await?;
+        }
+        for (arn, proto, tg) in &changes.modify {
+            elb.modify_listener(arn, *proto, tg).await?;
+        }
+        for (port, proto, tg) in &changes.create {
+            elb.create_listener(&lb_now.arn, *port, *proto, tg).await?;
+        }
+        if !changes.is_empty() {
+            info!(
+                created = changes.create.len(),
+                modified = changes.modify.len(),
+                deleted = changes.delete.len(),
+                "Updated listeners"
+            );
+        }
+
+        // Target groups no longer used.
+        for tg in existing
+            .iter()
+            .filter(|t| !p.groups.iter().any(|g| g.name == t.name))
+        {
+            elb.delete_target_group(&tg.arn).await?;
+            info!(name = %tg.name, "Deleted target group");
+        }
+
+        Ok(LoadBalancerStatus {
+            ingress: vec![Ingress {
+                ip: None,
+                hostname: Some(lb_now.dns_name.clone()).filter(|d| !d.is_empty()),
+                ip_mode: IpMode::Proxy,
+            }],
+        })
+    }
+
+    #[instrument(skip_all, fields(id = %lb.id))]
+    async fn delete(&self, lb: &LoadBalancerRef) -> Result<(), ProviderError> {
+        let c = self.clients().await?;
+        let elb = &c.elb;
+        let uid = &lb.service.uid;
+        let found = match Self::find_lbs(elb, &lb.id, &lb.cluster, uid).await {
+            Ok(f) => f,
+            // Someone else's load balancer with this name: nothing of ours to delete there.
+            Err(ProviderError::Permanent(_)) => vec![],
+            Err(e) => return Err(e),
+        };
+        for cur in &found {
+            Self::delete_lb(elb, cur, &lb.cluster, uid).await?;
+        }
+        // No load balancer: target groups may be left behind (a crash between deleting the
+        // load balancer and its target groups, or groups never attached); find them by tag.
+        // (With a load balancer, unattached leftovers are found by the garbage collector's
+        // next pass, which calls this again once the load balancer is gone.)
+        let left: Vec<CurrentTg> = if found.is_empty() {
+            elb.all_target_groups()
+                .await?
+                .into_iter()
+                .filter(|t| owned_by(&t.tags, &lb.cluster, uid))
+                .collect()
+        } else {
+            vec![]
+        };
+        for tg in &left {
+            elb.delete_target_group(&tg.arn).await?;
+            info!(name = %tg.name, "Deleted target group");
+        }
+        if found.is_empty() && left.is_empty() {
+            debug!("Load balancer already absent");
+        }
+        Ok(())
+    }
+
+    #[instrument(skip(self))]
+    async fn list_owned(&self, cluster: &str) -> Result<Vec<OwnedLoadBalancer>, ProviderError> {
+        let c = self.clients().await?;
+        let mut out: BTreeMap<String, OwnedLoadBalancer> = BTreeMap::new();
+        for lb in c.elb.all_load_balancers().await? {
+            if lb.tags.get(LABEL_CLUSTER).map(String::as_str) != Some(cluster) {
+                continue;
+            }
+            let id = lb
+                .arn
+                .rsplit('/')
+                .nth(1)
+                .map(str::to_string)
+                .unwrap_or_default();
+            if let Some(o) = OwnedLoadBalancer::from_labels(id, lb.tags) {
+                out.entry(o.service.uid.clone()).or_insert(o);
+            }
+        }
+        // Target groups whose load balancer is gone are orphans too.
+        for tg in c.elb.all_target_groups().await? {
+            if tg.tags.get(LABEL_CLUSTER).map(String::as_str) != Some(cluster) {
+                continue;
+            }
+            let Some(id) = tg.tags.get(plan::TAG_LOAD_BALANCER).cloned() else {
+                continue;
+            };
+            if let Some(o) = OwnedLoadBalancer::from_labels(id, tg.tags) {
+                out.entry(o.service.uid.clone()).or_insert(o);
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+}

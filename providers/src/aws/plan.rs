@@ -1,0 +1,601 @@
+//! What one Service's NLB should look like (pure), and what it takes to get there from what
+//! exists (pure diffs). `mod.rs` reads AWS, calls these, and performs the result.
+
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+use super::annotations::{Settings, TargetType, TgHealth};
+use crate::{DesiredLoadBalancer, LABEL_CLUSTER, LABEL_SERVICE_UID, Protocol, ProviderError};
+
+/// Tag: what kind of resource this is (`load-balancer` or `target-group`).
+pub const TAG_RESOURCE: &str = "berth.io/resource";
+/// Tag on a target group: the id (name) of its load balancer.
+pub const TAG_LOAD_BALANCER: &str = "berth.io/load-balancer";
+/// Tag on a target group: the listener port it serves.
+pub const TAG_PORT: &str = "berth.io/port";
+/// Tag on a target group: its ELBv2 protocol.
+pub const TAG_PROTOCOL: &str = "berth.io/protocol";
+
+/// An NLB listener / target group protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ElbProtocol {
+    Tcp,
+    Udp,
+    /// TCP and UDP on one port.
+    TcpUdp,
+}
+
+impl ElbProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ElbProtocol::Tcp => "TCP",
+            ElbProtocol::Udp => "UDP",
+            ElbProtocol::TcpUdp => "TCP_UDP",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "TCP" => Some(ElbProtocol::Tcp),
+            "UDP" => Some(ElbProtocol::Udp),
+            "TCP_UDP" => Some(ElbProtocol::TcpUdp),
+            _ => None,
+        }
+    }
+
+    fn letter(self) -> char {
+        match self {
+            ElbProtocol::Tcp => 't',
+            ElbProtocol::Udp => 'u',
+            ElbProtocol::TcpUdp => 'x',
+        }
+    }
+}
+
+/// One target group and the listener that forwards to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedGroup {
+    /// The listener port.
+    pub port: u16,
+    pub protocol: ElbProtocol,
+    /// The target group's name: changes exactly when an immutable setting does.
+    pub name: String,
+    /// The NodePort targets are registered at.
+    pub node_port: u16,
+    pub target_type: TargetType,
+    pub health: TgHealth,
+    /// Attributes to set (only these keys are managed).
+    pub attributes: BTreeMap<String, String>,
+    /// Tags the target group carries.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The whole desired NLB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The load balancer's name (the id).
+    pub name: String,
+    pub settings: Settings,
+    /// Tags the load balancer carries.
+    pub tags: BTreeMap<String, String>,
+    pub groups: Vec<PlannedGroup>,
+    /// Instance ids or IPs, registered in every group at its NodePort.
+    pub targets: BTreeSet<String>,
+}
+
+/// 16 hex digits of sha256(`s`).
+fn hash16(s: &str) -> String {
+    let digest = Sha256::digest(s.as_bytes());
+    let mut out = String::with_capacity(16);
+    for b in &digest[..8] {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// `b-<16 hex of the LB id>-<port><t|u|x><4 hex of the immutable settings>`: at most 30
+/// characters (ELBv2 allows 32), unique per load balancer and port/protocol, and new
+/// whenever something ModifyTargetGroup cannot change (NodePort, target type) changes, so
+/// the replacement can exist beside the old group while the listener switches over.
+pub fn target_group_name(
+    lb_id: &str,
+    port: u16,
+    protocol: ElbProtocol,
+    node_port: u16,
+    target_type: TargetType,
+) -> String {
+    let immutable = hash16(&format!("{node_port}/{}", target_type.as_str()));
+    format!(
+        "b-{}-{port}{}{}",
+        hash16(lb_id),
+        protocol.letter(),
+        &immutable[..4]
+    )
+}
+
+/// The instance id in a `spec.providerID` like `aws:///us-east-1a/i-0123`.
+pub fn instance_id(provider_id: &str) -> Option<&str> {
+    let rest = provider_id.strip_prefix("aws://")?;
+    let id = rest.rsplit('/').next()?;
+    (id.starts_with("i-") && id.len() > 2).then_some(id)
+}
+
+/// Listener ports and protocols, TCP and UDP on one port merged into `TCP_UDP`. Fails on
+/// what an NLB cannot serve.
+pub fn plan_ports(lb: &DesiredLoadBalancer) -> Result<Vec<(u16, ElbProtocol, u16)>, ProviderError> {
+    let mut by_port: BTreeMap<u16, (ElbProtocol, u16, usize)> = BTreeMap::new();
+    for (i, l) in lb.listeners.iter().enumerate() {
+        let protocol = match l.protocol {
+            Protocol::Tcp => ElbProtocol::Tcp,
+            Protocol::Udp => ElbProtocol::Udp,
+            Protocol::Sctp => {
+                return Err(ProviderError::invalid(
+                    format!("spec.ports[{i}].protocol"),
+                    "SCTP is not supported by the aws provider; accepted values are TCP and UDP",
+                ));
+            }
+        };
+        let node_port = l.node_port.ok_or_else(|| {
+            ProviderError::invalid(
+                format!("spec.ports[{i}].nodePort"),
+                "the aws provider sends traffic to NodePorts; a NodePort is required",
+            )
+        })?;
+        match by_port.get_mut(&l.port) {
+            None => {
+                by_port.insert(l.port, (protocol, node_port, i));
+            }
+            Some((existing, existing_np, first)) => {
+                let merged = matches!(
+                    (*existing, protocol),
+                    (ElbProtocol::Tcp, ElbProtocol::Udp) | (ElbProtocol::Udp, ElbProtocol::Tcp)
+                );
+                if !merged {
+                    return Err(ProviderError::invalid(
+                        format!("spec.ports[{i}].port"),
+                        format!(
+                            "port {} appears twice with protocol {}; an NLB serves each port once (TCP and UDP on one port are allowed)",
+                            l.port, l.protocol
+                        ),
+                    ));
+                }
+                if *existing_np != node_port {
+                    return Err(ProviderError::invalid(
+                        format!("spec.ports[{i}].nodePort"),
+                        format!(
+                            "TCP and UDP on port {} share one TCP_UDP target group, so they need the same nodePort (spec.ports[{first}] has {existing_np}, this one {node_port})",
+                            l.port
+                        ),
+                    ));
+                }
+                *existing = ElbProtocol::TcpUdp;
+            }
+        }
+    }
+    Ok(by_port
+        .into_iter()
+        .map(|(port, (protocol, node_port, _))| (port, protocol, node_port))
+        .collect())
+}
+
+/// The tags every resource of `lb` carries: ownership, resource kind, extra tags.
+fn base_tags(
+    lb: &DesiredLoadBalancer,
+    settings: &Settings,
+    resource: &str,
+) -> BTreeMap<String, String> {
+    let mut tags = settings.extra_tags.clone();
+    tags.extend(lb.labels.clone());
+    tags.insert(TAG_RESOURCE.into(), resource.into());
+    tags
+}
+
+/// The whole desired NLB for `lb` with its parsed annotations.
+pub fn plan(lb: &DesiredLoadBalancer, settings: Settings) -> Result<Plan, ProviderError> {
+    let ports = plan_ports(lb)?;
+    let mut tg_attributes = BTreeMap::new();
+    if let crate::SessionAffinity::ClientIp { .. } = lb.session_affinity {
+        tg_attributes.insert("stickiness.enabled".to_string(), "true".to_string());
+        tg_attributes.insert("stickiness.type".to_string(), "source_ip".to_string());
+    }
+    tg_attributes.extend(settings.tg_attributes.clone());
+    let groups = ports
+        .into_iter()
+        .map(|(port, protocol, node_port)| {
+            let mut tags = base_tags(lb, &settings, "target-group");
+            tags.insert(TAG_LOAD_BALANCER.into(), lb.id.clone());
+            tags.insert(TAG_PORT.into(), port.to_string());
+            tags.insert(TAG_PROTOCOL.into(), protocol.as_str().into());
+            PlannedGroup {
+                port,
+                protocol,
+                name: target_group_name(&lb.id, port, protocol, node_port, settings.target_type),
+                node_port,
+                target_type: settings.target_type,
+                health: settings.health.clone(),
+                attributes: tg_attributes.clone(),
+                tags,
+            }
+        })
+        .collect();
+    let targets = lb
+        .targets
+        .iter()
+        .filter_map(|t| match settings.target_type {
+            TargetType::Instance => t
+                .provider_id
+                .as_deref()
+                .and_then(instance_id)
+                .map(str::to_string),
+            TargetType::Ip => t.internal_ip.map(|ip| ip.to_string()),
+        })
+        .collect();
+    Ok(Plan {
+        name: lb.id.clone(),
+        tags: base_tags(lb, &settings, "load-balancer"),
+        settings,
+        groups,
+        targets,
+    })
+}
+
+/// Whether `tags` say the resource belongs to this cluster and Service uid.
+pub fn owned_by(tags: &BTreeMap<String, String>, cluster: &str, uid: &str) -> bool {
+    tags.get(LABEL_CLUSTER).map(String::as_str) == Some(cluster)
+        && tags.get(LABEL_SERVICE_UID).map(String::as_str) == Some(uid)
+}
+
+/// Tags to add or overwrite so `current` carries `desired` (extra tags are left alone).
+pub fn tags_to_add(
+    current: &BTreeMap<String, String>,
+    desired: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    desired
+        .iter()
+        .filter(|(k, v)| current.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Attributes whose current value differs from the desired one.
+pub fn attributes_to_set(
+    current: &BTreeMap<String, String>,
+    desired: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    tags_to_add(current, desired)
+}
+
+/// A registered target: id (instance or IP) and port.
+pub type Target = (String, u16);
+
+/// `(register, deregister)` to turn `current` into `desired` at `port`.
+pub fn target_changes(
+    current: &BTreeSet<Target>,
+    desired: &BTreeSet<String>,
+    port: u16,
+) -> (Vec<Target>, Vec<Target>) {
+    let want: BTreeSet<Target> = desired.iter().map(|id| (id.clone(), port)).collect();
+    (
+        want.difference(current).cloned().collect(),
+        current.difference(&want).cloned().collect(),
+    )
+}
+
+/// A listener as read from ELBv2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentListener {
+    pub arn: String,
+    pub port: u16,
+    pub protocol: String,
+    /// The target group it forwards to (when it forwards to exactly one).
+    pub target_group: Option<String>,
+}
+
+/// What to do to the listeners.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerChanges {
+    /// (port, protocol, target group ARN)
+    pub create: Vec<(u16, ElbProtocol, String)>,
+    /// (listener ARN, protocol, target group ARN)
+    pub modify: Vec<(String, ElbProtocol, String)>,
+    /// Listener ARNs.
+    pub delete: Vec<String>,
+}
+
+impl ListenerChanges {
+    pub fn is_empty(&self) -> bool {
+        self.create.is_empty() && self.modify.is_empty() && self.delete.is_empty()
+    }
+}
+
+/// Listener changes from `current` to `desired` (port, protocol, target group ARN). A
+/// second listener on one port (moto accepts duplicates) is deleted.
+pub fn listener_changes(
+    current: &[CurrentListener],
+    desired: &[(u16, ElbProtocol, String)],
+) -> ListenerChanges {
+    let mut out = ListenerChanges::default();
+    let mut seen = BTreeSet::new();
+    for l in current {
+        let want = desired.iter().find(|(p, _, _)| *p == l.port);
+        match want {
+            Some((_, proto, tg)) if seen.insert(l.port) => {
+                if l.protocol != proto.as_str() || l.target_group.as_deref() != Some(tg.as_str()) {
+                    out.modify.push((l.arn.clone(), *proto, tg.clone()));
+                }
+            }
+            _ => out.delete.push(l.arn.clone()),
+        }
+    }
+    for (port, proto, tg) in desired {
+        if !seen.contains(port) {
+            out.create.push((*port, *proto, tg.clone()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::annotations;
+    use crate::{HealthCheck, Listener, NodeTarget, ServiceRef, ownership_labels};
+
+    fn desired(listeners: &[(u16, Protocol, Option<u16>)]) -> DesiredLoadBalancer {
+        let service = ServiceRef {
+            namespace: "shop".into(),
+            name: "web".into(),
+            uid: "u-1".into(),
+        };
+        DesiredLoadBalancer {
+            id: crate::naming::load_balancer_id("test", "shop", "web", "u-1"),
+            cluster: "test".into(),
+            labels: ownership_labels("test", &service),
+            service,
+            listeners: listeners
+                .iter()
+                .map(|(port, protocol, node_port)| Listener {
+                    name: String::new(),
+                    port: *port,
+                    protocol: *protocol,
+                    node_port: *node_port,
+                })
+                .collect(),
+            targets: vec![
+                NodeTarget {
+                    name: "a".into(),
+                    internal_ip: Some("10.0.0.1".parse().unwrap()),
+                    provider_id: Some("aws:///us-east-1a/i-aaa".into()),
+                    zone: None,
+                },
+                NodeTarget {
+                    name: "b".into(),
+                    internal_ip: Some("10.0.0.2".parse().unwrap()),
+                    provider_id: Some("mock-cloud://b".into()),
+                    zone: None,
+                },
+                NodeTarget {
+                    name: "c".into(),
+                    internal_ip: None,
+                    provider_id: Some("aws:///us-east-1b/i-ccc".into()),
+                    zone: None,
+                },
+            ],
+            health_check: HealthCheck::tcp_traffic_port(),
+            source_ranges: vec![],
+            session_affinity: Default::default(),
+            ip_families: vec![],
+            requested_addresses: vec![],
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    fn settings(lb: &DesiredLoadBalancer) -> Settings {
+        annotations::parse(&lb.annotations, &lb.health_check).unwrap()
+    }
+
+    #[test]
+    fn names_are_short_stable_and_distinct() {
+        let id = crate::naming::load_balancer_id("test", "shop", "web", "u-1");
+        let n = target_group_name(&id, 80, ElbProtocol::Tcp, 30080, TargetType::Instance);
+        // Must never change: it names target groups that already exist.
+        assert_eq!(
+            n,
+            target_group_name(&id, 80, ElbProtocol::Tcp, 30080, TargetType::Instance)
+        );
+        assert!(n.starts_with("b-") && n.contains("-80t"), "{n}");
+        let longest = target_group_name(&id, 65535, ElbProtocol::TcpUdp, 65535, TargetType::Ip);
+        assert!(longest.len() <= 32, "{longest}");
+        assert!(
+            longest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        );
+        let others = [
+            target_group_name(&id, 81, ElbProtocol::Tcp, 30080, TargetType::Instance),
+            target_group_name(&id, 80, ElbProtocol::Udp, 30080, TargetType::Instance),
+            target_group_name(&id, 80, ElbProtocol::Tcp, 30081, TargetType::Instance),
+            target_group_name(&id, 80, ElbProtocol::Tcp, 30080, TargetType::Ip),
+            target_group_name("b-other", 80, ElbProtocol::Tcp, 30080, TargetType::Instance),
+        ];
+        for o in others {
+            assert_ne!(o, n);
+        }
+    }
+
+    #[test]
+    fn instance_ids_from_provider_ids() {
+        for (pid, want) in [
+            ("aws:///us-east-1a/i-0123abc", Some("i-0123abc")),
+            ("aws:///i-0123", Some("i-0123")),
+            ("aws://us-east-1a/i-9", Some("i-9")),
+            ("mock-cloud://node-1", None),
+            ("aws:///us-east-1a/", None),
+            ("gce://p/z/i-1", None),
+        ] {
+            assert_eq!(instance_id(pid), want, "{pid}");
+        }
+    }
+
+    #[test]
+    fn tcp_and_udp_on_one_port_merge() {
+        let lb = desired(&[
+            (80, Protocol::Tcp, Some(30080)),
+            (53, Protocol::Udp, Some(30053)),
+            (53, Protocol::Tcp, Some(30053)),
+        ]);
+        let p = plan(&lb, settings(&lb)).unwrap();
+        let got: Vec<_> = p
+            .groups
+            .iter()
+            .map(|g| (g.port, g.protocol, g.node_port))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (53, ElbProtocol::TcpUdp, 30053),
+                (80, ElbProtocol::Tcp, 30080)
+            ]
+        );
+        // Instance targets: only nodes with an aws providerID.
+        assert_eq!(
+            p.targets.iter().map(String::as_str).collect::<Vec<_>>(),
+            vec!["i-aaa", "i-ccc"]
+        );
+        assert_eq!(p.tags[TAG_RESOURCE], "load-balancer");
+        let g = &p.groups[0];
+        assert_eq!(g.tags[TAG_RESOURCE], "target-group");
+        assert_eq!(g.tags[TAG_PORT], "53");
+        assert_eq!(g.tags[TAG_PROTOCOL], "TCP_UDP");
+        assert_eq!(g.tags[TAG_LOAD_BALANCER], lb.id);
+        assert_eq!(g.tags[LABEL_CLUSTER], "test");
+    }
+
+    #[test]
+    fn ip_targets_use_internal_ips() {
+        let mut lb = desired(&[(80, Protocol::Tcp, Some(30080))]);
+        lb.annotations
+            .insert(annotations::TARGET_TYPE.into(), "ip".into());
+        lb.session_affinity = crate::SessionAffinity::ClientIp {
+            timeout_seconds: 60,
+        };
+        let p = plan(&lb, settings(&lb)).unwrap();
+        assert_eq!(
+            p.targets.iter().map(String::as_str).collect::<Vec<_>>(),
+            vec!["10.0.0.1", "10.0.0.2"]
+        );
+        assert_eq!(p.groups[0].attributes["stickiness.type"], "source_ip");
+    }
+
+    #[test]
+    fn unservable_ports_are_invalid() {
+        let cases = [
+            (
+                desired(&[(80, Protocol::Sctp, Some(30080))]),
+                "spec.ports[0].protocol",
+            ),
+            (
+                desired(&[(80, Protocol::Tcp, None)]),
+                "spec.ports[0].nodePort",
+            ),
+            (
+                desired(&[(80, Protocol::Tcp, Some(1)), (80, Protocol::Tcp, Some(1))]),
+                "spec.ports[1].port",
+            ),
+            (
+                desired(&[(53, Protocol::Tcp, Some(1)), (53, Protocol::Udp, Some(2))]),
+                "spec.ports[1].nodePort",
+            ),
+        ];
+        for (lb, want) in cases {
+            match plan_ports(&lb) {
+                Err(ProviderError::Invalid { field, .. }) => assert_eq!(field, want),
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn target_diff() {
+        let current: BTreeSet<Target> = [
+            ("i-a".into(), 30080),
+            ("i-b".into(), 30080),
+            ("i-c".into(), 31000),
+        ]
+        .into_iter()
+        .collect();
+        let desired: BTreeSet<String> = ["i-a".into(), "i-c".into(), "i-d".into()]
+            .into_iter()
+            .collect();
+        let (reg, dereg) = target_changes(&current, &desired, 30080);
+        assert_eq!(
+            reg,
+            vec![("i-c".to_string(), 30080), ("i-d".to_string(), 30080)]
+        );
+        assert_eq!(
+            dereg,
+            vec![("i-b".to_string(), 30080), ("i-c".to_string(), 31000)]
+        );
+        let same: BTreeSet<Target> = desired.iter().map(|d| (d.clone(), 30080)).collect();
+        assert_eq!(target_changes(&same, &desired, 30080), (vec![], vec![]));
+    }
+
+    #[test]
+    fn listener_diff() {
+        let l = |arn: &str, port, proto: &str, tg: &str| CurrentListener {
+            arn: arn.into(),
+            port,
+            protocol: proto.into(),
+            target_group: Some(tg.into()),
+        };
+        let current = vec![
+            l("l80", 80, "TCP", "tg80"),
+            l("l53", 53, "UDP", "tg53u"),
+            l("l443", 443, "TCP", "tg443"),
+            l("l80-dup", 80, "TCP", "tg80"),
+        ];
+        let desired = vec![
+            (80, ElbProtocol::Tcp, "tg80".to_string()),
+            (53, ElbProtocol::TcpUdp, "tg53x".to_string()),
+            (8080, ElbProtocol::Tcp, "tg8080".to_string()),
+        ];
+        let c = listener_changes(&current, &desired);
+        assert_eq!(
+            c.create,
+            vec![(8080, ElbProtocol::Tcp, "tg8080".to_string())]
+        );
+        assert_eq!(
+            c.modify,
+            vec![("l53".to_string(), ElbProtocol::TcpUdp, "tg53x".to_string())]
+        );
+        assert_eq!(c.delete, vec!["l443".to_string(), "l80-dup".to_string()]);
+        let settled = vec![l("l80", 80, "TCP", "tg80")];
+        assert!(listener_changes(&settled, &desired[..1]).is_empty());
+    }
+
+    #[test]
+    fn tag_and_attribute_diffs() {
+        let cur: BTreeMap<String, String> = [
+            ("a".into(), "1".into()),
+            ("b".into(), "2".into()),
+            ("x".into(), "9".into()),
+        ]
+        .into();
+        let want: BTreeMap<String, String> = [
+            ("a".into(), "1".into()),
+            ("b".into(), "3".into()),
+            ("c".into(), "4".into()),
+        ]
+        .into();
+        let add = tags_to_add(&cur, &want);
+        assert_eq!(add.keys().collect::<Vec<_>>(), vec!["b", "c"]);
+        assert!(attributes_to_set(&want, &want).is_empty());
+        let mut owned = BTreeMap::new();
+        assert!(!owned_by(&owned, "test", "u"));
+        owned.insert(LABEL_CLUSTER.to_string(), "test".to_string());
+        owned.insert(LABEL_SERVICE_UID.to_string(), "u".to_string());
+        assert!(owned_by(&owned, "test", "u"));
+        assert!(!owned_by(&owned, "other", "u"));
+    }
+}

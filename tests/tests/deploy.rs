@@ -1,0 +1,856 @@
+//! `deploy/`: what a cluster operator applies, proven here.
+//!
+//! * the committed single-file renderings equal `kubectl kustomize deploy/overlays/X`
+//!   (`scripts/render-deploy --check`);
+//! * every rendered object validates against the Kubernetes 1.33 schemas
+//!   (kubernetes-validate, strict) or its CRD's schema, and `kubectl apply --dry-run=server`
+//!   accepts it;
+//! * **sufficient**: following the README's "Deploying to a real cluster" literally against
+//!   `mock-cloud serve --rbac`, `berth controller` runs as the ServiceAccount the manifests
+//!   create, with the Deployment container's own arguments, and a LoadBalancer Service's whole
+//!   lifecycle works (address, events, traffic, a port change, a node change, a NodePort
+//!   conflict, delete, lease release) with no request denied;
+//! * **minimal**: each (apiGroup, resource, verb) of each shipped role is removed in turn;
+//!   each time the same lifecycle makes the controller hit a 403 for exactly that permission.
+
+use berth_tests::*;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const NS: &str = "berth-system";
+const SA: &str = "berth-controller";
+const CLASS: &str = "berth.io/http";
+/// The Kubernetes version the manifests are validated against (k8s-openapi's `v1_33`).
+const K8S_VERSION: &str = "1.33.0";
+/// The http provider's bearer token (the Secret the README has the operator create).
+const LB_TOKEN: &str = "s3cret-lb-api-token";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+/// The virtualenv of `scripts/moto-venv` (with kubernetes-validate).
+fn venv() -> PathBuf {
+    let dir = std::env::var_os("BERTH_VENV")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("../berth-venv"))
+        })
+        .unwrap_or_else(|| root().join(".venv"));
+    let ok = Command::new(dir.join("bin/python"))
+        .args(["-c", "import kubernetes_validate, jsonschema, yaml"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "kubernetes-validate is required and was not found in {} (BERTH_VENV); run ./scripts/moto-venv",
+        dir.display()
+    );
+    dir
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kubectl kustomize deploy/overlays/OVERLAY`.
+fn kustomize(overlay: &str) -> String {
+    run(Command::new(kubectl_path())
+        .current_dir(root())
+        .args(["kustomize", &format!("deploy/overlays/{overlay}")]))
+}
+
+/// The objects of a multi-document YAML file.
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    let out = run(Command::new(venv().join("bin/python"))
+        .args([
+            "-c",
+            "import sys, json, yaml; json.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d], sys.stdout)",
+        ])
+        .arg(path));
+    serde_json::from_str(&out).expect("YAML as JSON")
+}
+
+fn rendered(overlay: &str) -> PathBuf {
+    root().join(format!("deploy/render/berth-{overlay}.yaml"))
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in the rendered manifests"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Rendering and validation
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn committed_renderings_match_kustomize() {
+    run(Command::new(root().join("scripts/render-deploy"))
+        .current_dir(root())
+        .arg("--check"));
+    for overlay in ["http", "aws", "l2"] {
+        let committed = std::fs::read_to_string(rendered(overlay)).expect("rendering");
+        assert!(
+            committed.ends_with(&kustomize(overlay)),
+            "deploy/render/berth-{overlay}.yaml differs from kubectl kustomize; run scripts/render-deploy"
+        );
+    }
+}
+
+#[test]
+fn rendered_manifests_validate_against_kubernetes_and_crd_schemas() {
+    let files: Vec<PathBuf> = ["http", "aws", "l2"].map(rendered).into();
+    let out = Command::new(venv().join("bin/python"))
+        .arg(root().join("tests/deploy/validate.py"))
+        .arg(K8S_VERSION)
+        .args(&files)
+        .output()
+        .expect("run validate.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "validation failed:\n{text}");
+    assert!(text.contains("ok  apps/v1/DaemonSet berth-speaker"));
+    assert!(text.contains("ok  berth.io/v1alpha1/IPAddressPool default (CRD schema)"));
+    // The validator does catch mistakes.
+    let dir = scratch_dir("validate");
+    let bad = dir.join("bad.yaml");
+    let l2 = std::fs::read_to_string(rendered("l2")).expect("l2");
+    std::fs::write(&bad, l2.replace("autoAssign: true", "autoAsign: true")).expect("write");
+    let out = Command::new(venv().join("bin/python"))
+        .arg(root().join("tests/deploy/validate.py"))
+        .arg(K8S_VERSION)
+        .arg(&bad)
+        .output()
+        .expect("run validate.py");
+    assert!(
+        !out.status.success(),
+        "a misspelt field must fail validation"
+    );
+}
+
+#[test]
+fn rendered_manifests_apply_with_server_dry_run_and_follow_the_security_rules() {
+    let cloud = rbac_cloud("dryrun");
+    // A server-side dry run of a namespaced object needs its namespace to exist (as with
+    // kube-apiserver): create it for real first.
+    cloud.apply(&[json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})]);
+    for overlay in ["http", "aws", "l2"] {
+        let f = rendered(overlay);
+        let f = f.to_str().expect("utf-8");
+        if overlay == "l2" {
+            // A dry run cannot create the CRDs its custom resources need: install them first.
+            let crds = root().join("deploy/crds/berth.io_crds.yaml");
+            cloud.kubectl_ok(&["apply", "-f", crds.to_str().expect("utf-8")]);
+        }
+        let out = cloud.kubectl_ok(&["apply", "--dry-run=server", "-f", f]);
+        assert!(out.contains("(server dry run)"), "{out}");
+        let docs = yaml_docs(Path::new(f));
+        let ns = docs.iter().filter(|d| d["kind"] == "Namespace").count();
+        assert_eq!(ns, 1, "{overlay}: one Namespace");
+        let dep = find(&docs, "Deployment", "berth-controller");
+        assert_eq!(dep["spec"]["replicas"], 2);
+        let pod = &dep["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        let c = &pod["containers"][0];
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+        assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert!(c["resources"]["requests"]["memory"].is_string());
+        assert!(c["resources"]["limits"]["memory"].is_string());
+        let env: Vec<&str> = c["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        assert_eq!(env, ["POD_NAME", "POD_NAMESPACE"]);
+        assert_eq!(
+            find(&docs, "PodDisruptionBudget", "berth-controller")["spec"]["minAvailable"],
+            1
+        );
+        // No wildcards and no Secrets in any role.
+        for d in docs
+            .iter()
+            .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+        {
+            for r in d["rules"].as_array().expect("rules") {
+                for k in ["verbs", "resources", "apiGroups"] {
+                    assert!(
+                        !r[k].as_array().expect("list").iter().any(|x| x == "*"),
+                        "{overlay}: wildcard in {}",
+                        d["metadata"]["name"]
+                    );
+                }
+                assert!(
+                    !r["resources"]
+                        .as_array()
+                        .expect("list")
+                        .contains(&json!("secrets"))
+                );
+            }
+        }
+        if overlay == "l2" {
+            let ds = find(&docs, "DaemonSet", "berth-speaker");
+            let pod = &ds["spec"]["template"]["spec"];
+            assert_eq!(pod["hostNetwork"], true);
+            assert_eq!(pod["tolerations"], json!([{"operator": "Exists"}]));
+            let caps = &pod["containers"][0]["securityContext"]["capabilities"];
+            assert_eq!(caps["add"], json!(["NET_RAW"]));
+            assert_eq!(caps["drop"], json!(["ALL"]));
+        }
+        if overlay == "aws" {
+            let sa = find(&docs, "ServiceAccount", SA);
+            assert!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].is_string());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// mock-cloud with RBAC, the controller as its ServiceAccount
+// ---------------------------------------------------------------------------------------
+
+/// `mock-cloud serve --rbac` with an API
+/// server NodePort range (31000-32767) narrower than berth's default, so a Service with
+/// `allocateLoadBalancerNodePorts: false` makes berth hit the API server's 422 and re-read.
+fn rbac_cloud(tag: &str) -> Cloud {
+    kubectl_path();
+    let dir = scratch_dir(tag);
+    let kubeconfig = dir.join("kubeconfig");
+    let mut cmd = Command::new(binary("mock-cloud"));
+    cmd.args(["serve", "--rbac", "--nodes", "3", "--listen", "127.0.0.1:0"])
+        .args(["--lb-api-listen", "127.0.0.1:0"])
+        .args(["--service-node-port-range", "31000-32767"])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .current_dir(root().join("tests"));
+    let mut proc = Proc::spawn(
+        &format!("mock-cloud[{tag}]"),
+        cmd,
+        dir.join("mock-cloud.log"),
+    );
+    proc.wait_for_line("mock-cloud: fault injection at", Duration::from_secs(30));
+    let text = proc.output();
+    let after = |prefix: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("mock-cloud did not print {prefix:?}:\n{text}"))
+            .trim()
+            .trim_start_matches("http://")
+            .to_string()
+    };
+    let api = after("mock-cloud: API server listening on ");
+    let lb = after("mock-cloud: load balancer API listening on ");
+    let ip_block = after("mock-cloud: nodes, pods and load balancers live in 127.")
+        .split('.')
+        .next()
+        .and_then(|b| b.parse().ok())
+        .expect("block");
+    Cloud {
+        proc,
+        dir,
+        kubeconfig,
+        api,
+        lb,
+        ip_block,
+    }
+}
+
+/// What the API server denied the controller's ServiceAccount so far.
+fn denials(cloud: &Cloud) -> Vec<Value> {
+    http_json(&cloud.api, "GET", "/mock-cloud/v1/denials", None)["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A kubeconfig authenticating as `system:serviceaccount:NS:NAME` (a token mock-cloud
+/// issues, as the kubelet mounts one into the pod).
+fn service_account_kubeconfig(cloud: &Cloud, ns: &str, name: &str) -> PathBuf {
+    let t = http_json(
+        &cloud.api,
+        "POST",
+        "/mock-cloud/v1/token",
+        Some(&json!({"namespace": ns, "serviceAccount": name})),
+    );
+    let token = t["token"].as_str().expect("token").to_string();
+    let kc = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": format!("http://{}", cloud.api)}}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": name, "namespace": ns}}],
+        "current-context": "c",
+    });
+    let p = cloud.dir.join(format!("kubeconfig-{ns}-{name}"));
+    std::fs::write(&p, kc.to_string()).expect("kubeconfig");
+    p
+}
+
+/// The Deployment container's arguments, run here: files the pod would mount (the CA
+/// ConfigMap, the token Secret) are written under the scratch dir at the same relative
+/// paths; the endpoint is mock-cloud's load balancer API and the metrics port a free one.
+fn controller_args(cloud: &Cloud, docs: &[Value], secrets: &[Value]) -> Vec<String> {
+    let dep = find(docs, "Deployment", "berth-controller");
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], SA);
+    let c = &pod["containers"][0];
+    let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+    for m in c["volumeMounts"].as_array().into_iter().flatten() {
+        let path = m["mountPath"].as_str().expect("mountPath").to_string();
+        let vol = pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == m["name"])
+            .expect("volume");
+        let dir = cloud.dir.join(format!("mount{path}"));
+        std::fs::create_dir_all(&dir).expect("mount dir");
+        let data = if let Some(cm) = vol["configMap"]["name"].as_str() {
+            find(docs, "ConfigMap", cm)["data"].clone()
+        } else if let Some(s) = vol["secret"]["secretName"].as_str() {
+            let s = find(secrets, "Secret", s);
+            let mut d = serde_json::Map::new();
+            for (k, v) in s["stringData"].as_object().expect("stringData") {
+                d.insert(k.clone(), v.clone());
+            }
+            Value::Object(d)
+        } else {
+            panic!("unexpected volume {vol}");
+        };
+        for (k, v) in data.as_object().expect("data") {
+            std::fs::write(dir.join(k), v.as_str().expect("text")).expect("write");
+        }
+        mounts.push((path, dir));
+    }
+    c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| {
+            let a = a.as_str().expect("arg").to_string();
+            if a.starts_with("--http-endpoint=") {
+                return format!("--http-endpoint={}", cloud.lb_url());
+            }
+            if a.starts_with("--metrics-listen=") {
+                return "--metrics-listen=127.0.0.1:0".into();
+            }
+            for (path, dir) in &mounts {
+                if let Some((flag, rest)) = a.split_once('=')
+                    && let Some(tail) = rest.strip_prefix(path.as_str())
+                {
+                    return format!("{flag}={}{tail}", dir.display());
+                }
+            }
+            a
+        })
+        .collect()
+}
+
+/// `berth controller` with the Deployment's arguments, as the ServiceAccount, with the
+/// downward-API environment the Deployment sets.
+fn start_controller(cloud: &Cloud, args: &[String], kubeconfig: &Path) -> Controller {
+    let identity = "berth-controller-7d9f-abcde";
+    let mut cmd = Command::new(binary("berth"));
+    cmd.args(args)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .env("POD_NAME", identity)
+        .env("POD_NAMESPACE", NS)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .env_remove("KUBECONFIG");
+    let mut proc = Proc::spawn(
+        &format!("berth[{}]", cloud.ip_block),
+        cmd,
+        cloud.dir.join("berth.log"),
+    );
+    let line = proc.wait_for_line("Serving /metrics", Duration::from_secs(30));
+    let admin = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("address="))
+        .expect("address")
+        .to_string();
+    Controller {
+        proc,
+        identity: identity.into(),
+        admin,
+    }
+}
+
+/// The README's commands, literally (run by `sh` with `KUBECONFIG` set, from the repository
+/// root; the token file is the operator's): the rendered http manifests, then the token Secret.
+fn readme_install(cloud: &Cloud) -> Vec<Value> {
+    std::fs::write(cloud.dir.join("token"), LB_TOKEN).expect("token");
+    let sh = |dir: &Path, line: &str| {
+        run(Command::new("sh")
+            .args(["-ec", line])
+            .current_dir(dir)
+            .env("KUBECONFIG", &cloud.kubeconfig))
+    };
+    sh(&root(), "kubectl apply -f deploy/render/berth-http.yaml");
+    sh(
+        &cloud.dir,
+        "kubectl -n berth-system create secret generic berth-http-token --from-file=token=./token \\\n  --dry-run=client -o yaml | kubectl apply -f -",
+    );
+    yaml_docs(&rendered("http"))
+}
+
+// ---------------------------------------------------------------------------------------
+// The lifecycle
+// ---------------------------------------------------------------------------------------
+
+/// A permission, as RBAC names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Perm {
+    role: String,
+    group: String,
+    resource: String,
+    verb: String,
+}
+
+impl std::fmt::Display for Perm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = if self.group.is_empty() {
+            "core"
+        } else {
+            &self.group
+        };
+        write!(f, "{} {g}/{} {}", self.role, self.resource, self.verb)
+    }
+}
+
+/// Whether the API server denied the controller this permission.
+fn denied(cloud: &Cloud, p: &Perm) -> Option<String> {
+    let user = format!("system:serviceaccount:{NS}:{SA}");
+    denials(cloud).into_iter().find_map(|d| {
+        (d["user"] == user.as_str()
+            && d["apiGroup"] == p.group.as_str()
+            && d["resource"] == p.resource.as_str()
+            && d["verb"] == p.verb.as_str())
+        .then(|| d["message"].as_str().unwrap_or("").to_string())
+    })
+}
+
+/// Polls `f` until Some, for at most `timeout`; None on timeout or as soon as `stop` holds.
+fn poll<T>(
+    timeout: Duration,
+    stop: &dyn Fn() -> bool,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if stop() || Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn class_service(mut svc: Value) -> Value {
+    svc["spec"]["loadBalancerClass"] = json!(CLASS);
+    svc
+}
+
+/// Runs the lifecycle; returns the steps that failed. `stop` ends it early (a removal run
+/// stops once the expected 403 was seen).
+fn lifecycle(
+    cloud: &Cloud,
+    berth: &mut Controller,
+    timeout: Duration,
+    stop: &dyn Fn() -> bool,
+) -> Vec<&'static str> {
+    let mut failed = Vec::new();
+    macro_rules! step {
+        ($name:expr, $ok:expr) => {
+            if stop() {
+                return failed;
+            }
+            if !$ok {
+                failed.push($name);
+            }
+        };
+    }
+    cloud.apply(&[
+        pod("web-1", "web", None),
+        pod("web-2", "web", None),
+        class_service(lb_service("web", "web")),
+    ]);
+    // 1. Address, finalizer, condition, events, traffic.
+    let ip = poll(timeout, stop, || {
+        cloud
+            .try_get("service", "web")
+            .ok()
+            .flatten()
+            .as_ref()
+            .and_then(ingress_ip)
+    });
+    step!("address", ip.is_some());
+    step!(
+        "finalizer and condition",
+        cloud
+            .service("web")
+            .is_some_and(|s| finalizers(&s).contains(&FINALIZER.to_string())
+                && condition(&s).is_some_and(|c| c["status"] == "True"))
+    );
+    step!(
+        "events",
+        poll(timeout, stop, || {
+            let r = cloud.event_reasons("web");
+            (r.contains(&"EnsuringLoadBalancer".into())
+                && r.contains(&"EnsuredLoadBalancer".into()))
+            .then_some(())
+        })
+        .is_some()
+    );
+    step!(
+        "traffic",
+        ip.is_some_and(|ip| poll(timeout, stop, || ask(Proto::Tcp, ip, 80)
+            .filter(|a| a.starts_with("web-")))
+        .is_some())
+    );
+    // 2. A port change: the load balancer follows; EnsuringLoadBalancer repeats (a series).
+    let mut svc = class_service(lb_service("web", "web"));
+    svc["spec"]["ports"]
+        .as_array_mut()
+        .expect("ports")
+        .push(json!({"name": "alt", "port": 8081, "targetPort": 8080, "protocol": "TCP"}));
+    cloud.apply(&[svc]);
+    step!(
+        "port change",
+        poll(timeout, stop, || {
+            let s = cloud.service("web")?;
+            let ports = s
+                .pointer("/status/loadBalancer/ingress/0/ports")?
+                .as_array()?;
+            (ports.len() == 3).then_some(())
+        })
+        .is_some()
+    );
+    step!(
+        "repeated event",
+        poll(timeout, stop, || {
+            cloud
+                .events("web")
+                .iter()
+                .any(|e| e["reason"] == "EnsuringLoadBalancer" && e["count"].as_u64() >= Some(2))
+                .then_some(())
+        })
+        .is_some()
+    );
+    // 3. A node change: an excluded node leaves the targets.
+    cloud.kubectl_ok(&[
+        "label",
+        "node",
+        "node-3",
+        "node.kubernetes.io/exclude-from-external-load-balancers=true",
+    ]);
+    step!(
+        "node change",
+        poll(timeout, stop, || {
+            let lb = cloud.lb_for("web")?;
+            (lb_targets(&lb).len() == 2).then_some(())
+        })
+        .is_some()
+    );
+    // 4. A NodePort berth picks is refused (422): it re-reads the Service and says why.
+    let mut noalloc = class_service(tcp_service("noalloc", "web", 80));
+    noalloc["spec"]["allocateLoadBalancerNodePorts"] = json!(false);
+    cloud.apply(&[noalloc]);
+    step!(
+        "NodePort conflict reported",
+        poll(timeout, stop, || {
+            cloud
+                .events("noalloc")
+                .iter()
+                .any(|e| {
+                    e["reason"] == "SyncLoadBalancerFailed"
+                        && e["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("spec.ports[].nodePort"))
+                })
+                .then_some(())
+        })
+        .is_some()
+    );
+    // 5. Delete: the load balancer goes, the finalizer lets the Service go.
+    cloud.kubectl_ok(&["delete", "service", "web", "--wait=false"]);
+    step!(
+        "delete",
+        poll(timeout, stop, || {
+            (cloud.try_get("service", "web").ok()?.is_none() && cloud.lb_for("web").is_none())
+                .then_some(())
+        })
+        .is_some()
+    );
+    step!(
+        "deleted event",
+        poll(timeout, stop, || cloud
+            .event_reasons("web")
+            .contains(&"DeletedLoadBalancer".into())
+            .then_some(()))
+        .is_some()
+    );
+    // 6. A clean shutdown releases the lease for the standby replica.
+    if stop() {
+        return failed;
+    }
+    berth.stop();
+    let lease = cloud
+        .try_kubectl(&["-n", NS, "get", "lease", "berth-controller", "-o", "json"])
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok());
+    step!(
+        "lease released",
+        lease.is_some_and(|l| l["spec"]["holderIdentity"]
+            .as_str()
+            .is_none_or(str::is_empty))
+    );
+    failed
+}
+
+/// The controller's resident memory (VmHWM, VmRSS) in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |k: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Every (role, apiGroup, resource, verb) the shipped roles for the controller grant.
+fn controller_permissions(docs: &[Value]) -> Vec<Perm> {
+    let bound: Vec<String> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRoleBinding" || d["kind"] == "RoleBinding")
+        .filter(|d| {
+            d["subjects"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["name"] == SA && s["namespace"] == NS))
+        })
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["roleRef"]["kind"].as_str().unwrap_or(""),
+                d["roleRef"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    for d in docs {
+        let id = format!(
+            "{}/{}",
+            d["kind"].as_str().unwrap_or(""),
+            d["metadata"]["name"].as_str().unwrap_or("")
+        );
+        if !bound.contains(&id) {
+            continue;
+        }
+        for r in d["rules"].as_array().expect("rules") {
+            for g in r["apiGroups"].as_array().expect("apiGroups") {
+                for res in r["resources"].as_array().expect("resources") {
+                    for v in r["verbs"].as_array().expect("verbs") {
+                        out.push(Perm {
+                            role: id.clone(),
+                            group: g.as_str().expect("group").into(),
+                            resource: res.as_str().expect("resource").into(),
+                            verb: v.as_str().expect("verb").into(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The manifests with one permission removed from its role.
+fn without(docs: &[Value], p: &Perm) -> Vec<Value> {
+    docs.iter()
+        .map(|d| {
+            let id = format!(
+                "{}/{}",
+                d["kind"].as_str().unwrap_or(""),
+                d["metadata"]["name"].as_str().unwrap_or("")
+            );
+            if id != p.role {
+                return d.clone();
+            }
+            let mut d = d.clone();
+            let mut rules = Vec::new();
+            for r in d["rules"].as_array().expect("rules") {
+                let matches = r["apiGroups"]
+                    .as_array()
+                    .expect("g")
+                    .contains(&json!(p.group))
+                    && r["resources"]
+                        .as_array()
+                        .expect("r")
+                        .contains(&json!(p.resource))
+                    && r["verbs"].as_array().expect("v").contains(&json!(p.verb));
+                if !matches {
+                    rules.push(r.clone());
+                    continue;
+                }
+                // Split the rule so only this (group, resource, verb) goes.
+                for g in r["apiGroups"].as_array().expect("g") {
+                    for res in r["resources"].as_array().expect("r") {
+                        let verbs: Vec<Value> = r["verbs"]
+                            .as_array()
+                            .expect("v")
+                            .iter()
+                            .filter(|v| {
+                                !(*g == json!(p.group)
+                                    && *res == json!(p.resource)
+                                    && **v == json!(p.verb))
+                            })
+                            .cloned()
+                            .collect();
+                        if verbs.is_empty() {
+                            continue;
+                        }
+                        let mut nr = r.clone();
+                        nr["apiGroups"] = json!([g]);
+                        nr["resources"] = json!([res]);
+                        nr["verbs"] = json!(verbs);
+                        rules.push(nr);
+                    }
+                }
+            }
+            d["rules"] = json!(rules);
+            d
+        })
+        .collect()
+}
+
+#[test]
+fn http_overlay_rbac_is_sufficient_and_every_rule_is_needed() {
+    // --- sufficient: the README, literally -------------------------------------------
+    let cloud = rbac_cloud("deploy-http");
+    let docs = readme_install(&cloud);
+    let secrets = vec![
+        json!({"kind": "Secret", "metadata": {"name": "berth-http-token"},
+                              "stringData": {"token": LB_TOKEN}}),
+    ];
+    let args = controller_args(&cloud, &docs, &secrets);
+    eprintln!("berth {}", args.join(" "));
+    let kc = service_account_kubeconfig(&cloud, NS, SA);
+    let mut berth = start_controller(&cloud, &args, &kc);
+    let started = Instant::now();
+    let pid = berth.pid();
+    let peak = std::cell::Cell::new((0, 0));
+    let failed = lifecycle(&cloud, &mut berth, DEADLINE, &|| {
+        peak.set(peak.get().max(memory_kib(pid)));
+        false
+    });
+    let peak = peak.get();
+    let d = denials(&cloud);
+    let user = format!("system:serviceaccount:{NS}:{SA}");
+    let calls = http_json(&cloud.api, "GET", "/mock-cloud/v1/denials", None)["requestsByUser"]
+        [&user]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        calls > 0,
+        "the controller must have authenticated as {user}"
+    );
+    assert!(
+        failed.is_empty() && d.is_empty(),
+        "with the shipped roles the lifecycle must work and nothing be denied; failed steps {failed:?}, denied {d:#?}"
+    );
+    eprintln!(
+        "sufficient: the whole lifecycle ran as {SA} in {:?}; controller memory (debug build): peak RSS {} KiB, last RSS {} KiB",
+        started.elapsed(),
+        peak.0,
+        peak.1
+    );
+    drop(berth);
+    drop(cloud);
+
+    // --- minimal: each permission removed in turn -----------------------------------
+    let perms = controller_permissions(&docs);
+    assert!(perms.len() >= 12, "{perms:?}");
+    let results: Mutex<Vec<(Perm, Result<String, String>)>> = Mutex::new(Vec::new());
+    let queue = Mutex::new(perms.clone());
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                loop {
+                    let Some(p) = queue.lock().expect("queue").pop() else {
+                        return;
+                    };
+                    let r = removal_run(&docs, &secrets, &p);
+                    results.lock().expect("results").push((p, r));
+                }
+            });
+        }
+    });
+    let results = results.into_inner().expect("results");
+    let mut bad = Vec::new();
+    for (p, r) in &results {
+        match r {
+            Ok(msg) => eprintln!("needed: {p:<70} -> {msg}"),
+            Err(e) => {
+                eprintln!("UNNEEDED? {p}: {e}");
+                bad.push(p.to_string());
+            }
+        }
+    }
+    assert_eq!(results.len(), perms.len());
+    assert!(bad.is_empty(), "permissions no behaviour needed: {bad:?}");
+}
+
+/// The lifecycle with `p` removed: Ok(how it failed) once the controller is denied `p`.
+fn removal_run(docs: &[Value], secrets: &[Value], p: &Perm) -> Result<String, String> {
+    let cloud = rbac_cloud("deploy-minus");
+    cloud.apply(&without(docs, p));
+    cloud.apply(&[json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "berth-http-token", "namespace": NS},
+        "stringData": {"token": LB_TOKEN}})]);
+    let args = controller_args(&cloud, docs, secrets);
+    let kc = service_account_kubeconfig(&cloud, NS, SA);
+    let mut berth = start_controller(&cloud, &args, &kc);
+    let seen = || denied(&cloud, p).is_some();
+    let failed = lifecycle(&cloud, &mut berth, Duration::from_secs(10), &seen);
+    // A clean stop (lease release) happens at the end of the lifecycle or here.
+    berth.stop();
+    match denied(&cloud, p) {
+        Some(msg) => Ok(format!(
+            "403 \"{}\"{}",
+            msg.split(": User").next().unwrap_or(&msg),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!("; failed: {}", failed.join(", "))
+            }
+        )),
+        None => Err(format!(
+            "lifecycle without it: failed steps {failed:?}, denials {:?}",
+            denials(&cloud)
+        )),
+    }
+}
