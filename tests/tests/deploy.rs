@@ -612,18 +612,28 @@ fn lifecycle(
             .then_some(()))
         .is_some()
     );
-    // 6. A clean shutdown releases the lease for the standby replica.
+    // 6. The leader renews its lease; a clean shutdown releases it for the standby replica.
+    let lease = || {
+        cloud
+            .try_kubectl(&["-n", NS, "get", "lease", "berth-controller", "-o", "json"])
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+    };
+    step!(
+        "lease renewed",
+        poll(timeout, stop, || {
+            let l = lease()?;
+            (l["spec"]["renewTime"] != l["spec"]["acquireTime"]).then_some(())
+        })
+        .is_some()
+    );
     if stop() {
         return failed;
     }
     berth.stop();
-    let lease = cloud
-        .try_kubectl(&["-n", NS, "get", "lease", "berth-controller", "-o", "json"])
-        .ok()
-        .and_then(|s| serde_json::from_str::<Value>(&s).ok());
     step!(
         "lease released",
-        lease.is_some_and(|l| l["spec"]["holderIdentity"]
+        lease().is_some_and(|l| l["spec"]["holderIdentity"]
             .as_str()
             .is_none_or(str::is_empty))
     );
