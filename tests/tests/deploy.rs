@@ -11,7 +11,14 @@
 //!   lifecycle works (address, events, traffic, a port change, a node change, a NodePort
 //!   conflict, delete, lease release) with no request denied;
 //! * **minimal**: each (apiGroup, resource, verb) of each shipped role is removed in turn;
-//!   each time the same lifecycle makes the controller hit a 403 for exactly that permission.
+//!   each time the same lifecycle makes the controller hit a 403 for exactly that permission;
+//! * the same for the **l2** overlay (`deploy/l2.rs`): `berth controller --provider l2` and a
+//!   `berth speaker` (a real raw socket; root required) as their ServiceAccounts, pools,
+//!   advertisements, announcements, ETP=Local, a failback, delete; then every rule of the
+//!   controller's l2 ClusterRole and of the speaker's ClusterRole removed in turn.
+
+#[path = "deploy/l2.rs"]
+mod l2;
 
 use berth_tests::*;
 use serde_json::{Value, json};
@@ -418,9 +425,10 @@ fn readme_install(cloud: &Cloud) -> Vec<Value> {
 // The lifecycle
 // ---------------------------------------------------------------------------------------
 
-/// A permission, as RBAC names it.
+/// A permission, as RBAC names it, granted to the ServiceAccount `sa` (in [`NS`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Perm {
+    sa: String,
     role: String,
     group: String,
     resource: String,
@@ -438,9 +446,9 @@ impl std::fmt::Display for Perm {
     }
 }
 
-/// Whether the API server denied the controller this permission.
+/// Whether the API server denied the permission's ServiceAccount this permission.
 fn denied(cloud: &Cloud, p: &Perm) -> Option<String> {
-    let user = format!("system:serviceaccount:{NS}:{SA}");
+    let user = format!("system:serviceaccount:{NS}:{}", p.sa);
     denials(cloud).into_iter().find_map(|d| {
         (d["user"] == user.as_str()
             && d["apiGroup"] == p.group.as_str()
@@ -652,15 +660,15 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-/// Every (role, apiGroup, resource, verb) the shipped roles for the controller grant.
-fn controller_permissions(docs: &[Value]) -> Vec<Perm> {
+/// Every (role, apiGroup, resource, verb) the shipped roles grant the ServiceAccount `sa`.
+fn permissions(docs: &[Value], sa: &str) -> Vec<Perm> {
     let bound: Vec<String> = docs
         .iter()
         .filter(|d| d["kind"] == "ClusterRoleBinding" || d["kind"] == "RoleBinding")
         .filter(|d| {
             d["subjects"]
                 .as_array()
-                .is_some_and(|s| s.iter().any(|s| s["name"] == SA && s["namespace"] == NS))
+                .is_some_and(|s| s.iter().any(|s| s["name"] == sa && s["namespace"] == NS))
         })
         .map(|d| {
             format!(
@@ -685,6 +693,7 @@ fn controller_permissions(docs: &[Value]) -> Vec<Perm> {
                 for res in r["resources"].as_array().expect("resources") {
                     for v in r["verbs"].as_array().expect("verbs") {
                         out.push(Perm {
+                            sa: sa.into(),
                             role: id.clone(),
                             group: g.as_str().expect("group").into(),
                             resource: res.as_str().expect("resource").into(),
@@ -802,7 +811,7 @@ fn http_overlay_rbac_is_sufficient_and_every_rule_is_needed() {
     drop(cloud);
 
     // --- minimal: each permission removed in turn -----------------------------------
-    let perms = controller_permissions(&docs);
+    let perms = permissions(&docs, SA);
     assert!(perms.len() >= 12, "{perms:?}");
     let results: Mutex<Vec<(Perm, Result<String, String>)>> = Mutex::new(Vec::new());
     let queue = Mutex::new(perms.clone());
@@ -863,4 +872,9 @@ fn removal_run(docs: &[Value], secrets: &[Value], p: &Perm) -> Result<String, St
             denials(&cloud)
         )),
     }
+}
+
+#[test]
+fn l2_overlay_rbac_is_sufficient_and_every_rule_is_needed() {
+    l2::rbac_is_sufficient_and_every_rule_is_needed();
 }

@@ -31,8 +31,6 @@ pub struct ServiceView {
     pub local: bool,
     /// Nodes with a ready endpoint of this Service.
     pub endpoint_nodes: BTreeSet<String>,
-    /// The pool the VIP came from, when the controller says so.
-    pub pool: Option<String>,
 }
 
 /// An `L2Advertisement` (berth.io/v1alpha1) spec.
@@ -63,6 +61,8 @@ pub struct Inputs {
     /// Speakers the failure detector considers alive (this one included).
     pub live: BTreeSet<String>,
     pub vips: BTreeMap<IpAddr, Vec<ServiceView>>,
+    /// The IPAddressPool each VIP lies in (a VIP in no known pool is absent).
+    pub pools: BTreeMap<IpAddr, String>,
     /// None: no L2Advertisement resource is served (announce everything everywhere).
     /// Some(empty): the resource exists but no advertisement does (announce nothing).
     pub advertisements: Option<Vec<Advertisement>>,
@@ -98,11 +98,10 @@ pub fn selects(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     })
 }
 
-fn adv_applies(a: &Advertisement, svcs: &[ServiceView]) -> bool {
-    a.pools.is_empty()
-        || svcs
-            .iter()
-            .all(|s| s.pool.as_ref().is_none_or(|p| a.pools.contains(p)))
+/// Whether `a` announces a VIP lying in `pool`: one listing pools announces only their
+/// addresses, so a VIP in no known pool is announced only by advertisements listing none.
+fn adv_applies(a: &Advertisement, pool: Option<&String>) -> bool {
+    a.pools.is_empty() || pool.is_some_and(|p| a.pools.contains(p))
 }
 
 fn adv_selects(a: &Advertisement, n: &NodeView) -> bool {
@@ -113,10 +112,10 @@ fn adv_selects(a: &Advertisement, n: &NodeView) -> bool {
 pub fn elect(inp: &Inputs) -> BTreeMap<IpAddr, Assignment> {
     let mut out = BTreeMap::new();
     for (vip, svcs) in &inp.vips {
-        let advs: Option<Vec<&Advertisement>> = inp
-            .advertisements
-            .as_ref()
-            .map(|all| all.iter().filter(|a| adv_applies(a, svcs)).collect());
+        let advs: Option<Vec<&Advertisement>> = inp.advertisements.as_ref().map(|all| {
+            let pool = inp.pools.get(vip);
+            all.iter().filter(|a| adv_applies(a, pool)).collect()
+        });
         if advs.as_ref().is_some_and(|a| a.is_empty()) {
             continue;
         }
@@ -187,6 +186,7 @@ mod tests {
                 .iter()
                 .map(|(ip, s)| (ip.parse().unwrap(), s.clone()))
                 .collect(),
+            pools: BTreeMap::new(),
             advertisements: None,
         }
     }
@@ -285,9 +285,8 @@ mod tests {
 
     #[test]
     fn advertisements_filter_pools_nodes_and_pick_interfaces() {
-        let mut s = svc("a/b");
-        s.pool = Some("blue".into());
-        let mut inp = inputs(&["n1", "n2", "n3"], &[("10.99.0.1", vec![s])]);
+        let mut inp = inputs(&["n1", "n2", "n3"], &[("10.99.0.1", vec![svc("a/b")])]);
+        inp.pools = [("10.99.0.1".parse().unwrap(), "blue".to_string())].into();
         // The resource exists but nothing advertises: nobody announces.
         inp.advertisements = Some(vec![]);
         assert_eq!(winner(&inp, "10.99.0.1"), None);

@@ -6,7 +6,8 @@
 //! * [`election`]: rendezvous hashing per VIP among live speakers on usable nodes (ETP=Local:
 //!   nodes with a ready endpoint; L2Advertisement node selectors and interfaces honoured).
 //! * [`frames`]: pure ARP/NDP frame code; [`packet`]: the AF_PACKET shell.
-//! * This file: the watches (Services, Nodes, EndpointSlices, L2Advertisements; one each),
+//! * This file: the watches (Services, Nodes, EndpointSlices, L2Advertisements,
+//!   IPAddressPools — the pool a VIP lies in decides which advertisements apply; one each),
 //!   the announce loop (gratuitous ARP / unsolicited NA on takeover, stop at once on loss),
 //!   and what users see (the `berth.io/announcing-node` annotation, a `NodeAssigned` event,
 //!   metrics).
@@ -21,6 +22,7 @@ mod sys;
 pub mod view;
 
 use crate::cli::parse_duration;
+use crate::pools::crd::IPAddressPool;
 use anyhow::Context;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -107,9 +109,9 @@ fn parse_peers(v: &[String]) -> anyhow::Result<BTreeMap<String, SocketAddr>> {
         .collect()
 }
 
-/// The L2Advertisements by `namespace/name`: None until known; Some(None) when the resource
-/// is not served.
-type AdvState = Arc<Mutex<Option<Option<BTreeMap<String, election::Advertisement>>>>>;
+/// One of berth's own resources by `namespace/name`: None until known; Some(None) when the
+/// resource is not served (its CRD is not installed).
+type Optional<T> = Arc<Mutex<Option<Option<BTreeMap<String, T>>>>>;
 
 /// What the packet threads consult: interface → addresses announced there now.
 type Announced = Arc<RwLock<HashMap<String, HashSet<IpAddr>>>>;
@@ -118,7 +120,8 @@ struct Watches {
     nodes: Store<Node>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
-    advertisements: AdvState,
+    advertisements: Optional<election::Advertisement>,
+    pools: Optional<IPAddressPool>,
 }
 
 fn spawn_watch<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
@@ -148,33 +151,39 @@ where
     reader
 }
 
-fn spawn_advertisement_watch(client: Client, changed: Arc<Notify>) -> AdvState {
-    let state = Arc::new(Mutex::new(None));
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("berth.io", "v1alpha1", "L2Advertisement"),
-        "l2advertisements",
-    );
-    let api: Api<DynamicObject> = Api::all_with(client, &ar);
+/// Watches one of berth's optional resources (L2Advertisements, IPAddressPools) into an
+/// [`Optional`] of `read(object)`: a cluster without the CRD is a state, not an error.
+fn spawn_optional_watch<K, T>(
+    api: Api<K>,
+    kind: &'static str,
+    if_absent: &'static str,
+    read: fn(&K) -> T,
+    changed: Arc<Notify>,
+) -> Optional<T>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    T: Clone + Send + 'static,
+{
+    let state: Optional<T> = Arc::new(Mutex::new(None));
     let st = state.clone();
     tokio::spawn(async move {
         let stream = watcher(api, watcher::Config::default()).default_backoff();
         let mut stream = std::pin::pin!(stream);
-        let mut building: BTreeMap<String, election::Advertisement> = BTreeMap::new();
-        let set = |v: Option<Option<BTreeMap<String, election::Advertisement>>>| {
+        let mut building: BTreeMap<String, T> = BTreeMap::new();
+        let set = |v: Option<Option<BTreeMap<String, T>>>| {
             *st.lock().unwrap_or_else(|e| e.into_inner()) = v;
             changed.notify_one();
         };
-        let name =
-            |o: &DynamicObject| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+        let name = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
         while let Some(ev) = stream.next().await {
             match ev {
                 Ok(watcher::Event::Init) => building.clear(),
                 Ok(watcher::Event::InitApply(o)) => {
-                    building.insert(name(&o), view::advertisement(&o));
+                    building.insert(name(&o), read(&o));
                 }
                 Ok(watcher::Event::InitDone) => set(Some(Some(building.clone()))),
                 Ok(watcher::Event::Apply(o)) => {
-                    building.insert(name(&o), view::advertisement(&o));
+                    building.insert(name(&o), read(&o));
                     set(Some(Some(building.clone())));
                 }
                 Ok(watcher::Event::Delete(o)) => {
@@ -185,20 +194,47 @@ fn spawn_advertisement_watch(client: Client, changed: Arc<Notify>) -> AdvState {
                     let msg = e.to_string();
                     if msg.contains("404") || msg.contains("NotFound") || msg.contains("not found")
                     {
-                        // No L2Advertisement CRD: announce every VIP on the default interfaces.
-                        let served = st.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                        if served != Some(None) {
-                            info!("No L2Advertisement resource is served; announcing every VIP");
+                        let known_absent =
+                            matches!(*st.lock().unwrap_or_else(|e| e.into_inner()), Some(None));
+                        if !known_absent {
+                            info!("No {kind} resource is served; {if_absent}");
                             set(Some(None));
                         }
                     } else {
-                        warn!(error = %msg, "L2Advertisement watch failed; retrying");
+                        warn!(error = %msg, "{kind} watch failed; retrying");
                     }
                 }
             }
         }
     });
     state
+}
+
+fn spawn_advertisement_watch(
+    client: Client,
+    changed: Arc<Notify>,
+) -> Optional<election::Advertisement> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("berth.io", "v1alpha1", "L2Advertisement"),
+        "l2advertisements",
+    );
+    spawn_optional_watch(
+        Api::<DynamicObject>::all_with(client, &ar),
+        "L2Advertisement",
+        "announcing every VIP",
+        view::advertisement,
+        changed,
+    )
+}
+
+fn spawn_pool_watch(client: Client, changed: Arc<Notify>) -> Optional<IPAddressPool> {
+    spawn_optional_watch(
+        Api::<IPAddressPool>::all(client),
+        "IPAddressPool",
+        "L2Advertisements listing pools announce no VIP",
+        IPAddressPool::clone,
+        changed,
+    )
 }
 
 /// Serves /metrics and /healthz.
@@ -367,6 +403,7 @@ pub async fn run(
         services: spawn_watch(Api::<Service>::all(client.clone()), changed.clone()),
         slices: spawn_watch(Api::<EndpointSlice>::all(client.clone()), changed.clone()),
         advertisements: spawn_advertisement_watch(client.clone(), changed.clone()),
+        pools: spawn_pool_watch(client.clone(), changed.clone()),
     };
     tokio::select! {
         r = async {
@@ -376,15 +413,19 @@ pub async fn run(
         } => r.context("Caches failed")?,
         _ = shutdown.wait_for(|s| *s) => return Ok(()),
     }
-    // Wait briefly for the advertisement watch to settle either way.
+    // Wait briefly for the advertisement and pool watches to settle either way.
     let t0 = Instant::now();
-    while w
+    while (w
         .advertisements
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .is_none()
+        || w.pools.lock().unwrap_or_else(|e| e.into_inner()).is_none())
         && t0.elapsed() < Duration::from_secs(10)
     {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = ctl_tx.send(membership::Control::Ready(true));
@@ -417,6 +458,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dirty = true;
+    let mut pools = view::PoolIndex::default();
     loop {
         tokio::select! {
             _ = changed.notified() => dirty = true,
@@ -460,6 +502,14 @@ pub async fn run(
                 .clone()
                 .flatten()
                 .map(|m| m.into_values().collect());
+            let specs = w
+                .pools
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(|p| p.as_ref().map(|p| view::pool_specs(p.values())))
+                .unwrap_or_default();
+            pools.set(specs);
             let nodes = w.nodes.state();
             let services = w.services.state();
             let slices = w.slices.state();
@@ -468,6 +518,7 @@ pub async fn run(
                 nodes.iter().map(|n| n.as_ref()),
                 services.iter().map(|s| s.as_ref()),
                 slices.iter().map(|s| s.as_ref()),
+                &mut pools,
                 advs,
                 live,
             );
