@@ -467,10 +467,46 @@ async fn changed_spec_is_written_with_if_match() {
     let status = p.ensure(&lb).await.unwrap();
 
     assert_eq!(status.ingress[0].ip, Some("192.0.2.1".parse().unwrap()));
-    assert_eq!(api.seen_methods(), ["GET", "PUT", "GET", "PUT"]);
+    // The provider wrote this load balancer itself: the update needs no read first.
+    assert_eq!(api.seen_methods(), ["GET", "PUT", "PUT"]);
     let update = &api.puts()[1];
     assert_eq!(update.if_match.as_deref(), Some(etag.as_str()));
     assert_eq!(update.if_none_match, None);
+    assert_eq!(
+        api.spec_of(&lb.id).unwrap()["targets"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // An unchanged spec is always read back (periodic re-ensures repair drift).
+    p.ensure(&lb).await.unwrap();
+    assert_eq!(api.seen_methods(), ["GET", "PUT", "PUT", "GET"]);
+    // A provider that never saw it (e.g. after a restart) reads before writing.
+    let fresh = provider(config(&serve(api.clone()).await));
+    lb.targets.pop();
+    fresh.ensure(&lb).await.unwrap();
+    assert_eq!(
+        api.seen_methods(),
+        ["GET", "PUT", "PUT", "GET", "GET", "PUT"]
+    );
+}
+
+#[tokio::test]
+async fn a_load_balancer_deleted_behind_berths_back_is_recreated_on_the_next_change() {
+    let api = Arc::new(Api::default());
+    let p = provider(config(&serve(api.clone()).await));
+    let mut lb = desired("c1", "web");
+    p.ensure(&lb).await.unwrap();
+    api.lbs.lock().unwrap().remove(&lb.id);
+
+    lb.targets.push(node("node-b", "10.0.0.2"));
+    p.ensure(&lb).await.unwrap();
+
+    // If-Match on an absent load balancer is refused; berth reads and creates it.
+    assert_eq!(api.seen_methods(), ["GET", "PUT", "PUT", "GET", "PUT"]);
+    assert_eq!(api.puts()[2].if_none_match.as_deref(), Some("*"));
     assert_eq!(
         api.spec_of(&lb.id).unwrap()["targets"]
             .as_array()
@@ -491,10 +527,8 @@ async fn precondition_failure_rereads_and_retries() {
     api.fail_next(Some(Method::PUT), 412, None, 1);
     p.ensure(&lb).await.unwrap();
 
-    assert_eq!(
-        api.seen_methods(),
-        ["GET", "PUT", "GET", "PUT", "GET", "PUT"]
-    );
+    // The update goes straight to PUT with the known ETag; its 412 makes berth read again.
+    assert_eq!(api.seen_methods(), ["GET", "PUT", "PUT", "GET", "PUT"]);
     assert_eq!(
         api.spec_of(&lb.id).unwrap()["listeners"][0]["targetPort"],
         30081

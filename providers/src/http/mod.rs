@@ -2,7 +2,11 @@
 //! contract (`docs/http-provider.openapi.yaml`).
 //!
 //! `ensure` reads the load balancer and writes only when its spec differs, with `If-Match`
-//! (or `If-None-Match: *` to create), re-reading when someone else wrote in between.
+//! (or `If-None-Match: *` to create), re-reading when someone else wrote in between. A
+//! change to a load balancer this provider has already read or written skips the read: it is
+//! written at once with `If-Match` of the ETag it knows, and only a `412` (changed or
+//! deleted behind berth's back) falls back to reading first. An unchanged spec is always read
+//! back, so periodic re-ensures still find and repair drift.
 
 mod client;
 mod retry;
@@ -12,8 +16,9 @@ use async_trait::async_trait;
 use reqwest::header::{HeaderValue, IF_MATCH, IF_NONE_MATCH};
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{debug, info, instrument};
 
@@ -66,6 +71,8 @@ impl HttpProviderConfig {
 pub struct HttpProvider {
     api: Api,
     base: Url,
+    /// The spec and ETag last read or written, per load balancer id.
+    known: Mutex<HashMap<String, (Spec, String)>>,
 }
 
 /// A load balancer as read, with the ETag to write it back.
@@ -98,6 +105,7 @@ impl HttpProvider {
         Ok(Self {
             api: Api::new(&cfg, &base)?,
             base,
+            known: Mutex::default(),
         })
     }
 
@@ -127,6 +135,34 @@ impl HttpProvider {
         }
         url.set_query(None);
         url
+    }
+
+    fn known(&self, id: &str) -> Option<(Spec, String)> {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Remembers what `id` looks like now (or forgets it when the ETag is unknown).
+    fn remember(&self, id: &str, spec: &Spec, etag: Option<String>) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        match etag {
+            Some(etag) => {
+                known.insert(id.to_string(), (spec.clone(), etag));
+            }
+            None => {
+                known.remove(id);
+            }
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 
     async fn get(&self, id: &str) -> Result<Option<Current>, ProviderError> {
@@ -203,6 +239,21 @@ impl Provider for HttpProvider {
     #[instrument(skip_all, fields(id = %lb.id, service = %format_args!("{}/{}", lb.service.namespace, lb.service.name)))]
     async fn ensure(&self, lb: &DesiredLoadBalancer) -> Result<LoadBalancerStatus, ProviderError> {
         let spec = Spec::from_desired(lb)?;
+        if let Some((known, etag)) = self.known(&lb.id)
+            && !spec.same_as(&known)
+        {
+            match self
+                .put(&lb.id, &spec, Precondition::Matches(Some(etag)))
+                .await?
+            {
+                Some(written) => {
+                    info!("Updated load balancer");
+                    self.remember(&lb.id, &spec, written.etag.clone());
+                    return written.status.to_status();
+                }
+                None => debug!("Load balancer changed behind berth's back; reading it"),
+            }
+        }
         for _ in 0..=MAX_PRECONDITION_RETRIES {
             let precondition = match self.get(&lb.id).await? {
                 None => Precondition::Absent,
@@ -210,6 +261,7 @@ impl Provider for HttpProvider {
                     check_owner(lb, &current.lb.spec)?;
                     if spec.same_as(&current.lb.spec) {
                         debug!("Load balancer is up to date");
+                        self.remember(&lb.id, &current.lb.spec, current.etag.clone());
                         return current.lb.status.to_status();
                     }
                     Precondition::Matches(current.etag)
@@ -223,11 +275,13 @@ impl Provider for HttpProvider {
                     } else {
                         info!("Updated load balancer");
                     }
+                    self.remember(&lb.id, &spec, written.etag.clone());
                     return written.status.to_status();
                 }
                 None => debug!("Load balancer changed since it was read; reading again"),
             }
         }
+        self.forget(&lb.id);
         Err(ProviderError::Conflict(format!(
             "Load balancer {} kept changing while berth updated it",
             lb.id
@@ -236,6 +290,7 @@ impl Provider for HttpProvider {
 
     #[instrument(skip_all, fields(id = %lb.id))]
     async fn delete(&self, lb: &LoadBalancerRef) -> Result<(), ProviderError> {
+        self.forget(&lb.id);
         let resp = self
             .api
             .send(Request {
