@@ -99,6 +99,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_from(kube::Config::new(cloud.url().parse()?))?;
     let cli = berth::cli::ControllerArgs {
         provider: Some("http".into()),
+        http_endpoint: Some(lb_url.clone()),
         cluster_name: Some("demo".into()),
         default_class: true,
         leader_elect: Some(false),
@@ -109,10 +110,6 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     };
     let opts: ControllerOptions = cli.options()?;
     let metrics = Arc::new(berth::metrics::Metrics::default());
-    let cli = berth::cli::ControllerArgs {
-        http_endpoint: Some(lb_url.clone()),
-        ..cli
-    };
     let provider = crate::build_provider(&cli, metrics.clone())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Running>();

@@ -127,13 +127,11 @@ impl Context {
         self.lock_ensured().remove(uid);
     }
 
-    /// The targets every load balancer should have now. Providers that reach nodes by
-    /// address skip nodes that have none yet (they join once their kubelet reports one).
+    /// The targets every load balancer should have now: eligible nodes the provider can
+    /// send traffic to (a node joins once its kubelet reports what the provider needs).
     pub fn targets(&self) -> Vec<berth_providers::NodeTarget> {
         let mut t = nodes::eligible_targets(self.nodes.state().iter().map(|n| n.as_ref()));
-        if self.provider.name() == "http" {
-            t.retain(|n| n.internal_ip.is_some());
-        }
+        t.retain(|n| self.provider.can_target(n));
         t
     }
 

@@ -27,6 +27,13 @@ pub trait Provider: Send + Sync + 'static {
     /// Whether traffic reaches nodes at their NodePorts (so listeners need `node_port`).
     fn needs_node_ports(&self) -> bool;
 
+    /// Whether this provider can send traffic to `target` as it is now (e.g. it needs an
+    /// address the kubelet has not reported yet). Targets it cannot use are left out of the
+    /// desired state until they can be used, instead of failing every load balancer.
+    fn can_target(&self, _target: &NodeTarget) -> bool {
+        true
+    }
+
     /// Checks what this provider can serve; bad input is [`ProviderError::Invalid`] naming
     /// the field and the accepted values. No I/O.
     fn validate(&self, lb: &DesiredLoadBalancer) -> Result<(), ProviderError>;

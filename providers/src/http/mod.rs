@@ -24,7 +24,7 @@ use tracing::{debug, info, instrument};
 
 use crate::{
     DesiredLoadBalancer, LABEL_CLUSTER, LABEL_SERVICE_UID, LoadBalancerRef, LoadBalancerStatus,
-    OwnedLoadBalancer, Provider, ProviderError,
+    NodeTarget, OwnedLoadBalancer, Provider, ProviderError,
 };
 use client::{Api, Request};
 use wire::Spec;
@@ -230,6 +230,11 @@ impl Provider for HttpProvider {
 
     fn needs_node_ports(&self) -> bool {
         true
+    }
+
+    /// Traffic goes to `address:NodePort`: a node without an address cannot be a target yet.
+    fn can_target(&self, target: &NodeTarget) -> bool {
+        target.internal_ip.is_some()
     }
 
     fn validate(&self, lb: &DesiredLoadBalancer) -> Result<(), ProviderError> {
