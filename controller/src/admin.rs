@@ -9,23 +9,42 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Readiness of every class this process serves, and whether it is shutting down.
 #[derive(Default)]
 pub struct Health {
-    pub ready: AtomicBool,
+    ready: Mutex<BTreeMap<String, bool>>,
     pub shutting_down: AtomicBool,
+}
+
+impl Health {
+    /// Marks one class ready (caches synced, or a standby taking part in leader election).
+    pub fn set_ready(&self, class: &str, ready: bool) {
+        self.ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(class.into(), ready);
+    }
+
+    /// Ready once every class is.
+    pub fn is_ready(&self) -> bool {
+        let r = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        !r.is_empty() && r.values().all(|v| *v)
+    }
 }
 
 struct AdminState {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    queue_depth: Box<dyn Fn() -> i64 + Send + Sync>,
+    /// Refreshes the queue-depth gauges before each scrape.
+    queue_depth: Box<dyn Fn() + Send + Sync>,
 }
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    s.metrics.queue_depth.set((s.queue_depth)());
+    (s.queue_depth)();
     (
         [(
             header::CONTENT_TYPE,
@@ -46,7 +65,7 @@ async fn healthz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
 async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     if s.health.shutting_down.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else if s.health.ready.load(Ordering::Relaxed) {
+    } else if s.health.is_ready() {
         (StatusCode::OK, "ok\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced\n")
@@ -58,7 +77,7 @@ pub async fn serve(
     listen: SocketAddr,
     metrics_: Arc<Metrics>,
     health: Arc<Health>,
-    queue_depth: Box<dyn Fn() -> i64 + Send + Sync>,
+    queue_depth: Box<dyn Fn() + Send + Sync>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<SocketAddr> {
     let state = Arc::new(AdminState {

@@ -4,14 +4,17 @@
 use crate::leader::LeaseSettings;
 use crate::reconcile::Settings;
 use crate::run::{ControllerOptions, default_class};
-use crate::service::ClassFilter;
+use crate::service::{ClassFilter, lease_name_for};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Parses `500ms`, `15s`, `2m`, `1h` (or a bare number of seconds).
+/// The longest duration any flag accepts (a year).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// Parses `500ms`, `15s`, `2m`, `1h` (or a bare number of seconds), at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -35,7 +38,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("invalid duration {s:?}"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    if secs > MAX_DURATION.as_secs_f64() {
+        return Err(format!(
+            "invalid duration {s:?}: at most {} days",
+            MAX_DURATION.as_secs() / 86_400
+        ));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}"))
 }
 
 /// Parses a `FROM-TO` port range.
@@ -79,7 +88,10 @@ pub struct ControllerArgs {
     /// Overrides the AWS endpoints (ELBv2 and EC2), e.g. http://127.0.0.1:5000 for moto.
     #[arg(long)]
     pub aws_endpoint: Option<String>,
-    /// Name of this cluster; tags every cloud resource berth creates. Default: `kubernetes`.
+    /// Name of this cluster; tags every cloud resource berth creates, and garbage collection
+    /// only ever deletes what carries it. Default: the uid of the `kube-system` namespace
+    /// (unique per cluster). Give `kubernetes` to keep load balancers created by berth
+    /// versions whose default was that name.
     #[arg(long)]
     pub cluster_name: Option<String>,
     /// The loadBalancerClass served. Default: `berth.io/<provider>`.
@@ -97,6 +109,12 @@ pub struct ControllerArgs {
     /// Orphan garbage collection interval. Default: 5m.
     #[arg(long, value_parser = parse_duration)]
     pub gc_interval: Option<Duration>,
+    /// At most this many orphaned load balancers are deleted per garbage-collection pass. Default: 10.
+    #[arg(long)]
+    pub gc_max_deletes: Option<usize>,
+    /// Bound on every Kubernetes API request other than watches. Default: 30s.
+    #[arg(long, value_parser = parse_duration)]
+    pub request_timeout: Option<Duration>,
     /// First retry delay after a failure (doubles up to --retry-max). Default: 1s.
     #[arg(long, value_parser = parse_duration)]
     pub retry_min: Option<Duration>,
@@ -112,6 +130,9 @@ pub struct ControllerArgs {
     /// Namespace of the leader Lease. Default: $POD_NAMESPACE or `kube-system`.
     #[arg(long)]
     pub leader_elect_namespace: Option<String>,
+    /// Name of the leader Lease. Default: `berth-<class, '/' as '.'>`, one per class.
+    #[arg(long)]
+    pub leader_elect_lease_name: Option<String>,
     /// How long a leader's lease lasts without renewal; a standby takes over after it. Default: 15s.
     #[arg(long, value_parser = parse_duration)]
     pub leader_elect_lease_duration: Option<Duration>,
@@ -127,6 +148,9 @@ pub struct ControllerArgs {
     /// Address of /metrics, /healthz and /readyz. Default: 0.0.0.0:8080; `off` disables.
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// From the config file's `classes:` list.
+    #[arg(skip)]
+    pub classes: Vec<ClassConfig>,
 }
 
 /// The config file: the same settings as the flags.
@@ -147,16 +171,54 @@ pub struct FileConfig {
     pub workers: Option<u16>,
     pub resync: Option<String>,
     pub gc_interval: Option<String>,
+    pub gc_max_deletes: Option<usize>,
+    pub request_timeout: Option<String>,
     pub retry_min: Option<String>,
     pub retry_max: Option<String>,
     pub node_port_range: Option<String>,
     pub leader_elect: Option<bool>,
     pub leader_elect_namespace: Option<String>,
+    pub leader_elect_lease_name: Option<String>,
     pub leader_elect_lease_duration: Option<String>,
     pub leader_elect_renew_deadline: Option<String>,
     pub leader_elect_retry_period: Option<String>,
     pub identity: Option<String>,
     pub metrics_listen: Option<String>,
+    /// Several classes served by one process; instead of the single-class keys above.
+    pub classes: Option<Vec<ClassConfig>>,
+}
+
+/// One class of a multi-class config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClassConfig {
+    pub class: Option<String>,
+    pub provider: Option<String>,
+    pub default_class: Option<bool>,
+    pub http_endpoint: Option<String>,
+    pub http_token_file: Option<PathBuf>,
+    pub http_ca_bundle: Option<PathBuf>,
+    pub http_timeout: Option<String>,
+    pub aws_region: Option<String>,
+    pub aws_endpoint: Option<String>,
+    pub workers: Option<u16>,
+    pub leader_elect_lease_name: Option<String>,
+}
+
+/// One class to serve, and its provider's settings.
+#[derive(Debug, Clone)]
+pub struct ClassSpec {
+    pub provider: String,
+    pub class: String,
+    pub default_class: bool,
+    pub http_endpoint: Option<String>,
+    pub http_token_file: Option<PathBuf>,
+    pub http_ca_bundle: Option<PathBuf>,
+    pub http_timeout: Option<Duration>,
+    pub aws_region: Option<String>,
+    pub aws_endpoint: Option<String>,
+    pub workers: Option<u16>,
+    pub lease_name: Option<String>,
 }
 
 fn dur(field: &str, v: Option<String>) -> anyhow::Result<Option<Duration>> {
@@ -199,6 +261,9 @@ impl ControllerArgs {
         fill!(workers);
         fill!(resync, dur);
         fill!(gc_interval, dur);
+        fill!(gc_max_deletes);
+        fill!(request_timeout, dur);
+        fill!(leader_elect_lease_name);
         fill!(retry_min, dur);
         fill!(retry_max, dur);
         fill!(leader_elect);
@@ -211,6 +276,15 @@ impl ControllerArgs {
         if !self.default_class {
             self.default_class = f.default_class.unwrap_or(false);
         }
+        if let Some(classes) = f.classes {
+            if self.provider.is_some() || self.class.is_some() {
+                bail!(
+                    "The config file {} lists classes; --provider and --class cannot be combined with it",
+                    path.display()
+                );
+            }
+            self.classes = classes;
+        }
         if self.node_port_range.is_none()
             && let Some(r) = f.node_port_range
         {
@@ -222,20 +296,74 @@ impl ControllerArgs {
 
     /// The provider name, required.
     pub fn provider_name(&self) -> anyhow::Result<String> {
-        match self.provider.as_deref() {
-            Some(p @ ("http" | "aws" | "l2")) => Ok(p.to_string()),
-            Some(other) => {
-                bail!("--provider {other:?} is not supported; supported: \"http\", \"aws\", \"l2\"")
-            }
-            None => bail!("--provider is required (supported: \"http\", \"aws\", \"l2\")"),
-        }
+        provider_name(self.provider.as_deref())
     }
 
-    /// Everything the controller runs with.
-    pub fn options(&self) -> anyhow::Result<ControllerOptions> {
-        let provider = self.provider_name()?;
-        let identity = self
-            .identity
+    /// The classes to serve: the config file's `classes:` list, or the one class of the
+    /// flags.
+    pub fn class_specs(&self) -> anyhow::Result<Vec<ClassSpec>> {
+        let specs: Vec<ClassSpec> = if self.classes.is_empty() {
+            let provider = self.provider_name()?;
+            vec![ClassSpec {
+                class: self.class.clone().unwrap_or_else(|| default_class(&provider)),
+                provider,
+                default_class: self.default_class,
+                http_endpoint: self.http_endpoint.clone(),
+                http_token_file: self.http_token_file.clone(),
+                http_ca_bundle: self.http_ca_bundle.clone(),
+                http_timeout: self.http_timeout,
+                aws_region: self.aws_region.clone(),
+                aws_endpoint: self.aws_endpoint.clone(),
+                workers: self.workers,
+                lease_name: self.leader_elect_lease_name.clone(),
+            }]
+        } else {
+            if self.leader_elect_lease_name.is_some() {
+                bail!(
+                    "--leader-elect-lease-name names one Lease; with several classes give each its own leaderElectLeaseName"
+                );
+            }
+            self.classes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let provider = provider_name(c.provider.as_deref())
+                        .with_context(|| format!("classes[{i}].provider"))?;
+                    Ok(ClassSpec {
+                        class: c.class.clone().unwrap_or_else(|| default_class(&provider)),
+                        provider,
+                        default_class: c.default_class.unwrap_or(false),
+                        http_endpoint: c.http_endpoint.clone(),
+                        http_token_file: c.http_token_file.clone(),
+                        http_ca_bundle: c.http_ca_bundle.clone(),
+                        http_timeout: dur("httpTimeout", c.http_timeout.clone())
+                            .with_context(|| format!("classes[{i}]"))?,
+                        aws_region: c.aws_region.clone(),
+                        aws_endpoint: c.aws_endpoint.clone(),
+                        workers: c.workers.or(self.workers),
+                        lease_name: c.leader_elect_lease_name.clone(),
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &specs {
+            if s.class.trim().is_empty() {
+                bail!("A class must not be empty");
+            }
+            if !seen.insert(s.class.clone()) {
+                bail!("Class {:?} is listed twice; each class is served once", s.class);
+            }
+        }
+        if specs.iter().filter(|s| s.default_class).count() > 1 {
+            bail!("Only one class can serve Services without a loadBalancerClass (defaultClass)");
+        }
+        Ok(specs)
+    }
+
+    /// This replica's identity.
+    pub fn identity(&self) -> String {
+        self.identity
             .clone()
             .or_else(|| std::env::var("POD_NAME").ok())
             .or_else(|| {
@@ -243,14 +371,44 @@ impl ControllerArgs {
                     .ok()
                     .map(|h| h.trim().to_string())
             })
-            .unwrap_or_else(|| format!("berth-{}", std::process::id()));
+            .unwrap_or_else(|| format!("berth-{}", std::process::id()))
+    }
+
+    /// Where the admin endpoints listen.
+    pub fn metrics_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
+        Ok(match self.metrics_listen.as_deref() {
+            Some("off") => None,
+            Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+                anyhow::anyhow!("--metrics-listen {a:?}: expected HOST:PORT or off")
+            })?),
+            None => Some("0.0.0.0:8080".parse().expect("valid")),
+        })
+    }
+
+    /// Everything the controller runs with, for the single class of the flags.
+    pub fn options(&self) -> anyhow::Result<ControllerOptions> {
+        let specs = self.class_specs()?;
+        match specs.as_slice() {
+            [one] => self.options_for(one),
+            _ => bail!("The config file lists several classes; use class_specs"),
+        }
+    }
+
+    /// Everything one class's controller runs with. The cluster name is empty when not
+    /// given: the controller then uses the `kube-system` namespace's uid.
+    pub fn options_for(&self, spec: &ClassSpec) -> anyhow::Result<ControllerOptions> {
+        let identity = self.identity();
         let leader = if self.leader_elect.unwrap_or(true) {
             let ns = self
                 .leader_elect_namespace
                 .clone()
                 .or_else(|| std::env::var("POD_NAMESPACE").ok())
                 .unwrap_or_else(|| "kube-system".into());
-            let mut ls = LeaseSettings::new(&ns, &identity);
+            let name = spec
+                .lease_name
+                .clone()
+                .unwrap_or_else(|| lease_name_for(&spec.class));
+            let mut ls = LeaseSettings::new(&ns, &name, &identity);
             if let Some(d) = self.leader_elect_lease_duration {
                 ls.lease_duration = d;
             }
@@ -272,30 +430,18 @@ impl ControllerArgs {
         } else {
             None
         };
-        let metrics_listen = match self.metrics_listen.as_deref() {
-            Some("off") => None,
-            Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
-                anyhow::anyhow!("--metrics-listen {a:?}: expected HOST:PORT or off")
-            })?),
-            None => Some("0.0.0.0:8080".parse().expect("valid")),
-        };
-        let workers = self.workers.unwrap_or(16);
+        let workers = spec.workers.unwrap_or(16);
         if workers == 0 {
             bail!("--workers must be at least 1");
         }
+        let request_timeout = self.request_timeout.unwrap_or(Duration::from_secs(30));
+        if request_timeout.is_zero() {
+            bail!("--request-timeout must be more than 0");
+        }
         Ok(ControllerOptions {
             settings: Settings {
-                cluster: self
-                    .cluster_name
-                    .clone()
-                    .unwrap_or_else(|| "kubernetes".into()),
-                classes: ClassFilter {
-                    class: self
-                        .class
-                        .clone()
-                        .unwrap_or_else(|| default_class(&provider)),
-                    default_class: self.default_class,
-                },
+                cluster: self.cluster_name.clone().unwrap_or_default(),
+                classes: ClassFilter::new(spec.class.clone(), spec.default_class),
                 resync: self.resync.unwrap_or(Duration::from_secs(300)),
                 retry_min: self.retry_min.unwrap_or(Duration::from_secs(1)),
                 retry_max: self.retry_max.unwrap_or(Duration::from_secs(300)),
@@ -303,10 +449,23 @@ impl ControllerArgs {
             },
             workers,
             gc_interval: self.gc_interval.unwrap_or(Duration::from_secs(300)),
+            gc_max_deletes: self.gc_max_deletes.unwrap_or(10),
             leader,
-            metrics_listen,
+            metrics_listen: self.metrics_listen()?,
             identity,
+            request_timeout,
         })
+    }
+}
+
+/// The provider name, required.
+fn provider_name(p: Option<&str>) -> anyhow::Result<String> {
+    match p {
+        Some(p @ ("http" | "aws" | "l2")) => Ok(p.to_string()),
+        Some(other) => {
+            bail!("--provider {other:?} is not supported; supported: \"http\", \"aws\", \"l2\"")
+        }
+        None => bail!("--provider is required (supported: \"http\", \"aws\", \"l2\")"),
     }
 }
 
@@ -322,6 +481,10 @@ mod tests {
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5d").is_err());
+        let e = parse_duration("99999999999999999999h").unwrap_err();
+        assert!(e.contains("at most 365 days"), "{e}");
+        assert!(parse_duration("1e400").is_err());
+        assert_eq!(parse_duration("8760h").unwrap(), MAX_DURATION);
         assert_eq!(parse_port_range("30000-30010").unwrap(), 30000..=30010);
         assert!(parse_port_range("30010-30000").is_err());
     }
@@ -348,6 +511,8 @@ mod tests {
         assert_eq!(o.workers, 7);
         assert_eq!(o.settings.resync, Duration::from_secs(60));
         assert_eq!(o.settings.cluster, "from-file");
+        assert_eq!(o.settings.classes.finalizer, "berth.io/cleanup.berth.io.http");
+        assert_eq!(o.leader.as_ref().unwrap().name, "berth-berth.io.http");
         assert_eq!(o.settings.classes.class, "berth.io/http");
         std::fs::write(&f, "provder: http\n").unwrap();
         let err = ControllerArgs {

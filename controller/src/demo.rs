@@ -110,7 +110,8 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     };
     let opts: ControllerOptions = cli.options()?;
     let metrics = Arc::new(berth::metrics::Metrics::default());
-    let provider = crate::build_provider(&cli, metrics.clone())?;
+    let spec = cli.class_specs()?.remove(0);
+    let provider = crate::build_provider(&spec, metrics.for_class(&spec.class))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Running>();
     let controller = tokio::spawn(berth::run::run(

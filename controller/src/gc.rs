@@ -1,122 +1,202 @@
-//! Garbage collection: a load balancer tagged with this cluster whose Service (by uid) no
-//! longer wants one from berth is an orphan, and is deleted. Nothing without berth's
-//! ownership labels is ever listed, so nothing else is ever touched.
+//! Garbage collection: a load balancer tagged with this cluster and this class whose Service
+//! (by uid) no longer wants one from this class is an orphan, and is deleted.
+//!
+//! Guards, each against a way of deleting something that is not ours:
+//! - only load balancers labelled with this cluster are listed (the cluster id is unique by
+//!   default: the `kube-system` namespace's uid);
+//! - another class's load balancers are never touched; unlabelled ones (from before class
+//!   labels) only once their Service wants no load balancer from anybody;
+//! - the cache's verdict is confirmed with a live GET of the Service before deleting;
+//! - nothing runs before the Service cache is complete, nothing after leadership is lost,
+//!   and at most `max_deletes` load balancers go per pass.
 
-use crate::metrics::Metrics;
-use crate::service::{ClassFilter, has_finalizer};
-use berth_providers::{LoadBalancerRef, OwnedLoadBalancer, Provider};
+use crate::leader::Fence;
+use crate::metrics::ClassMetrics;
+use crate::service::{ClassFilter, has_any_berth_finalizer};
+use berth_providers::{LABEL_CLASS, LoadBalancerRef, OwnedLoadBalancer, Provider};
 use k8s_openapi::api::core::v1::Service;
+use kube::Api;
 use kube::runtime::reflector::Store;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
-/// The orphans among `owned`: those of `cluster` whose Service uid is not live.
-pub fn orphans<'a>(
-    owned: &'a [OwnedLoadBalancer],
-    cluster: &str,
-    live_uids: &HashSet<String>,
-) -> Vec<&'a OwnedLoadBalancer> {
-    owned
-        .iter()
-        .filter(|o| o.cluster == cluster)
-        .filter(|o| !o.service.uid.is_empty() && !live_uids.contains(&o.service.uid))
-        .collect()
+/// Whether a Service wants a load balancer from any class at all.
+fn wants_any(svc: &Service) -> bool {
+    svc.metadata.deletion_timestamp.is_none()
+        && svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
 }
 
-/// Uids of Services that own a load balancer now or are being cleaned up.
-pub fn live_uids(services: &Store<Service>, classes: &ClassFilter) -> HashSet<String> {
-    services
-        .state()
-        .iter()
-        .filter(|s| classes.wants_load_balancer(s) || has_finalizer(s))
-        .filter_map(|s| s.metadata.uid.clone())
-        .collect()
+/// Whether `lb` (labelled with `lb_class`, None for a load balancer from before class
+/// labels) is an orphan this controller may delete, given its Service (same uid; None when
+/// no Service with that uid exists).
+pub fn is_orphan(lb_class: Option<&str>, classes: &ClassFilter, svc: Option<&Service>) -> bool {
+    if !classes.may_collect(lb_class) {
+        return false;
+    }
+    let Some(svc) = svc else {
+        return true;
+    };
+    if lb_class.is_some() {
+        !(classes.wants_load_balancer(svc) || classes.claims(svc))
+    } else {
+        !(wants_any(svc) || has_any_berth_finalizer(svc))
+    }
 }
 
-/// One pass: deletes every orphan. Returns how many were deleted.
-pub async fn collect_once(
-    provider: &dyn Provider,
-    services: &Store<Service>,
-    classes: &ClassFilter,
-    cluster: &str,
-    metrics: &Metrics,
-) -> Result<usize, berth_providers::ProviderError> {
-    let owned = provider.list_owned(cluster).await?;
-    let live = live_uids(services, classes);
-    let mut deleted = 0;
-    for o in orphans(&owned, cluster, &live) {
-        let lb = LoadBalancerRef {
-            id: o.id.clone(),
-            cluster: o.cluster.clone(),
-            service: o.service.clone(),
-        };
-        match provider.delete(&lb).await {
-            Ok(()) => {
-                deleted += 1;
-                metrics.gc_deleted.inc();
-                info!(id = %o.id, service = %format!("{}/{}", o.service.namespace, o.service.name), uid = %o.service.uid, "Deleted orphaned load balancer");
-            }
-            Err(e) => warn!(id = %o.id, error = %e, "Cannot delete orphaned load balancer"),
+/// Garbage collection for one class.
+pub struct Collector {
+    pub provider: Arc<dyn Provider>,
+    pub services: Store<Service>,
+    /// Fenced: reads only, but kept on the leader's client.
+    pub client: kube::Client,
+    pub classes: ClassFilter,
+    pub cluster: String,
+    pub interval: Duration,
+    pub max_deletes: usize,
+    pub metrics: ClassMetrics,
+    pub fence: Fence,
+}
+
+impl Collector {
+    /// The Service named by `o` if it still has `o`'s uid, read live from the API server.
+    async fn live_service(&self, o: &OwnedLoadBalancer) -> Result<Option<Service>, kube::Error> {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &o.service.namespace);
+        Ok(api
+            .get_opt(&o.service.name)
+            .await?
+            .filter(|s| s.metadata.uid.as_deref() == Some(o.service.uid.as_str())))
+    }
+
+    /// One pass. Returns how many load balancers were deleted.
+    pub async fn collect_once(&self) -> Result<usize, berth_providers::ProviderError> {
+        if self.fence.check().is_err() {
+            return Ok(0);
         }
-    }
-    Ok(deleted)
-}
-
-/// Runs garbage collection every `interval`, starting once the Service cache is complete.
-pub async fn run(
-    provider: Arc<dyn Provider>,
-    services: Store<Service>,
-    classes: ClassFilter,
-    cluster: String,
-    interval: Duration,
-    metrics: Arc<Metrics>,
-) {
-    if !crate::run::store_ready(&services).await {
-        return;
-    }
-    loop {
-        if let Err(e) =
-            collect_once(provider.as_ref(), &services, &classes, &cluster, &metrics).await
+        let owned = self.provider.list_owned(&self.cluster).await?;
+        let cached: HashMap<String, Arc<Service>> = self
+            .services
+            .state()
+            .into_iter()
+            .filter_map(|s| s.metadata.uid.clone().map(|u| (u, s)))
+            .collect();
+        let mut deleted = 0;
+        for o in owned
+            .iter()
+            .filter(|o| o.cluster == self.cluster && !o.service.uid.is_empty())
         {
-            warn!(error = %e, "Garbage collection failed; will retry");
+            if deleted >= self.max_deletes {
+                info!(
+                    max = self.max_deletes,
+                    "Garbage collection deleted its maximum for this pass; the rest waits for the next"
+                );
+                break;
+            }
+            let lb_class = o.labels.get(LABEL_CLASS).map(String::as_str);
+            let in_cache = cached.get(&o.service.uid).map(|s| s.as_ref());
+            if !is_orphan(lb_class, &self.classes, in_cache) {
+                continue;
+            }
+            // The cache can lag: confirm with the API server before deleting anything.
+            let live = match self.live_service(o).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(id = %o.id, error = %e, "Cannot confirm that a load balancer is orphaned; keeping it");
+                    continue;
+                }
+            };
+            if !is_orphan(lb_class, &self.classes, live.as_ref()) {
+                continue;
+            }
+            let Ok(left) = self.fence.check() else {
+                return Ok(deleted);
+            };
+            let lb = LoadBalancerRef {
+                id: o.id.clone(),
+                cluster: o.cluster.clone(),
+                service: o.service.clone(),
+            };
+            let res = match left {
+                None => self.provider.delete(&lb).await,
+                Some(left) => match tokio::time::timeout(left, self.provider.delete(&lb)).await {
+                    Ok(r) => r,
+                    Err(_) => return Ok(deleted),
+                },
+            };
+            match res {
+                Ok(()) => {
+                    deleted += 1;
+                    self.metrics.gc_deleted();
+                    info!(id = %o.id, service = %format!("{}/{}", o.service.namespace, o.service.name), uid = %o.service.uid, "Deleted orphaned load balancer");
+                }
+                Err(e) => warn!(id = %o.id, error = %e, "Cannot delete orphaned load balancer"),
+            }
         }
-        tokio::time::sleep(interval).await;
+        Ok(deleted)
+    }
+
+    /// Runs every `interval`, starting once the Service cache is complete, until the fence
+    /// closes.
+    pub async fn run(self) {
+        if !crate::kube_util::store_ready(&self.services).await {
+            return;
+        }
+        loop {
+            if self.fence.is_revoked() {
+                return;
+            }
+            if let Err(e) = self.collect_once().await {
+                warn!(error = %crate::text::bounded(&crate::text::redact(&e.to_string()), 2048), "Garbage collection failed; will retry");
+            }
+            tokio::time::sleep(self.interval).await;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_providers::ServiceRef;
+    use crate::service::LEGACY_FINALIZER;
+    use crate::service::tests::SvcB;
 
-    fn owned(cluster: &str, uid: &str) -> OwnedLoadBalancer {
-        OwnedLoadBalancer {
-            id: format!("lb-{uid}"),
-            cluster: cluster.into(),
-            service: ServiceRef {
-                namespace: "default".into(),
-                name: "s".into(),
-                uid: uid.into(),
-            },
-            labels: Default::default(),
-        }
+    fn with_finalizer(mut s: Service, f: &str) -> Service {
+        s.metadata.finalizers.get_or_insert_with(Vec::new).push(f.into());
+        s
     }
 
     #[test]
-    fn only_this_clusters_load_balancers_of_gone_services_are_orphans() {
-        let all = vec![
-            owned("c1", "live"),
-            owned("c1", "gone"),
-            owned("c2", "gone"),
-            owned("c1", ""),
-        ];
-        let live: HashSet<String> = ["live".to_string()].into();
-        let o: Vec<&str> = orphans(&all, "c1", &live)
-            .iter()
-            .map(|o| o.id.as_str())
-            .collect();
-        assert_eq!(o, ["lb-gone"]);
+    fn gone_services_orphan_their_load_balancers_of_this_class_only() {
+        let a = ClassFilter::new("berth.io/http", false);
+        assert!(is_orphan(Some("berth.io/http"), &a, None));
+        assert!(is_orphan(None, &a, None), "a legacy load balancer of a gone Service");
+        assert!(!is_orphan(Some("example.com/b"), &a, None), "another class's");
+    }
+
+    #[test]
+    fn a_live_service_of_another_class_keeps_every_load_balancer() {
+        let a = ClassFilter::new("berth.io/http", false);
+        let b_svc = with_finalizer(
+            SvcB::lb("b").class("example.com/b").svc(),
+            &crate::service::finalizer_for("example.com/b"),
+        );
+        assert!(!is_orphan(Some("example.com/b"), &a, Some(&b_svc)));
+        assert!(!is_orphan(None, &a, Some(&b_svc)), "it still wants a load balancer");
+        let legacy_b = with_finalizer(SvcB::lb("b").class("example.com/b").svc(), LEGACY_FINALIZER);
+        assert!(!is_orphan(None, &a, Some(&legacy_b)));
+    }
+
+    #[test]
+    fn our_load_balancer_is_kept_while_the_service_wants_it_or_carries_our_finalizer() {
+        let a = ClassFilter::new("berth.io/http", false);
+        let mine = SvcB::lb("a").class("berth.io/http").svc();
+        assert!(!is_orphan(Some("berth.io/http"), &a, Some(&mine)));
+        let cluster_ip = SvcB::lb("a").type_("ClusterIP").svc();
+        assert!(is_orphan(Some("berth.io/http"), &a, Some(&cluster_ip)));
+        let cleaning = with_finalizer(cluster_ip.clone(), &a.finalizer);
+        assert!(!is_orphan(Some("berth.io/http"), &a, Some(&cleaning)), "cleanup owns it");
+        assert!(is_orphan(None, &a, Some(&cluster_ip)), "legacy, nobody wants one");
+        let legacy_cleaning = with_finalizer(cluster_ip, LEGACY_FINALIZER);
+        assert!(!is_orphan(None, &a, Some(&legacy_cleaning)));
     }
 }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod cli;
 pub mod desired;
 pub mod gc;
+pub mod kube_util;
 pub mod leader;
 pub mod metrics;
 pub mod nodeports;
@@ -14,6 +15,7 @@ pub mod run;
 pub mod service;
 pub mod speaker;
 pub mod status;
+pub mod text;
 
 /// Installs the process-wide rustls crypto provider (ring, as kube, reqwest and the AWS SDK
 /// are built with). Safe to call more than once.

@@ -52,21 +52,23 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Clie
     kube::Client::try_from(config).context("Cannot build a Kubernetes client")
 }
 
-/// The provider the flags ask for, reporting its requests to `metrics`.
+/// The provider of one class, reporting its requests to `metrics`.
 pub fn build_provider(
-    args: &ControllerArgs,
-    metrics: Arc<berth::metrics::Metrics>,
+    spec: &berth::cli::ClassSpec,
+    metrics: berth::metrics::ClassMetrics,
 ) -> anyhow::Result<Arc<dyn Provider>> {
-    match args.provider_name()?.as_str() {
+    match spec.provider.as_str() {
         "http" => {
-            let endpoint = args
-                .http_endpoint
-                .clone()
-                .context("--http-endpoint is required with --provider http")?;
+            let endpoint = spec.http_endpoint.clone().with_context(|| {
+                format!(
+                    "--http-endpoint (httpEndpoint) is required for class {} with provider http",
+                    spec.class
+                )
+            })?;
             let mut cfg = HttpProviderConfig::new(endpoint);
-            cfg.token_file = args.http_token_file.clone();
-            cfg.ca_bundle = args.http_ca_bundle.clone();
-            if let Some(t) = args.http_timeout {
+            cfg.token_file = spec.http_token_file.clone();
+            cfg.ca_bundle = spec.http_ca_bundle.clone();
+            if let Some(t) = spec.http_timeout {
                 cfg.timeout = t;
             }
             let hook: berth_providers::http::MetricsHook = Arc::new(move |op, outcome, _took| {
@@ -79,13 +81,18 @@ pub fn build_provider(
             ))
         }
         "aws" => {
-            let region = args
+            let region = spec
                 .aws_region
                 .clone()
                 .or_else(|| std::env::var("AWS_REGION").ok())
-                .context("--aws-region is required with --provider aws")?;
+                .with_context(|| {
+                    format!(
+                        "--aws-region (awsRegion) is required for class {} with provider aws",
+                        spec.class
+                    )
+                })?;
             let mut cfg = berth_providers::aws::AwsProviderConfig::new(region);
-            cfg.endpoint = args.aws_endpoint.clone();
+            cfg.endpoint = spec.aws_endpoint.clone();
             Ok(Arc::new(
                 berth_providers::aws::AwsProvider::new(cfg)
                     .context("Cannot set up the aws provider")?,
@@ -119,16 +126,35 @@ pub fn shutdown_on_signals() -> watch::Receiver<bool> {
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let args = args.merge_file()?;
-    let opts = args.options()?;
+    let specs = args.class_specs()?;
+    let listen = args.metrics_listen()?;
     let metrics = Arc::new(berth::metrics::Metrics::default());
-    let (provider, extension) = if args.provider_name()? == "l2" {
-        let l2 = Arc::new(berth_providers::l2::L2Provider::new());
-        let ext: Arc<dyn berth::run::Extension> = Arc::new(berth::pools::L2Pools::new(l2.clone()));
-        (l2 as Arc<dyn Provider>, Some(ext))
-    } else {
-        (build_provider(&args, metrics.clone())?, None)
-    };
     let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let mut classes = Vec::new();
+    for spec in &specs {
+        let mut opts = args.options_for(spec)?;
+        opts.metrics_listen = None;
+        let (provider, extension) = if spec.provider == "l2" {
+            let l2 = Arc::new(berth_providers::l2::L2Provider::new());
+            let ext: Arc<dyn berth::run::Extension> =
+                Arc::new(berth::pools::L2Pools::new(l2.clone()));
+            (l2 as Arc<dyn Provider>, Some(ext))
+        } else {
+            (
+                build_provider(spec, metrics.for_class(&spec.class))?,
+                None,
+            )
+        };
+        classes.push(berth::run::ClassController {
+            client: client.clone(),
+            provider,
+            opts,
+            extension,
+        });
+    }
+    if specs.iter().filter(|s| s.provider == "l2").count() > 1 {
+        anyhow::bail!("Only one class can use the l2 provider (its IP pools are cluster-wide)");
+    }
     let shutdown = shutdown_on_signals();
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
@@ -139,16 +165,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             }
         }
     });
-    berth::run::run_with(
-        client,
-        provider,
-        opts,
-        shutdown,
-        Some(tx),
-        metrics,
-        extension,
-    )
-    .await
+    berth::run::serve(classes, listen, shutdown, Some(tx), metrics).await
 }
 
 async fn speaker(args: berth::speaker::SpeakerArgs) -> anyhow::Result<()> {

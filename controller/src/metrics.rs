@@ -1,4 +1,6 @@
-//! Prometheus metrics, served at `/metrics`.
+//! Prometheus metrics, served at `/metrics`. One registry per process; every family about a
+//! class's work carries a `class` label, so one process serving several classes reports
+//! each apart. [`ClassMetrics`] is the handle one class's controller records through.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -6,21 +8,30 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
+    pub class: String,
     pub result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
+    pub class: String,
     pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
+    pub class: String,
     pub provider: String,
     pub operation: String,
     pub outcome: String,
@@ -28,6 +39,7 @@ pub struct CallLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
+    pub class: String,
     pub provider: String,
     pub operation: String,
 }
@@ -36,15 +48,18 @@ pub struct Metrics {
     pub registry: Registry,
     pub reconciles: Family<ResultLabel, Counter>,
     pub reconcile_errors: Family<ReasonLabel, Counter>,
-    pub reconcile_duration: Histogram,
+    pub reconcile_duration: Family<ClassLabel, Histogram>,
     pub provider_calls: Family<CallLabels, Counter>,
     pub provider_call_duration: Family<OpLabels, Histogram>,
     /// Wire-level requests a provider made (retries included), by operation and outcome.
     pub provider_requests: Family<CallLabels, Counter>,
-    pub in_flight: Gauge,
-    pub queue_depth: Gauge,
-    pub load_balancers: Gauge,
-    pub gc_deleted: Counter,
+    pub in_flight: Family<ClassLabel, Gauge>,
+    pub queue_depth: Family<ClassLabel, Gauge>,
+    pub load_balancers: Family<ClassLabel, Gauge>,
+    pub gc_deleted: Family<ClassLabel, Counter>,
+    /// 1 per class whose lease this replica holds.
+    pub class_leader: Family<ClassLabel, Gauge>,
+    /// How many classes this replica leads (1/0 for a single class).
     pub leader: Gauge,
     pub events: Counter<u64, AtomicU64>,
 }
@@ -62,16 +77,17 @@ impl Default for Metrics {
         let reconciles = Family::<ResultLabel, Counter>::default();
         registry.register(
             "reconciles",
-            "Reconciles by result (success, error, invalid)",
+            "Reconciles by class and result (success, error, invalid)",
             reconciles.clone(),
         );
         let reconcile_errors = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "reconcile_errors",
-            "Failed reconciles by reason",
+            "Failed reconciles by class and reason",
             reconcile_errors.clone(),
         );
-        let reconcile_duration = Histogram::new(buckets());
+        let reconcile_duration =
+            Family::<ClassLabel, Histogram>::new_with_constructor(|| Histogram::new(buckets()));
         registry.register(
             "reconcile_duration_seconds",
             "Time spent in one reconcile",
@@ -80,7 +96,7 @@ impl Default for Metrics {
         let provider_calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "provider_calls",
-            "Provider calls by provider, operation and outcome",
+            "Provider calls by class, provider, operation and outcome",
             provider_calls.clone(),
         );
         let provider_call_duration =
@@ -96,34 +112,40 @@ impl Default for Metrics {
             "Requests a provider sent to its cloud or API (retries included), by operation and outcome",
             provider_requests.clone(),
         );
-        let in_flight = Gauge::default();
+        let in_flight = Family::<ClassLabel, Gauge>::default();
         registry.register(
             "reconciles_in_flight",
             "Reconciles running now",
             in_flight.clone(),
         );
-        let queue_depth = Gauge::default();
+        let queue_depth = Family::<ClassLabel, Gauge>::default();
         registry.register(
             "queue_depth",
             "Services whose load balancer is waiting to converge (queued, running or backing off)",
             queue_depth.clone(),
         );
-        let load_balancers = Gauge::default();
+        let load_balancers = Family::<ClassLabel, Gauge>::default();
         registry.register(
             "load_balancers",
             "Load balancers berth has ensured and tracks",
             load_balancers.clone(),
         );
-        let gc_deleted = Counter::default();
+        let gc_deleted = Family::<ClassLabel, Counter>::default();
         registry.register(
             "gc_deleted_load_balancers",
             "Orphaned load balancers deleted by garbage collection",
             gc_deleted.clone(),
         );
+        let class_leader = Family::<ClassLabel, Gauge>::default();
+        registry.register(
+            "class_leader",
+            "1 while this replica holds the class's leader lease",
+            class_leader.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
-            "1 while this replica holds the leader lease",
+            "How many classes' leader leases this replica holds",
             leader.clone(),
         );
         let events = Counter::default();
@@ -140,6 +162,7 @@ impl Default for Metrics {
             queue_depth,
             load_balancers,
             gc_deleted,
+            class_leader,
             leader,
             events,
         }
@@ -147,47 +170,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn provider_call(&self, provider: &str, operation: &str, outcome: &str, took: Duration) {
-        self.provider_calls
-            .get_or_create(&CallLabels {
-                provider: provider.into(),
-                operation: operation.into(),
-                outcome: outcome.into(),
-            })
-            .inc();
-        self.provider_call_duration
-            .get_or_create(&OpLabels {
-                provider: provider.into(),
-                operation: operation.into(),
-            })
-            .observe(took.as_secs_f64());
-    }
-
-    /// Counts one wire-level provider request.
-    pub fn provider_request(&self, provider: &str, operation: &str, outcome: &str) {
-        self.provider_requests
-            .get_or_create(&CallLabels {
-                provider: provider.into(),
-                operation: operation.into(),
-                outcome: outcome.into(),
-            })
-            .inc();
-    }
-
-    pub fn reconciled(&self, result: &str) {
-        self.reconciles
-            .get_or_create(&ResultLabel {
-                result: result.into(),
-            })
-            .inc();
-    }
-
-    pub fn error(&self, reason: &str) {
-        self.reconcile_errors
-            .get_or_create(&ReasonLabel {
-                reason: reason.into(),
-            })
-            .inc();
+    /// The handle one class's controller records through.
+    pub fn for_class(self: &Arc<Self>, class: &str) -> ClassMetrics {
+        ClassMetrics {
+            m: self.clone(),
+            class: ClassLabel {
+                class: class.into(),
+            },
+        }
     }
 
     /// The text exposition.
@@ -197,5 +187,140 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// One class's view of [`Metrics`].
+#[derive(Clone)]
+pub struct ClassMetrics {
+    m: Arc<Metrics>,
+    class: ClassLabel,
+}
+
+impl ClassMetrics {
+    pub fn class(&self) -> &str {
+        &self.class.class
+    }
+
+    pub fn shared(&self) -> &Arc<Metrics> {
+        &self.m
+    }
+
+    fn call_labels(&self, provider: &str, operation: &str, outcome: &str) -> CallLabels {
+        CallLabels {
+            class: self.class.class.clone(),
+            provider: provider.into(),
+            operation: operation.into(),
+            outcome: outcome.into(),
+        }
+    }
+
+    pub fn provider_call(&self, provider: &str, operation: &str, outcome: &str, took: Duration) {
+        self.m
+            .provider_calls
+            .get_or_create(&self.call_labels(provider, operation, outcome))
+            .inc();
+        self.m
+            .provider_call_duration
+            .get_or_create(&OpLabels {
+                class: self.class.class.clone(),
+                provider: provider.into(),
+                operation: operation.into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts one wire-level provider request.
+    pub fn provider_request(&self, provider: &str, operation: &str, outcome: &str) {
+        self.m
+            .provider_requests
+            .get_or_create(&self.call_labels(provider, operation, outcome))
+            .inc();
+    }
+
+    pub fn reconciled(&self, result: &str) {
+        self.m
+            .reconciles
+            .get_or_create(&ResultLabel {
+                class: self.class.class.clone(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn error(&self, reason: &str) {
+        self.m
+            .reconcile_errors
+            .get_or_create(&ReasonLabel {
+                class: self.class.class.clone(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn reconcile_took(&self, took: Duration) {
+        self.m
+            .reconcile_duration
+            .get_or_create(&self.class)
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn in_flight(&self, delta: i64) {
+        self.m.in_flight.get_or_create(&self.class).inc_by(delta);
+    }
+
+    pub fn set_queue_depth(&self, n: i64) {
+        self.m.queue_depth.get_or_create(&self.class).set(n);
+    }
+
+    pub fn set_load_balancers(&self, n: i64) {
+        self.m.load_balancers.get_or_create(&self.class).set(n);
+    }
+
+    pub fn gc_deleted(&self) {
+        self.m.gc_deleted.get_or_create(&self.class).inc();
+    }
+
+    pub fn event(&self) {
+        self.m.events.inc();
+    }
+
+    /// Marks this class led (or not) by this replica.
+    pub fn set_leader(&self, leading: bool) {
+        let g = self.m.class_leader.get_or_create(&self.class);
+        let was = g.get() == 1;
+        g.set(i64::from(leading));
+        if leading && !was {
+            self.m.leader.inc();
+        } else if !leading && was {
+            self.m.leader.dec();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_classes_report_apart_and_leadership_counts_classes() {
+        let m = Arc::new(Metrics::default());
+        let a = m.for_class("berth.io/http");
+        let b = m.for_class("example.com/b");
+        a.reconciled("success");
+        a.reconciled("success");
+        b.reconciled("error");
+        a.set_leader(true);
+        b.set_leader(true);
+        b.set_leader(true);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"berth_reconciles_total{class="berth.io/http",result="success"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"berth_reconciles_total{class="example.com/b",result="error"} 1"#));
+        assert!(text.contains("\nberth_leader 2\n"), "{text}");
+        b.set_leader(false);
+        assert!(m.encode().contains("\nberth_leader 1\n"));
     }
 }

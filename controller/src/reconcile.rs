@@ -1,17 +1,25 @@
 //! The reconciler: one Service at a time, idempotent, tolerant of any earlier crash.
 //!
-//! The finalizer decides the branch: a Service that wants a load balancer gets the finalizer
-//! first and then its load balancer; one that no longer does (deleted, type or class changed)
-//! and still carries the finalizer gets its load balancer deleted, its status cleared and the
-//! finalizer removed. Services berth never touched are left alone.
+//! The finalizer decides the branch: a Service that wants a load balancer from this class
+//! gets the class's finalizer first and then its load balancer; one that no longer does
+//! (deleted, type changed) and carries this class's finalizer (or the legacy shared one,
+//! when no other class can own it: see [`crate::service::ClassFilter::claims`]) gets its
+//! load balancer deleted, its status cleared and the finalizer removed. Services of other
+//! classes, and Services berth never touched, are left alone.
+//!
+//! Every write (to the API server through the fenced client, to the provider through
+//! [`Context::call`]) happens only while this replica leads; a reconcile in flight when
+//! leadership is lost is cancelled.
 
 use crate::desired::{InvalidField, desired_load_balancer};
-use crate::metrics::Metrics;
-use crate::service::{ClassFilter, FINALIZER, has_finalizer, key, uid};
+use crate::leader::Fence;
+use crate::metrics::ClassMetrics;
+use crate::service::{ClassFilter, LEGACY_FINALIZER, key, uid};
+use crate::text::{bounded, redact};
 use crate::{nodeports, nodes, status};
 use berth_providers::{
-    DesiredLoadBalancer, LoadBalancerRef, LoadBalancerStatus, Provider, ProviderError, ServiceRef,
-    naming,
+    DesiredLoadBalancer, LABEL_CLASS, LoadBalancerRef, LoadBalancerStatus, Provider,
+    ProviderError, ServiceRef, naming,
 };
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, Patch, PatchParams};
@@ -24,6 +32,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
+
+/// The longest event note the API server accepts.
+pub const MAX_EVENT_NOTE: usize = 1024;
+/// The longest condition message berth writes.
+pub const MAX_CONDITION_MESSAGE: usize = 1024;
 
 /// Settings the reconciler needs.
 #[derive(Debug, Clone)]
@@ -43,17 +56,18 @@ pub enum Error {
     Kube(#[source] kube::Error),
     #[error("Load balancer provider failed")]
     Provider(#[source] ProviderError),
-    #[error("NodePort allocation failed: {0}")]
-    NodePorts(String),
+    #[error("Not the leader any more; the reconcile was stopped")]
+    Fenced,
 }
 
 impl Error {
     /// A short stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
+            Error::Kube(e) if crate::kube_util::is_fenced(e) => "fenced",
             Error::Kube(_) => "kube",
             Error::Provider(e) => e.metric_label(),
-            Error::NodePorts(_) => "node_ports",
+            Error::Fenced => "fenced",
         }
     }
 
@@ -62,6 +76,16 @@ impl Error {
             Error::Provider(ProviderError::Transient { retry_after, .. }) => *retry_after,
             _ => None,
         }
+    }
+
+    fn is_fenced(&self) -> bool {
+        self.metric_label() == "fenced"
+    }
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Error::Kube(e)
     }
 }
 
@@ -84,12 +108,29 @@ pub struct Context {
     pub settings: Settings,
     pub nodes: Store<Node>,
     pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
+    pub metrics: ClassMetrics,
+    /// Open while this replica may write.
+    pub fence: Fence,
     ensured: Mutex<HashMap<String, Ensured>>,
     /// The last warning published per Service uid, so a broken Service is reported once.
     warned: Mutex<HashMap<String, String>>,
+    /// Consecutive failures per Service uid (the backoff exponent).
     failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive looks at a load balancer that has no address yet, per Service uid.
+    pending: Mutex<HashMap<String, u32>>,
     service_hook: Option<ServiceHook>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `base` doubled per earlier attempt (`n` counts this one), capped, with ±20 % jitter.
+pub fn backoff(n: u32, min: Duration, max: Duration) -> Duration {
+    let base = min
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(max);
+    base.mul_f64(rand::random_range(0.8..1.2))
 }
 
 impl Context {
@@ -99,7 +140,7 @@ impl Context {
         settings: Settings,
         nodes: Store<Node>,
         recorder: Recorder,
-        metrics: Arc<Metrics>,
+        metrics: ClassMetrics,
     ) -> Self {
         Context {
             client,
@@ -108,9 +149,11 @@ impl Context {
             nodes,
             recorder,
             metrics,
+            fence: Fence::open(),
             ensured: Mutex::default(),
             warned: Mutex::default(),
             failures: Mutex::default(),
+            pending: Mutex::default(),
             service_hook: None,
         }
     }
@@ -118,6 +161,12 @@ impl Context {
     /// Calls `hook` before deciding whether a Service's load balancer is up to date.
     pub fn with_service_hook(mut self, hook: ServiceHook) -> Self {
         self.service_hook = Some(hook);
+        self
+    }
+
+    /// Gates every write on `fence`.
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = fence;
         self
     }
 
@@ -135,41 +184,54 @@ impl Context {
         t
     }
 
-    /// Whether `svc`'s load balancer already matches what it should be.
-    pub fn is_converged(&self, svc: &Service, targets: &[berth_providers::NodeTarget]) -> bool {
-        let Ok(d) = desired_load_balancer(
+    /// The load balancer `svc` should have, labelled with this class.
+    pub fn desired(
+        &self,
+        svc: &Service,
+        targets: &[berth_providers::NodeTarget],
+    ) -> Result<DesiredLoadBalancer, InvalidField> {
+        let mut d = desired_load_balancer(
             svc,
             targets,
             &self.settings.cluster,
             self.provider.needs_node_ports(),
-        ) else {
+        )?;
+        d.labels
+            .insert(LABEL_CLASS.into(), self.settings.classes.class.clone());
+        Ok(d)
+    }
+
+    /// Whether `svc`'s load balancer already matches what it should be.
+    pub fn is_converged(&self, svc: &Service, targets: &[berth_providers::NodeTarget]) -> bool {
+        let Ok(d) = self.desired(svc, targets) else {
             return true; // invalid: nothing to converge until the user fixes it
         };
         self.lock_ensured()
             .get(&uid(svc))
-            .is_some_and(|e| e.desired == d)
+            .is_some_and(|e| e.desired == d && !e.status.ingress.is_empty())
     }
 
     fn lock_ensured(&self) -> std::sync::MutexGuard<'_, HashMap<String, Ensured>> {
-        self.ensured.lock().unwrap_or_else(|e| e.into_inner())
+        locked(&self.ensured)
     }
 
     pub fn tracked_load_balancers(&self) -> usize {
         self.lock_ensured().len()
     }
 
+    /// Publishes an event; the note is cut to what the API server accepts and stripped of
+    /// credentials.
     async fn event(&self, svc: &Service, type_: EventType, reason: &str, note: String) {
         let ev = Event {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            note: Some(bounded(&redact(&note), MAX_EVENT_NOTE)),
             action: reason.into(),
             secondary: None,
         };
         match self.recorder.publish(&ev, &svc.object_ref(&())).await {
-            Ok(()) => {
-                self.metrics.events.inc();
-            }
+            Ok(()) => self.metrics.event(),
+            Err(e) if crate::kube_util::is_fenced(&e) => {}
             Err(e) => warn!(service = %key(svc), error = %e, "Cannot publish event"),
         };
     }
@@ -178,7 +240,7 @@ impl Context {
     async fn warn_once(&self, svc: &Service, reason: &str, note: String) {
         let id = uid(svc);
         let fresh = {
-            let mut w = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+            let mut w = locked(&self.warned);
             let k = format!("{reason}: {note}");
             if w.get(&id) == Some(&k) {
                 false
@@ -193,10 +255,7 @@ impl Context {
     }
 
     fn clear_warning(&self, svc: &Service) {
-        self.warned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&uid(svc));
+        locked(&self.warned).remove(&uid(svc));
     }
 
     fn api(&self, svc: &Service) -> Api<Service> {
@@ -213,18 +272,43 @@ impl Context {
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
             )
-            .await
-            .map_err(Error::Kube)?;
+            .await?;
         Ok(())
     }
 
-    async fn call<T>(
+    /// Sets berth's condition (when it changes), with a bounded, credential-free message.
+    async fn set_condition(
+        &self,
+        svc: &Service,
+        ok: bool,
+        reason: &str,
+        message: &str,
+        ingress: Option<Vec<serde_json::Value>>,
+    ) -> Result<(), Error> {
+        let message = bounded(&redact(message), MAX_CONDITION_MESSAGE);
+        let conds = status::conditions_with(svc, ok, reason, &message);
+        if let Some(p) = status::status_patch(svc, ingress, conds) {
+            self.patch_status(svc, p).await?;
+        }
+        Ok(())
+    }
+
+    /// One provider call: only while leading, cut off when leadership's deadline passes, and
+    /// measured.
+    pub async fn call<T>(
         &self,
         op: &'static str,
         f: impl std::future::Future<Output = Result<T, ProviderError>>,
-    ) -> Result<T, ProviderError> {
+    ) -> Result<T, Error> {
+        let left = self.fence.check().map_err(|_| Error::Fenced)?;
         let started = Instant::now();
-        let res = f.await;
+        let res = match left {
+            None => f.await.map_err(Error::Provider),
+            Some(left) => match tokio::time::timeout(left, f).await {
+                Ok(r) => r.map_err(Error::Provider),
+                Err(_) => Err(Error::Fenced),
+            },
+        };
         let outcome = match &res {
             Ok(_) => "success",
             Err(e) => e.metric_label(),
@@ -235,60 +319,85 @@ impl Context {
     }
 }
 
+/// How a reconcile ended, for the metrics.
+struct Done {
+    action: Action,
+    result: &'static str,
+}
+
+impl Done {
+    fn ok(action: Action) -> Result<Done, Error> {
+        Ok(Done {
+            action,
+            result: "success",
+        })
+    }
+}
+
 /// Reconciles one Service.
 pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    ctx.metrics.in_flight.inc();
-    let res = if ctx.settings.classes.wants_load_balancer(&svc) {
-        apply(&svc, &ctx).await
-    } else if has_finalizer(&svc) {
-        cleanup(&svc, &ctx).await
-    } else {
-        Ok(Action::await_change())
+    ctx.metrics.in_flight(1);
+    let work = async {
+        ctx.fence.check().map_err(|_| Error::Fenced)?;
+        if ctx.settings.classes.wants_load_balancer(&svc) {
+            apply(&svc, &ctx).await
+        } else if ctx.settings.classes.claims(&svc) {
+            cleanup(&svc, &ctx).await
+        } else {
+            forget_service(&ctx, &uid(&svc));
+            Done::ok(Action::await_change())
+        }
     };
-    ctx.metrics.in_flight.dec();
-    ctx.metrics
-        .reconcile_duration
-        .observe(started.elapsed().as_secs_f64());
-    match &res {
-        Ok(_) => {
-            ctx.metrics.reconciled("success");
-            ctx.failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&uid(&svc));
+    // Leadership lost mid-way: drop the reconcile (and its in-flight requests) at once.
+    let res = tokio::select! {
+        r = work => r,
+        _ = ctx.fence.lost() => Err(Error::Fenced),
+    };
+    ctx.metrics.in_flight(-1);
+    ctx.metrics.reconcile_took(started.elapsed());
+    let res = match res {
+        Ok(done) => {
+            ctx.metrics.reconciled(done.result);
+            locked(&ctx.failures).remove(&uid(&svc));
+            Ok(done.action)
         }
         Err(e) => {
             ctx.metrics.reconciled("error");
             ctx.metrics.error(e.metric_label());
+            Err(e)
         }
-    }
+    };
     ctx.metrics
-        .load_balancers
-        .set(ctx.tracked_load_balancers() as i64);
+        .set_load_balancers(ctx.tracked_load_balancers() as i64);
     res
+}
+
+/// Drops what the reconciler remembers about a Service it no longer serves.
+fn forget_service(ctx: &Context, id: &str) {
+    ctx.lock_ensured().remove(id);
+    locked(&ctx.pending).remove(id);
+    locked(&ctx.warned).remove(id);
 }
 
 /// Backs off per Service: retry_min doubling to retry_max, with jitter, and never sooner
 /// than a provider's Retry-After.
 pub fn error_policy(svc: Arc<Service>, err: &Error, ctx: Arc<Context>) -> Action {
+    if err.is_fenced() {
+        // This replica is stepping down; the next leader starts afresh.
+        return Action::await_change();
+    }
     let n = {
-        let mut f = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = locked(&ctx.failures);
         let n = f.entry(uid(&svc)).or_insert(0);
         *n = n.saturating_add(1);
         *n
     };
-    let base = ctx
-        .settings
-        .retry_min
-        .saturating_mul(1u32 << (n - 1).min(16))
-        .min(ctx.settings.retry_max);
-    let jitter = rand::random_range(0.8..1.2);
-    let mut delay = base.mul_f64(jitter);
+    let mut delay = backoff(n, ctx.settings.retry_min, ctx.settings.retry_max);
     if let Some(ra) = err.retry_after() {
-        delay = delay.max(ra);
+        delay = delay.max(ra.min(ctx.settings.retry_max));
     }
-    warn!(service = %key(&svc), attempt = n, retry_in = ?delay, error = %error_chain(err), "Reconcile failed");
+    warn!(service = %key(&svc), attempt = n, retry_in = ?delay, error = %bounded(&redact(&error_chain(err)), 2048), "Reconcile failed");
     Action::requeue(delay)
 }
 
@@ -304,46 +413,61 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// What a provider failure says in events and conditions: bounded and free of credentials.
+fn provider_message(e: &ProviderError) -> String {
+    bounded(&redact(&error_chain(e)), 512)
+}
+
 async fn add_finalizer(svc: &Service, ctx: &Context) -> Result<Service, Error> {
     let rv = svc.resource_version();
+    let finalizer = &ctx.settings.classes.finalizer;
     let patch = if svc.metadata.finalizers.is_none() {
         json!([
             {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+            {"op": "add", "path": "/metadata/finalizers", "value": [finalizer]},
         ])
     } else {
         json!([
             {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer},
         ])
     };
-    let patch: json_patch_shim::Patch =
+    let patch: json_patch::Patch =
         serde_json::from_value(patch).map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
-    ctx.api(svc)
+    Ok(ctx
+        .api(svc)
         .patch(
             &svc.name_any(),
             &PatchParams::default(),
             &Patch::Json::<()>(patch),
         )
-        .await
-        .map_err(Error::Kube)
+        .await?)
 }
 
-async fn remove_finalizer(svc: &Service, ctx: &Context) -> Result<(), Error> {
-    let Some(idx) = svc
+/// Removes this class's finalizer and the legacy shared one (when present) in one patch that
+/// fails if the list changed meanwhile.
+async fn remove_finalizers(svc: &Service, ctx: &Context) -> Result<(), Error> {
+    let ours = [ctx.settings.classes.finalizer.as_str(), LEGACY_FINALIZER];
+    let mut idx: Vec<(usize, String)> = svc
         .metadata
         .finalizers
-        .as_ref()
-        .and_then(|f| f.iter().position(|x| x == FINALIZER))
-    else {
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, f)| ours.contains(&f.as_str()))
+        .map(|(i, f)| (i, f.clone()))
+        .collect();
+    if idx.is_empty() {
         return Ok(());
-    };
-    let patch = json!([
-        {"op": "test", "path": format!("/metadata/finalizers/{idx}"), "value": FINALIZER},
-        {"op": "remove", "path": format!("/metadata/finalizers/{idx}")},
-    ]);
-    let patch: json_patch_shim::Patch =
-        serde_json::from_value(patch).map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
+    }
+    idx.reverse(); // remove from the end so earlier indexes stay valid
+    let mut ops = Vec::new();
+    for (i, f) in &idx {
+        ops.push(json!({"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": f}));
+        ops.push(json!({"op": "remove", "path": format!("/metadata/finalizers/{i}")}));
+    }
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
+        .map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
     match ctx
         .api(svc)
         .patch(
@@ -359,14 +483,9 @@ async fn remove_finalizer(svc: &Service, ctx: &Context) -> Result<(), Error> {
     }
 }
 
-/// The JSON patch type kube's `Patch::Json` takes.
-mod json_patch_shim {
-    pub use json_patch::Patch;
-}
-
-async fn apply(svc: &Service, ctx: &Context) -> Result<Action, Error> {
+async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
     let mut svc = svc.clone();
-    if !has_finalizer(&svc) {
+    if !ctx.settings.classes.has_finalizer(&svc) {
         svc = add_finalizer(&svc, ctx).await?;
     }
     if ctx.provider.needs_node_ports() {
@@ -388,12 +507,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Action, Error> {
         }
     }
     let targets = ctx.targets();
-    let desired = match desired_load_balancer(
-        &svc,
-        &targets,
-        &ctx.settings.cluster,
-        ctx.provider.needs_node_ports(),
-    ) {
+    let desired = match ctx.desired(&svc, &targets) {
         Ok(d) => d,
         Err(inv) => return invalid_input(&svc, ctx, inv).await,
     };
@@ -409,9 +523,11 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     let facts_changed = ctx.service_hook.as_ref().is_some_and(|h| h(&svc));
     let previous = ctx.lock_ensured().get(&id).cloned();
     let fresh = !facts_changed
-        && previous
-            .as_ref()
-            .is_some_and(|p| p.desired == desired && p.at.elapsed() < ctx.settings.resync);
+        && previous.as_ref().is_some_and(|p| {
+            p.desired == desired
+                && !p.status.ingress.is_empty()
+                && p.at.elapsed() < ctx.settings.resync
+        });
     let lb_status = if let Some(p) = previous.as_ref().filter(|_| fresh) {
         p.status.clone()
     } else {
@@ -440,38 +556,48 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Action, Error> {
         }
         let st = match ctx.call("ensure", ctx.provider.ensure(&desired)).await {
             Ok(st) => st,
-            Err(ProviderError::Invalid { field, message }) => {
+            Err(Error::Provider(ProviderError::Invalid { field, message })) => {
                 return invalid_input(&svc, ctx, InvalidField { field, message }).await;
             }
-            Err(e) => {
-                let msg = format!(
-                    "Error syncing load balancer: failed to ensure load balancer: {}",
-                    error_chain(&e)
+            Err(Error::Provider(e)) => {
+                let (reason, msg) = if only_targets {
+                    (
+                        "UpdateLoadBalancerFailed",
+                        format!(
+                            "Error updating load balancer with new hosts: {}",
+                            provider_message(&e)
+                        ),
+                    )
+                } else {
+                    (
+                        "SyncLoadBalancerFailed",
+                        format!(
+                            "Error syncing load balancer: failed to ensure load balancer: {}",
+                            provider_message(&e)
+                        ),
+                    )
+                };
+                ctx.event(&svc, EventType::Warning, reason, msg.clone())
+                    .await;
+                // The condition carries a stable text (no request ids), so a Service that
+                // keeps failing the same way is not rewritten on every attempt.
+                let stable = format!(
+                    "Error syncing load balancer: the provider failed ({}); see the Service's events",
+                    e.metric_label()
                 );
-                ctx.event(
-                    &svc,
-                    EventType::Warning,
-                    "SyncLoadBalancerFailed",
-                    msg.clone(),
-                )
-                .await;
-                if let Some(conds) = status::conditions_with(&svc, false, "SyncFailed", &msg)
-                    && let Some(p) = status::status_patch(&svc, None, Some(conds))
-                {
-                    let _ = ctx.patch_status(&svc, p).await;
-                }
+                let _ = ctx
+                    .set_condition(&svc, false, "SyncFailed", &stable, None)
+                    .await;
                 return Err(Error::Provider(e));
             }
+            Err(e) => return Err(e),
         };
         if only_targets {
             ctx.event(
                 &svc,
                 EventType::Normal,
                 "UpdatedLoadBalancer",
-                format!(
-                    "Updated load balancer with new hosts ({} nodes)",
-                    desired.targets.len()
-                ),
+                "Updated load balancer with new hosts".into(),
             )
             .await;
         } else if changed {
@@ -496,49 +622,67 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     };
     ctx.clear_warning(&svc);
     let ingress = status::ingress(&lb_status, &svc);
+    if lb_status.ingress.is_empty() {
+        // The provider is still allocating an address: look again later, backing off.
+        let n = {
+            let mut p = locked(&ctx.pending);
+            let n = p.entry(id.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        ctx.set_condition(
+            &svc,
+            false,
+            "AddressPending",
+            &format!(
+                "Load balancer {} has no address yet; waiting for the provider",
+                desired.id
+            ),
+            Some(ingress),
+        )
+        .await?;
+        let delay = backoff(
+            n,
+            ctx.settings.retry_min.max(Duration::from_secs(1)),
+            ctx.settings.retry_max,
+        );
+        return Done::ok(Action::requeue(delay));
+    }
+    locked(&ctx.pending).remove(&id);
     let address = ingress
         .iter()
         .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()))
         .collect::<Vec<_>>()
         .join(", ");
-    let conds = status::conditions_with(
+    ctx.set_condition(
         &svc,
         true,
         "Ensured",
         &format!("Load balancer {} serves {address}", desired.id),
-    );
-    if let Some(p) = status::status_patch(&svc, Some(ingress), conds) {
-        ctx.patch_status(&svc, p).await?;
-    }
-    if lb_status.ingress.is_empty() {
-        // The provider is still allocating an address: look again soon.
-        ctx.lock_ensured().remove(&id);
-        return Ok(Action::requeue(
-            ctx.settings.retry_min.max(Duration::from_secs(1)),
-        ));
-    }
-    Ok(Action::requeue(ctx.settings.resync))
+        Some(ingress),
+    )
+    .await?;
+    Done::ok(Action::requeue(ctx.settings.resync))
 }
 
 /// Bad input: one Warning event naming the field, a False condition, nothing created or
 /// changed, and no retry until the Service changes.
-async fn invalid_input(svc: &Service, ctx: &Context, inv: InvalidField) -> Result<Action, Error> {
-    ctx.metrics.reconciled("invalid");
+async fn invalid_input(svc: &Service, ctx: &Context, inv: InvalidField) -> Result<Done, Error> {
     let msg = format!(
         "Error syncing load balancer: invalid {}: {}",
         inv.field, inv.message
     );
     ctx.warn_once(svc, "SyncLoadBalancerFailed", msg.clone())
         .await;
-    if let Some(conds) = status::conditions_with(svc, false, "InvalidConfiguration", &msg)
-        && let Some(p) = status::status_patch(svc, None, Some(conds))
-    {
-        ctx.patch_status(svc, p).await?;
-    }
-    Ok(Action::await_change())
+    ctx.set_condition(svc, false, "InvalidConfiguration", &msg, None)
+        .await?;
+    Ok(Done {
+        action: Action::await_change(),
+        result: "invalid",
+    })
 }
 
-async fn cleanup(svc: &Service, ctx: &Context) -> Result<Action, Error> {
+async fn cleanup(svc: &Service, ctx: &Context) -> Result<Done, Error> {
     let id = uid(svc);
     let lb = LoadBalancerRef {
         id: naming::load_balancer_id(
@@ -561,16 +705,19 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Action, Error> {
         "Deleting load balancer".into(),
     )
     .await;
-    if let Err(e) = ctx.call("delete", ctx.provider.delete(&lb)).await {
-        let msg = format!("Error deleting load balancer: {}", error_chain(&e));
-        ctx.event(svc, EventType::Warning, "SyncLoadBalancerFailed", msg)
-            .await;
-        return Err(Error::Provider(e));
+    match ctx.call("delete", ctx.provider.delete(&lb)).await {
+        Ok(()) => {}
+        Err(Error::Provider(e)) => {
+            let msg = format!("Error deleting load balancer: {}", provider_message(&e));
+            ctx.event(svc, EventType::Warning, "DeleteLoadBalancerFailed", msg)
+                .await;
+            return Err(Error::Provider(e));
+        }
+        Err(e) => return Err(e),
     }
-    ctx.lock_ensured().remove(&id);
-    ctx.clear_warning(svc);
+    forget_service(ctx, &id);
     if svc.metadata.deletion_timestamp.is_none() {
-        // Still a Service (type or class changed): clear what berth published.
+        // Still a Service (type changed): clear what berth published.
         let conds: Option<Vec<serde_json::Value>> = svc.status.as_ref().and_then(|s| {
             s.conditions.as_ref().and_then(|cs| {
                 cs.iter().any(|c| c.type_ == status::CONDITION).then(|| {
@@ -585,7 +732,7 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Action, Error> {
             ctx.patch_status(svc, p).await?;
         }
     }
-    remove_finalizer(svc, ctx).await?;
+    remove_finalizers(svc, ctx).await?;
     ctx.event(
         svc,
         EventType::Normal,
@@ -594,12 +741,22 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     )
     .await;
     info!(service = %key(svc), id = %lb.id, "Deleted load balancer");
-    Ok(Action::await_change())
+    Done::ok(Action::await_change())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_jitter() {
+        let min = Duration::from_secs(1);
+        let max = Duration::from_secs(60);
+        for (n, base) in [(1, 1.0), (2, 2.0), (3, 4.0), (7, 60.0), (40, 60.0)] {
+            let d = backoff(n, min, max).as_secs_f64();
+            assert!(d >= base * 0.8 - 1e-9 && d <= base * 1.2 + 1e-9, "{n}: {d}");
+        }
+    }
 
     #[test]
     fn error_chain_prints_every_cause_once() {

@@ -1,10 +1,13 @@
-//! Wiring: leader election, the Node and Service caches, the reconciler, garbage collection
-//! and the admin endpoints, for one provider.
+//! Wiring: per class, leader election, the Node and Service caches, the reconciler and
+//! garbage collection; per process, the admin endpoints. One process may serve several
+//! classes ([`serve`]); each has its own lease, finalizer, workers, GC and metrics labels.
 
 use crate::admin::{self, Health};
-use crate::gc;
-use crate::leader::{LeaderElector, LeaseSettings};
-use crate::metrics::Metrics;
+use crate::gc::Collector;
+use crate::kube_util::fenced_client;
+pub use crate::kube_util::{stopped, store_ready};
+use crate::leader::{Fence, LeaderElector, LeaseSettings};
+use crate::metrics::{ClassMetrics, Metrics};
 use crate::nodes;
 use crate::reconcile::{self, Context, ServiceHook, Settings};
 use berth_providers::{NodeTarget, Provider};
@@ -18,24 +21,30 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tracing::{info, warn};
 
-/// Everything `berth controller` runs with.
+/// Everything one class's controller runs with.
 #[derive(Debug, Clone)]
 pub struct ControllerOptions {
     pub settings: Settings,
     /// Reconciles running at once.
     pub workers: u16,
     pub gc_interval: Duration,
+    /// At most this many orphans are deleted per garbage-collection pass.
+    pub gc_max_deletes: usize,
     /// None: no leader election (a single replica).
     pub leader: Option<LeaseSettings>,
+    /// Where the single-class [`run`] serves the admin endpoints (see [`serve`] for several).
     pub metrics_listen: Option<SocketAddr>,
     pub identity: String,
+    /// Bound on every non-watch Kubernetes API request.
+    pub request_timeout: Duration,
 }
 
 /// A running controller, for callers that embed it (the demo, tests, benchmarks).
@@ -44,6 +53,35 @@ pub struct Running {
     pub health: Arc<Health>,
     pub admin_addr: Option<SocketAddr>,
 }
+
+/// One class to serve: its provider, options and any provider wiring.
+pub struct ClassController {
+    /// An unfenced client: leader election uses it as is, everything else through a
+    /// client fenced by this class's lease.
+    pub client: Client,
+    pub provider: Arc<dyn Provider>,
+    pub opts: ControllerOptions,
+    pub extension: Option<Arc<dyn Extension>>,
+}
+
+/// Provider-specific wiring inside the controller (the l2 provider's IP pools).
+pub trait Extension: Send + Sync + 'static {
+    /// Facts to hand the provider before each Service's reconcile (see [`ServiceHook`]).
+    fn service_hook(&self) -> Option<ServiceHook> {
+        None
+    }
+
+    /// Runs once this replica leads, before any Service is reconciled (e.g. restores IP
+    /// assignments). Each item of the returned stream makes every Service reconcile again.
+    fn start(
+        &self,
+        ctx: Arc<Context>,
+        shutdown: watch::Receiver<bool>,
+    ) -> BoxFuture<'static, anyhow::Result<BoxStream<'static, ()>>>;
+}
+
+/// Where a running class publishes its context and Service cache for the admin endpoints.
+type Cell = Arc<Mutex<Option<(Arc<Context>, Store<Service>)>>>;
 
 /// Watches Nodes; sends a trigger whenever the set of eligible targets changes (never for
 /// changes that cannot move a target, such as heartbeats).
@@ -85,23 +123,28 @@ fn spawn_node_tracker(
     (reader, rx, task)
 }
 
-/// Provider-specific wiring inside the controller (the l2 provider's IP pools).
-pub trait Extension: Send + Sync + 'static {
-    /// Facts to hand the provider before each Service's reconcile (see [`ServiceHook`]).
-    fn service_hook(&self) -> Option<ServiceHook> {
-        None
-    }
-
-    /// Runs once this replica leads, before any Service is reconciled (e.g. restores IP
-    /// assignments). Each item of the returned stream makes every Service reconcile again.
-    fn start(
-        &self,
-        ctx: Arc<Context>,
-        shutdown: watch::Receiver<bool>,
-    ) -> BoxFuture<'static, anyhow::Result<BoxStream<'static, ()>>>;
+/// What of a Service can change what berth does with it: everything but its status (and
+/// bookkeeping such as resourceVersion and managedFields). berth's own status writes then do
+/// not wake the reconciler again.
+pub fn service_trigger_hash(svc: &Service) -> Option<u64> {
+    let m = &svc.metadata;
+    let key = serde_json::to_string(&(
+        &m.uid,
+        &m.generation,
+        &m.labels,
+        &m.annotations,
+        &m.finalizers,
+        &m.deletion_timestamp,
+        &svc.spec,
+    ))
+    .ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    Some(h.finish())
 }
 
-/// Runs the controller until `shutdown` flips to true (Ok) or leadership is lost (Err).
+/// Runs one class's controller until `shutdown` flips to true (Ok) or leadership is lost
+/// (Err), with the admin endpoints at `opts.metrics_listen`.
 pub async fn run(
     client: Client,
     provider: Arc<dyn Provider>,
@@ -110,34 +153,57 @@ pub async fn run(
     started: Option<tokio::sync::oneshot::Sender<Running>>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
-    run_with(client, provider, opts, shutdown, started, metrics, None).await
+    let listen = opts.metrics_listen;
+    serve(
+        vec![ClassController {
+            client,
+            provider,
+            opts,
+            extension: None,
+        }],
+        listen,
+        shutdown,
+        started,
+        metrics,
+    )
+    .await
 }
 
-/// [`run`] with a provider [`Extension`].
-pub async fn run_with(
-    client: Client,
-    provider: Arc<dyn Provider>,
-    opts: ControllerOptions,
-    mut shutdown: watch::Receiver<bool>,
+/// Serves every class in `classes` from this process, with one admin server at `listen`.
+/// Returns Ok on shutdown, Err as soon as one class loses its leadership (every class then
+/// stops: the process restarts and each class competes for its lease afresh).
+pub async fn serve(
+    classes: Vec<ClassController>,
+    listen: Option<SocketAddr>,
+    shutdown: watch::Receiver<bool>,
     started: Option<tokio::sync::oneshot::Sender<Running>>,
     metrics: Arc<Metrics>,
-    extension: Option<Arc<dyn Extension>>,
 ) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
-    let ctx_cell: Arc<OnceLock<(Arc<Context>, Store<Service>)>> = Arc::new(OnceLock::new());
-    let admin_addr = match opts.metrics_listen {
+    for c in &classes {
+        health.set_ready(&c.opts.settings.classes.class, false);
+    }
+    let cells: Vec<Cell> = classes.iter().map(|_| Cell::default()).collect();
+    let admin_addr = match listen {
         Some(listen) => {
-            let cell = ctx_cell.clone();
-            let depth = Box::new(move || match cell.get() {
-                None => 0,
-                Some((ctx, services)) => {
+            let cells = cells.clone();
+            let depth = Box::new(move || {
+                for cell in &cells {
+                    let Some((ctx, services)) = cell
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone()
+                    else {
+                        continue;
+                    };
                     let targets = ctx.targets();
-                    services
+                    let n = services
                         .state()
                         .iter()
                         .filter(|s| ctx.settings.classes.wants_load_balancer(s))
                         .filter(|s| !ctx.is_converged(s, &targets))
-                        .count() as i64
+                        .count();
+                    ctx.metrics.set_queue_depth(n as i64);
                 }
             });
             let mut stop = shutdown.clone();
@@ -157,40 +223,93 @@ pub async fn run_with(
             admin_addr,
         });
     }
+    // One class failing (leadership lost) stops the others too.
+    let (abort_tx, abort_rx) = watch::channel(false);
+    let runs = classes.into_iter().zip(cells).map(|(c, cell)| {
+        let m = metrics.for_class(&c.opts.settings.classes.class);
+        let health = health.clone();
+        let mut stop = shutdown.clone();
+        let mut abort = abort_rx.clone();
+        let abort_tx = abort_tx.clone();
+        let (merged_tx, merged_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stopped(&mut stop) => {}
+                _ = stopped(&mut abort) => {}
+            }
+            let _ = merged_tx.send(true);
+        });
+        async move {
+            let r = run_class(c, merged_rx, health, m, cell).await;
+            if r.is_err() {
+                let _ = abort_tx.send(true);
+            }
+            r
+        }
+    });
+    let results = futures::future::join_all(runs).await;
+    health
+        .shutting_down
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in results {
+        r?;
+    }
+    Ok(())
+}
 
-    // Leadership: only the leader writes to the cloud and to status.
-    let (lost_tx, mut lost_rx) = watch::channel(false);
+async fn run_class(
+    c: ClassController,
+    mut shutdown: watch::Receiver<bool>,
+    health: Arc<Health>,
+    metrics: ClassMetrics,
+    cell: Cell,
+) -> anyhow::Result<()> {
+    let ClassController {
+        client: base,
+        provider,
+        mut opts,
+        extension,
+    } = c;
+    let class = opts.settings.classes.class.clone();
+    if opts.settings.cluster.is_empty() {
+        let reader = fenced_client(base.clone(), Fence::open(), opts.request_timeout);
+        opts.settings.cluster = crate::kube_util::cluster_id(&reader).await?;
+        info!(%class, cluster = %opts.settings.cluster, "No --cluster-name given; using the kube-system namespace's uid as the cluster id");
+    }
+
+    // Leadership: only the leader writes to the cloud and to the API server.
     let mut leader_task = None;
-    if let Some(ls) = opts.leader.clone() {
-        let mut elector = LeaderElector::new(client.clone(), ls);
-        health.ready.store(true, Ordering::Relaxed); // standby is ready
+    let fence = if let Some(ls) = opts.leader.clone() {
+        let lease_client = fenced_client(base.clone(), Fence::open(), opts.request_timeout);
+        let mut elector = LeaderElector::new(lease_client, ls);
+        health.set_ready(&class, true); // a standby is ready
         tokio::select! {
             _ = elector.acquire() => {}
             _ = stopped(&mut shutdown) => return Ok(()),
         }
-        health.ready.store(false, Ordering::Relaxed);
-        metrics.leader.set(1);
+        health.set_ready(&class, false);
+        let fence = elector.fence();
         let mut stop = shutdown.clone();
         leader_task = Some(tokio::spawn(async move {
-            let stopping = tokio::select! {
-                _ = elector.hold() => false,
-                _ = stopped(&mut stop) => true,
-            };
-            if stopping {
-                elector.release().await;
-            } else {
-                let _ = lost_tx.send(true);
+            tokio::select! {
+                _ = elector.hold() => {}
+                _ = stopped(&mut stop) => elector.release().await,
             }
         }));
+        fence
     } else {
-        metrics.leader.set(1);
-    }
+        Fence::open()
+    };
+    metrics.set_leader(true);
+    let client = fenced_client(base.clone(), fence.clone(), opts.request_timeout);
 
     let (node_store, node_triggers, node_task) = spawn_node_tracker(client.clone());
-    tokio::select! {
-        r = node_store.wait_until_ready() => r.map_err(|e| anyhow::anyhow!("Node cache failed: {e}"))?,
-        _ = stopped(&mut shutdown) => return Ok(()),
-    }
+    let ready = tokio::select! {
+        r = node_store.wait_until_ready() => r.map_err(|e| anyhow::anyhow!("Node cache failed: {e}")),
+        _ = stopped(&mut shutdown) => return finish(&metrics, leader_task, &fence, node_task, true).await,
+        _ = fence.lost() => Ok(()),
+    };
+    ready?;
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -205,7 +324,8 @@ pub async fn run_with(
         node_store,
         recorder,
         metrics.clone(),
-    );
+    )
+    .with_fence(fence.clone());
     if let Some(hook) = extension.as_ref().and_then(|e| e.service_hook()) {
         ctx = ctx.with_service_hook(hook);
     }
@@ -213,110 +333,135 @@ pub async fn run_with(
     let extension_triggers: BoxStream<'static, ()> = match &extension {
         Some(ext) => tokio::select! {
             r = ext.start(ctx.clone(), shutdown.clone()) => r?,
-            _ = stopped(&mut shutdown) => return Ok(()),
+            _ = stopped(&mut shutdown) => return finish(&metrics, leader_task, &fence, node_task, true).await,
+            _ = fence.lost() => futures::stream::pending().boxed(),
         },
         None => futures::stream::pending().boxed(),
     };
     let mut stop = shutdown.clone();
-    let mut lost = lost_rx.clone();
+    let lost = fence.clone();
     let stop_signal = async move {
         tokio::select! {
             _ = stopped(&mut stop) => {}
-            _ = stopped(&mut lost) => {}
+            _ = lost.lost() => {}
         }
     };
-    let controller = Controller::new(
+    // The Service cache sees every change; the reconciler is woken only by those that can
+    // change what berth does (not by status writes, berth's own included).
+    let (services, writer) = reflector::store();
+    let triggers = watcher(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     )
-    .with_config(controller::Config::default().concurrency(opts.workers))
-    .reconcile_all_on(futures::stream::select(
-        tokio_stream_from(node_triggers),
-        extension_triggers,
-    ))
-    .graceful_shutdown_on(stop_signal);
-    let services = controller.store();
-    let _ = ctx_cell.set((ctx.clone(), services.clone()));
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(service_trigger_hash, Default::default());
+    let controller = Controller::for_stream(triggers, services.clone())
+        .with_config(controller::Config::default().concurrency(opts.workers))
+        .reconcile_all_on(futures::stream::select(
+            ReceiverStream::new(node_triggers),
+            extension_triggers,
+        ))
+        .graceful_shutdown_on(stop_signal);
+    *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some((ctx.clone(), services.clone()));
     {
         let services = services.clone();
         let health = health.clone();
+        let class = class.clone();
         tokio::spawn(async move {
             if store_ready(&services).await {
-                health.ready.store(true, Ordering::Relaxed);
-                info!("Caches synced; reconciling");
+                health.set_ready(&class, true);
+                info!(%class, "Caches synced; reconciling");
             }
         });
     }
-    let gc_task = tokio::spawn(gc::run(
-        provider.clone(),
-        services.clone(),
-        opts.settings.classes.clone(),
-        opts.settings.cluster.clone(),
-        opts.gc_interval,
-        metrics.clone(),
-    ));
+    let gc_task = tokio::spawn(
+        Collector {
+            provider: provider.clone(),
+            services: services.clone(),
+            client: client.clone(),
+            classes: opts.settings.classes.clone(),
+            cluster: opts.settings.cluster.clone(),
+            interval: opts.gc_interval,
+            max_deletes: opts.gc_max_deletes,
+            metrics: metrics.clone(),
+            fence: fence.clone(),
+        }
+        .run(),
+    );
     info!(
         provider = provider.name(),
-        class = %opts.settings.classes.class,
+        %class,
+        finalizer = %opts.settings.classes.finalizer,
         default_class = opts.settings.classes.default_class,
         cluster = %opts.settings.cluster,
         workers = opts.workers,
+        lease = opts.leader.as_ref().map(|l| l.name.as_str()).unwrap_or("none"),
         "Controller running"
     );
     controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(controller::Error::ObjectNotFound(_)) = &res {
-                // Deleted while queued: nothing to do.
-            }
-        })
+        .for_each(|_| async {})
         .await;
     gc_task.abort();
+    let stopping = *shutdown.borrow();
+    finish(&metrics, leader_task, &fence, node_task, stopping).await
+}
+
+/// Stops a class's background work; Err when it stopped because leadership was lost.
+async fn finish(
+    metrics: &ClassMetrics,
+    leader_task: Option<tokio::task::JoinHandle<()>>,
+    fence: &Fence,
+    node_task: tokio::task::JoinHandle<()>,
+    stopping: bool,
+) -> anyhow::Result<()> {
     node_task.abort();
-    health.shutting_down.store(true, Ordering::Relaxed);
-    metrics.leader.set(0);
+    metrics.set_leader(false);
+    let lost = !stopping && (fence.is_revoked() || fence.check().is_err());
     // On shutdown the leader task releases the lease; wait for it, or the runtime's shutdown
     // drops it half-way and the standby waits out the whole lease duration.
     if let Some(task) = leader_task {
+        if lost {
+            task.abort();
+        }
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
-    if *lost_rx.borrow_and_update() {
-        anyhow::bail!("Lost the leader lease; exiting so a fresh replica can take over");
+    if lost {
+        anyhow::bail!(
+            "Lost the leader lease of class {}; exiting so a fresh replica can take over",
+            metrics.class()
+        );
     }
-    info!("Controller stopped");
+    info!(class = %metrics.class(), "Controller stopped");
     Ok(())
-}
-
-/// Waits until `store` has its first complete list; false if its writer is gone.
-///
-/// `Store::wait_until_ready` keeps one waker only (a oneshot receiver behind a mutex), so
-/// when several tasks wait on the same store at once (the Controller's own runner, the
-/// readiness flag, garbage collection) only the last one to poll is woken and the others
-/// hang forever. Re-polling on a short timer makes every waiter see the ready state.
-pub async fn store_ready<K>(store: &Store<K>) -> bool
-where
-    K: kube::runtime::reflector::Lookup + Clone + 'static,
-    K::DynamicType: std::hash::Hash + Eq + Clone,
-{
-    loop {
-        match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
-            Ok(r) => return r.is_ok(),
-            Err(_) => continue,
-        }
-    }
-}
-
-/// Resolves once the channel holds true (or its sender is gone).
-pub async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
-/// An mpsc receiver as a Stream.
-fn tokio_stream_from(mut rx: mpsc::Receiver<()>) -> impl futures::Stream<Item = ()> + Send {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// The class a provider serves by default: `berth.io/<provider>`.
 pub fn default_class(provider: &str) -> String {
     format!("berth.io/{provider}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::tests::SvcB;
+
+    #[test]
+    fn status_changes_do_not_trigger_but_spec_and_metadata_do() {
+        let s = SvcB::lb("a").port(80, "TCP", 30080).svc();
+        let h = service_trigger_hash(&s);
+        let mut with_status = s.clone();
+        with_status.status = Some(Default::default());
+        with_status.metadata.resource_version = Some("99".into());
+        assert_eq!(service_trigger_hash(&with_status), h);
+        let changed = SvcB::lb("a").port(81, "TCP", 30080).svc();
+        assert_ne!(service_trigger_hash(&changed), h);
+        let annotated = SvcB::lb("a").port(80, "TCP", 30080).ann("k", "v").svc();
+        assert_ne!(service_trigger_hash(&annotated), h);
+        let mut finalized = s.clone();
+        finalized.metadata.finalizers = Some(vec!["berth.io/cleanup.x".into()]);
+        assert_ne!(service_trigger_hash(&finalized), h);
+    }
 }

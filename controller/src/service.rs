@@ -2,18 +2,87 @@
 
 use k8s_openapi::api::core::v1::Service;
 
-/// berth's finalizer: present while berth may own a load balancer for the Service.
-pub const FINALIZER: &str = "berth.io/load-balancer-cleanup";
+/// The finalizer every class shared before finalizers were per class. Services that carry
+/// it are still recognised: see [`ClassFilter::claims`].
+pub const LEGACY_FINALIZER: &str = "berth.io/load-balancer-cleanup";
 
-/// Which `spec.loadBalancerClass` values this controller serves.
+/// The longest name part of a qualified name (`prefix/name`).
+const MAX_NAME_PART: usize = 63;
+
+/// `class` as a name part: lowercase, `/` → `.`, anything outside `[a-z0-9.-]` → `-`, trimmed
+/// so that it starts and ends with a letter or digit.
+fn class_slug(class: &str) -> String {
+    let s: String = class
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            '/' => '.',
+            c @ ('a'..='z' | '0'..='9' | '.' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    s.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// `prefix` + the class slug, cut to `max` characters with a hash of the whole class when it
+/// does not fit, so two long classes never share a name.
+fn class_name(prefix: &str, class: &str, max: usize) -> String {
+    use sha2::Digest;
+    let slug = class_slug(class);
+    let full = format!("{prefix}{slug}");
+    if full.len() <= max && !slug.is_empty() {
+        return full;
+    }
+    let digest = sha2::Sha256::digest(class.as_bytes());
+    let hash: String = digest[..5].iter().map(|b| format!("{b:02x}")).collect();
+    let keep = max - prefix.len() - hash.len() - 1;
+    let mut cut: String = slug.chars().take(keep).collect();
+    while cut.ends_with(|c: char| !c.is_ascii_alphanumeric()) {
+        cut.pop();
+    }
+    if cut.is_empty() {
+        format!("{prefix}{hash}")
+    } else {
+        format!("{prefix}{cut}-{hash}")
+    }
+}
+
+/// The finalizer of `class`: `berth.io/cleanup.<class, '/' as '.'>`, e.g.
+/// `berth.io/cleanup.berth.io.http`. Present while that class may own a load balancer for
+/// the Service; a controller only ever cleans up Services carrying its own.
+pub fn finalizer_for(class: &str) -> String {
+    format!(
+        "berth.io/{}",
+        class_name("cleanup.", class, MAX_NAME_PART)
+    )
+}
+
+/// The default leader Lease name of `class`: `berth-<class, '/' as '.'>`, e.g.
+/// `berth-berth.io.http`, so controllers of different classes each lead.
+pub fn lease_name_for(class: &str) -> String {
+    class_name("berth-", class, MAX_NAME_PART)
+}
+
+/// Which `spec.loadBalancerClass` values this controller serves, and its finalizer.
 #[derive(Debug, Clone)]
 pub struct ClassFilter {
     pub class: String,
     /// Also serve Services with no class (the cloud-controller-manager role).
     pub default_class: bool,
+    /// [`finalizer_for`] the class.
+    pub finalizer: String,
 }
 
 impl ClassFilter {
+    pub fn new(class: impl Into<String>, default_class: bool) -> Self {
+        let class = class.into();
+        ClassFilter {
+            finalizer: finalizer_for(&class),
+            class,
+            default_class,
+        }
+    }
+
     /// Whether a Service of this class belongs to us (type aside).
     pub fn owns_class(&self, class: Option<&str>) -> bool {
         match class {
@@ -31,13 +100,59 @@ impl ClassFilter {
             && spec.type_.as_deref() == Some("LoadBalancer")
             && self.owns_class(spec.load_balancer_class.as_deref())
     }
+
+    /// Whether the Service carries this class's finalizer.
+    pub fn has_finalizer(&self, svc: &Service) -> bool {
+        has_finalizer(svc, &self.finalizer)
+    }
+
+    /// Whether this controller must clean up a Service that does not want its load balancer
+    /// (any more): it carries this class's finalizer, or the legacy shared finalizer and
+    /// nobody else can be its owner. A legacy Service still of type LoadBalancer belongs to
+    /// whichever controller serves its class, so another class's is never touched; one
+    /// being deleted belongs to the controller of its class (no class: every default
+    /// controller may delete what it has for it); one whose type changed wants no load
+    /// balancer from anybody, so each controller deletes what it may have for it.
+    pub fn claims(&self, svc: &Service) -> bool {
+        if self.has_finalizer(svc) {
+            return true;
+        }
+        if !has_finalizer(svc, LEGACY_FINALIZER) {
+            return false;
+        }
+        let spec = svc.spec.clone().unwrap_or_default();
+        let class = spec.load_balancer_class.as_deref();
+        if svc.metadata.deletion_timestamp.is_some() {
+            return class.is_none_or(|c| c == self.class);
+        }
+        if spec.type_.as_deref() == Some("LoadBalancer") {
+            // Still wants a load balancer, from another class (or from us: then it is not
+            // cleaned up but served, see `wants_load_balancer`).
+            return false;
+        }
+        true
+    }
+
+    /// Whether a load balancer labelled with `class` (None: from before class labels) may be
+    /// collected by this controller at all.
+    pub fn may_collect(&self, class: Option<&str>) -> bool {
+        class.is_none_or(|c| c == self.class)
+    }
 }
 
-pub fn has_finalizer(svc: &Service) -> bool {
+pub fn has_finalizer(svc: &Service, finalizer: &str) -> bool {
     svc.metadata
         .finalizers
         .as_ref()
-        .is_some_and(|f| f.iter().any(|x| x == FINALIZER))
+        .is_some_and(|f| f.iter().any(|x| x == finalizer))
+}
+
+/// Whether the Service carries any finalizer of berth's (any class, or the legacy one).
+pub fn has_any_berth_finalizer(svc: &Service) -> bool {
+    svc.metadata.finalizers.as_ref().is_some_and(|f| {
+        f.iter()
+            .any(|x| x == LEGACY_FINALIZER || x.starts_with("berth.io/cleanup."))
+    })
 }
 
 /// `namespace/name`.
@@ -130,14 +245,8 @@ pub(crate) mod tests {
 
     #[test]
     fn class_filter_takes_only_its_class_and_optionally_none() {
-        let only = ClassFilter {
-            class: "berth.io/http".into(),
-            default_class: false,
-        };
-        let default = ClassFilter {
-            default_class: true,
-            ..only.clone()
-        };
+        let only = ClassFilter::new("berth.io/http", false);
+        let default = ClassFilter::new("berth.io/http", true);
         let mine = SvcB::lb("a").class("berth.io/http").svc();
         let other = SvcB::lb("a").class("example.com/other").svc();
         let none = SvcB::lb("a").svc();

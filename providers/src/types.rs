@@ -17,6 +17,9 @@ pub const LABEL_SERVICE_NAMESPACE: &str = "berth.io/service-namespace";
 pub const LABEL_SERVICE_NAME: &str = "berth.io/service-name";
 /// Label: the owning Service's uid (a Service recreated with the same name is another owner).
 pub const LABEL_SERVICE_UID: &str = "berth.io/service-uid";
+/// Label: the `loadBalancerClass` whose controller created the load balancer. A controller's
+/// garbage collection never touches another class's load balancers.
+pub const LABEL_CLASS: &str = "berth.io/class";
 /// Label: the berth version that last wrote the load balancer.
 pub const LABEL_VERSION: &str = "berth.io/version";
 
