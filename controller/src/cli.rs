@@ -305,7 +305,10 @@ impl ControllerArgs {
         let specs: Vec<ClassSpec> = if self.classes.is_empty() {
             let provider = self.provider_name()?;
             vec![ClassSpec {
-                class: self.class.clone().unwrap_or_else(|| default_class(&provider)),
+                class: self
+                    .class
+                    .clone()
+                    .unwrap_or_else(|| default_class(&provider)),
                 provider,
                 default_class: self.default_class,
                 http_endpoint: self.http_endpoint.clone(),
@@ -352,7 +355,10 @@ impl ControllerArgs {
                 bail!("A class must not be empty");
             }
             if !seen.insert(s.class.clone()) {
-                bail!("Class {:?} is listed twice; each class is served once", s.class);
+                bail!(
+                    "Class {:?} is listed twice; each class is served once",
+                    s.class
+                );
             }
         }
         if specs.iter().filter(|s| s.default_class).count() > 1 {
@@ -511,7 +517,10 @@ mod tests {
         assert_eq!(o.workers, 7);
         assert_eq!(o.settings.resync, Duration::from_secs(60));
         assert_eq!(o.settings.cluster, "from-file");
-        assert_eq!(o.settings.classes.finalizer, "berth.io/cleanup.berth.io.http");
+        assert_eq!(
+            o.settings.classes.finalizer,
+            "berth.io/cleanup.berth.io.http"
+        );
         assert_eq!(o.leader.as_ref().unwrap().name, "berth-berth.io.http");
         assert_eq!(o.settings.classes.class, "berth.io/http");
         std::fs::write(&f, "provder: http\n").unwrap();
@@ -522,5 +531,75 @@ mod tests {
         .merge_file()
         .unwrap_err();
         assert!(err.to_string().contains("Invalid config file"), "{err}");
+    }
+    #[test]
+    fn a_config_file_lists_several_classes_each_with_its_own_lease_and_finalizer() {
+        let dir = std::env::temp_dir().join(format!("berth-cli-classes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yaml");
+        std::fs::write(
+            &f,
+            "gcInterval: 2s\nclasses:\n  - class: berth.io/http\n    provider: http\n    httpEndpoint: http://a\n    defaultClass: true\n  - class: example.com/b\n    provider: http\n    httpEndpoint: http://b\n    httpTimeout: 3s\n",
+        )
+        .unwrap();
+        let args = ControllerArgs {
+            config: Some(f.clone()),
+            ..Default::default()
+        }
+        .merge_file()
+        .unwrap();
+        let specs = args.class_specs().unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[1].http_timeout, Some(Duration::from_secs(3)));
+        let o: Vec<_> = specs.iter().map(|s| args.options_for(s).unwrap()).collect();
+        assert!(o[0].settings.classes.default_class && !o[1].settings.classes.default_class);
+        assert_ne!(
+            o[0].leader.as_ref().unwrap().name,
+            o[1].leader.as_ref().unwrap().name
+        );
+        assert_ne!(
+            o[0].settings.classes.finalizer,
+            o[1].settings.classes.finalizer
+        );
+        assert_eq!(o[1].gc_interval, Duration::from_secs(2));
+        assert!(
+            o[0].settings.cluster.is_empty(),
+            "resolved from kube-system at start"
+        );
+
+        // Flags for one class cannot be mixed with a list.
+        let err = ControllerArgs {
+            config: Some(f.clone()),
+            provider: Some("http".into()),
+            ..Default::default()
+        }
+        .merge_file()
+        .unwrap_err();
+        assert!(err.to_string().contains("cannot be combined"), "{err}");
+
+        for (body, want) in [
+            (
+                "classes:\n  - {class: a/b, provider: http}\n  - {class: a/b, provider: l2}\n",
+                "listed twice",
+            ),
+            (
+                "classes:\n  - {class: a/b, provider: http, defaultClass: true}\n  - {class: a/c, provider: http, defaultClass: true}\n",
+                "Only one class",
+            ),
+            (
+                "classes:\n  - {class: a/b, provider: gce}\n",
+                "classes[0].provider",
+            ),
+        ] {
+            std::fs::write(&f, body).unwrap();
+            let err = ControllerArgs {
+                config: Some(f.clone()),
+                ..Default::default()
+            }
+            .merge_file()
+            .and_then(|a| a.class_specs())
+            .unwrap_err();
+            assert!(format!("{err:#}").contains(want), "{body}: {err:#}");
+        }
     }
 }

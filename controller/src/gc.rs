@@ -161,7 +161,10 @@ mod tests {
     use crate::service::tests::SvcB;
 
     fn with_finalizer(mut s: Service, f: &str) -> Service {
-        s.metadata.finalizers.get_or_insert_with(Vec::new).push(f.into());
+        s.metadata
+            .finalizers
+            .get_or_insert_with(Vec::new)
+            .push(f.into());
         s
     }
 
@@ -169,8 +172,14 @@ mod tests {
     fn gone_services_orphan_their_load_balancers_of_this_class_only() {
         let a = ClassFilter::new("berth.io/http", false);
         assert!(is_orphan(Some("berth.io/http"), &a, None));
-        assert!(is_orphan(None, &a, None), "a legacy load balancer of a gone Service");
-        assert!(!is_orphan(Some("example.com/b"), &a, None), "another class's");
+        assert!(
+            is_orphan(None, &a, None),
+            "a legacy load balancer of a gone Service"
+        );
+        assert!(
+            !is_orphan(Some("example.com/b"), &a, None),
+            "another class's"
+        );
     }
 
     #[test]
@@ -181,7 +190,10 @@ mod tests {
             &crate::service::finalizer_for("example.com/b"),
         );
         assert!(!is_orphan(Some("example.com/b"), &a, Some(&b_svc)));
-        assert!(!is_orphan(None, &a, Some(&b_svc)), "it still wants a load balancer");
+        assert!(
+            !is_orphan(None, &a, Some(&b_svc)),
+            "it still wants a load balancer"
+        );
         let legacy_b = with_finalizer(SvcB::lb("b").class("example.com/b").svc(), LEGACY_FINALIZER);
         assert!(!is_orphan(None, &a, Some(&legacy_b)));
     }
@@ -194,8 +206,14 @@ mod tests {
         let cluster_ip = SvcB::lb("a").type_("ClusterIP").svc();
         assert!(is_orphan(Some("berth.io/http"), &a, Some(&cluster_ip)));
         let cleaning = with_finalizer(cluster_ip.clone(), &a.finalizer);
-        assert!(!is_orphan(Some("berth.io/http"), &a, Some(&cleaning)), "cleanup owns it");
-        assert!(is_orphan(None, &a, Some(&cluster_ip)), "legacy, nobody wants one");
+        assert!(
+            !is_orphan(Some("berth.io/http"), &a, Some(&cleaning)),
+            "cleanup owns it"
+        );
+        assert!(
+            is_orphan(None, &a, Some(&cluster_ip)),
+            "legacy, nobody wants one"
+        );
         let legacy_cleaning = with_finalizer(cluster_ip, LEGACY_FINALIZER);
         assert!(!is_orphan(None, &a, Some(&legacy_cleaning)));
     }

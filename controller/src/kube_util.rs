@@ -24,10 +24,9 @@ struct Guarded {
 }
 
 fn is_watch(req: &Request<Body>) -> bool {
-    req.uri().query().is_some_and(|q| {
-        q.split('&')
-            .any(|kv| kv == "watch=true" || kv == "watch=1")
-    })
+    req.uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"))
 }
 
 impl tower::Service<Request<Body>> for Guarded {
@@ -146,7 +145,9 @@ mod tests {
     #[test]
     fn watches_are_recognised_by_their_query() {
         let r = |u: &str| Request::get(u).body(Body::empty()).unwrap();
-        assert!(is_watch(&r("/api/v1/services?watch=true&resourceVersion=1")));
+        assert!(is_watch(&r(
+            "/api/v1/services?watch=true&resourceVersion=1"
+        )));
         assert!(is_watch(&r("/api/v1/services?labelSelector=a&watch=1")));
         assert!(!is_watch(&r("/api/v1/services?limit=500")));
         assert!(!is_watch(&r("/api/v1/services?xwatch=true")));

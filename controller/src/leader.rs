@@ -156,7 +156,11 @@ impl Fence {
             if *rx.borrow_and_update() {
                 return;
             }
-            let until = if self.inner.fenced { self.until() } else { None };
+            let until = if self.inner.fenced {
+                self.until()
+            } else {
+                None
+            };
             match until {
                 Some(t) => {
                     tokio::select! {
@@ -370,7 +374,9 @@ impl LeaderElector {
                     return;
                 }
                 Ok(Ok(false)) => {}
-                Ok(Err(e)) => warn!(error = %e, lease = %self.s.name, "Cannot read the leader lease"),
+                Ok(Err(e)) => {
+                    warn!(error = %e, lease = %self.s.name, "Cannot read the leader lease")
+                }
                 Err(_) => warn!(lease = %self.s.name, "Leader lease request timed out"),
             }
             tokio::time::sleep(self.s.retry_period).await;
@@ -390,7 +396,9 @@ impl LeaderElector {
             match tokio::time::timeout(left, self.try_acquire_or_renew()).await {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => break Lost::TakenOver,
-                Ok(Err(e)) => warn!(error = %e, lease = %self.s.name, "Cannot renew the leader lease"),
+                Ok(Err(e)) => {
+                    warn!(error = %e, lease = %self.s.name, "Cannot renew the leader lease")
+                }
                 Err(_) => break Lost::DeadlinePassed,
             }
         };
@@ -432,8 +440,8 @@ impl LeaderElector {
                 .await;
             info!(identity = %self.s.identity, "Released the leader lease");
         };
-        let _ = tokio::time::timeout(self.s.retry_period.max(Duration::from_secs(2)), attempt)
-            .await;
+        let _ =
+            tokio::time::timeout(self.s.retry_period.max(Duration::from_secs(2)), attempt).await;
     }
 }
 
@@ -460,7 +468,10 @@ mod tests {
     #[test]
     fn own_lease_is_renewed_even_when_it_looks_old() {
         let r = rec("a", Some(4));
-        assert_eq!(decide(Some(&r), "a", Duration::from_secs(60), D), Step::Renew);
+        assert_eq!(
+            decide(Some(&r), "a", Duration::from_secs(60), D),
+            Step::Renew
+        );
     }
 
     #[test]
@@ -478,7 +489,10 @@ mod tests {
     #[test]
     fn the_holders_own_duration_wins_over_ours_and_ours_fills_in() {
         let r = rec("b", Some(30));
-        assert_eq!(decide(Some(&r), "a", Duration::from_secs(20), D), Step::Wait);
+        assert_eq!(
+            decide(Some(&r), "a", Duration::from_secs(20), D),
+            Step::Wait
+        );
         let r = rec("b", None);
         assert_eq!(
             decide(Some(&r), "a", Duration::from_secs(16), D),
@@ -566,6 +580,10 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert!(t.elapsed() >= Duration::from_millis(110), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(110),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

@@ -140,10 +140,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
                 Arc::new(berth::pools::L2Pools::new(l2.clone()));
             (l2 as Arc<dyn Provider>, Some(ext))
         } else {
-            (
-                build_provider(spec, metrics.for_class(&spec.class))?,
-                None,
-            )
+            (build_provider(spec, metrics.for_class(&spec.class))?, None)
         };
         classes.push(berth::run::ClassController {
             client: client.clone(),

@@ -18,8 +18,8 @@ use crate::service::{ClassFilter, LEGACY_FINALIZER, key, uid};
 use crate::text::{bounded, redact};
 use crate::{nodeports, nodes, status};
 use berth_providers::{
-    DesiredLoadBalancer, LABEL_CLASS, LoadBalancerRef, LoadBalancerStatus, Provider,
-    ProviderError, ServiceRef, naming,
+    DesiredLoadBalancer, LABEL_CLASS, LoadBalancerRef, LoadBalancerStatus, Provider, ProviderError,
+    ServiceRef, naming,
 };
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, Patch, PatchParams};

@@ -189,10 +189,8 @@ pub async fn serve(
             let cells = cells.clone();
             let depth = Box::new(move || {
                 for cell in &cells {
-                    let Some((ctx, services)) = cell
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clone()
+                    let Some((ctx, services)) =
+                        cell.lock().unwrap_or_else(|e| e.into_inner()).clone()
                     else {
                         continue;
                     };

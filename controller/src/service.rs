@@ -51,10 +51,7 @@ fn class_name(prefix: &str, class: &str, max: usize) -> String {
 /// `berth.io/cleanup.berth.io.http`. Present while that class may own a load balancer for
 /// the Service; a controller only ever cleans up Services carrying its own.
 pub fn finalizer_for(class: &str) -> String {
-    format!(
-        "berth.io/{}",
-        class_name("cleanup.", class, MAX_NAME_PART)
-    )
+    format!("berth.io/{}", class_name("cleanup.", class, MAX_NAME_PART))
 }
 
 /// The default leader Lease name of `class`: `berth-<class, '/' as '.'>`, e.g.
@@ -241,6 +238,95 @@ pub(crate) mod tests {
         pub fn svc(self) -> Service {
             self.0
         }
+    }
+
+    #[test]
+    fn finalizers_and_leases_are_per_class_valid_names_and_distinct() {
+        assert_eq!(
+            finalizer_for("berth.io/http"),
+            "berth.io/cleanup.berth.io.http"
+        );
+        assert_eq!(
+            finalizer_for("example.com/b"),
+            "berth.io/cleanup.example.com.b"
+        );
+        assert_eq!(lease_name_for("berth.io/http"), "berth-berth.io.http");
+        assert_ne!(finalizer_for("a/b"), finalizer_for("a.b/c"));
+        let long_a = format!("example.com/{}", "a".repeat(80));
+        let long_b = format!("example.com/{}b", "a".repeat(79));
+        let (fa, fb) = (finalizer_for(&long_a), finalizer_for(&long_b));
+        assert_ne!(fa, fb, "long classes keep apart through the hash");
+        for f in [&fa, &fb, &finalizer_for("Odd Class!/x_y")] {
+            let name = f.strip_prefix("berth.io/").unwrap();
+            assert!(name.len() <= 63, "{f}");
+            assert!(name.starts_with(|c: char| c.is_ascii_alphanumeric()), "{f}");
+            assert!(name.ends_with(|c: char| c.is_ascii_alphanumeric()), "{f}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-'),
+                "{f}"
+            );
+        }
+        assert!(lease_name_for(&long_a).len() <= 63);
+    }
+
+    fn finalized(mut s: Service, f: &str) -> Service {
+        s.metadata
+            .finalizers
+            .get_or_insert_with(Vec::new)
+            .push(f.into());
+        s
+    }
+
+    fn deleting(mut s: Service) -> Service {
+        s.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        s
+    }
+
+    #[test]
+    fn a_controller_claims_only_its_own_class_for_cleanup() {
+        let a = ClassFilter::new("berth.io/http", false);
+        let b = ClassFilter::new("example.com/b", false);
+        // B's Service, provisioned by B: A never claims it, whatever its state.
+        let b_svc = finalized(SvcB::lb("x").class("example.com/b").svc(), &b.finalizer);
+        assert!(!a.claims(&b_svc));
+        assert!(!a.claims(&deleting(b_svc.clone())));
+        assert!(b.claims(&deleting(b_svc.clone())));
+        // Ours: claimed once it does not want a load balancer any more.
+        let a_gone = finalized(SvcB::lb("x").type_("ClusterIP").svc(), &a.finalizer);
+        assert!(a.claims(&a_gone));
+        assert!(!b.claims(&a_gone));
+    }
+
+    #[test]
+    fn the_legacy_finalizer_is_claimed_only_where_no_other_class_can_own_it() {
+        let a = ClassFilter::new("berth.io/http", false);
+        let a_default = ClassFilter::new("berth.io/http", true);
+        // Still a LoadBalancer of another class: never.
+        let b_live = finalized(SvcB::lb("x").class("example.com/b").svc(), LEGACY_FINALIZER);
+        assert!(!a.claims(&b_live));
+        // Being deleted, of another class: never; of ours: yes.
+        assert!(!a.claims(&deleting(b_live.clone())));
+        let a_del = deleting(finalized(
+            SvcB::lb("x").class("berth.io/http").svc(),
+            LEGACY_FINALIZER,
+        ));
+        assert!(a.claims(&a_del));
+        // No class, being deleted: whoever may have one cleans up.
+        let none_del = deleting(finalized(SvcB::lb("x").svc(), LEGACY_FINALIZER));
+        assert!(a_default.claims(&none_del));
+        // No class, still a LoadBalancer: belongs to the default controller (served, not
+        // cleaned up), so nobody claims it for cleanup.
+        let none_live = finalized(SvcB::lb("x").svc(), LEGACY_FINALIZER);
+        assert!(!a.claims(&none_live));
+        assert!(!a_default.claims(&none_live));
+        // Type changed: wants nothing from anybody; each controller cleans up what it has.
+        let changed = finalized(SvcB::lb("x").type_("ClusterIP").svc(), LEGACY_FINALIZER);
+        assert!(a.claims(&changed));
+        // Without any berth finalizer: nothing to do.
+        assert!(!a.claims(&SvcB::lb("x").type_("ClusterIP").svc()));
     }
 
     #[test]

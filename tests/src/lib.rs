@@ -20,8 +20,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// berth's finalizer.
-pub const FINALIZER: &str = "berth.io/load-balancer-cleanup";
+/// The finalizer of berth's default http class (`berth.io/http`).
+pub const FINALIZER: &str = "berth.io/cleanup.berth.io.http";
+/// The finalizer every class shared before finalizers were per class.
+pub const LEGACY_FINALIZER: &str = "berth.io/load-balancer-cleanup";
 /// berth's condition type on a Service.
 pub const CONDITION: &str = "berth.io/LoadBalancerReady";
 /// The default deadline for things that should happen "soon".
@@ -967,9 +969,13 @@ impl Controller {
     }
 }
 
-/// The holder of berth's leader Lease in `default`, if any.
+/// The holder of the leader Lease of berth's default http class (`berth.io/http`) in
+/// `default`, if any.
 pub fn lease_holder(cloud: &Cloud) -> Option<String> {
-    let l = cloud.try_get("lease", "berth-controller").ok().flatten()?;
+    let l = cloud
+        .try_get("lease", "berth-berth.io.http")
+        .ok()
+        .flatten()?;
     l["spec"]["holderIdentity"]
         .as_str()
         .filter(|s| !s.is_empty())

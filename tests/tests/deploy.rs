@@ -623,7 +623,15 @@ fn lifecycle(
     // 6. The leader renews its lease; a clean shutdown releases it for the standby replica.
     let lease = || {
         cloud
-            .try_kubectl(&["-n", NS, "get", "lease", "berth-controller", "-o", "json"])
+            .try_kubectl(&[
+                "-n",
+                NS,
+                "get",
+                "lease",
+                "berth-berth.io.http",
+                "-o",
+                "json",
+            ])
             .ok()
             .and_then(|s| serde_json::from_str::<Value>(&s).ok())
     };
