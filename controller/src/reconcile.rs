@@ -418,7 +418,7 @@ fn provider_message(e: &ProviderError) -> String {
     bounded(&redact(&error_chain(e)), 512)
 }
 
-async fn add_finalizer(svc: &Service, ctx: &Context) -> Result<Service, Error> {
+async fn add_finalizer(svc: &Service, ctx: &Context) -> Result<(), Error> {
     let rv = svc.resource_version();
     let finalizer = &ctx.settings.classes.finalizer;
     let patch = if svc.metadata.finalizers.is_none() {
@@ -434,14 +434,14 @@ async fn add_finalizer(svc: &Service, ctx: &Context) -> Result<Service, Error> {
     };
     let patch: json_patch::Patch =
         serde_json::from_value(patch).map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
-    Ok(ctx
-        .api(svc)
+    ctx.api(svc)
         .patch(
             &svc.name_any(),
             &PatchParams::default(),
             &Patch::Json::<()>(patch),
         )
-        .await?)
+        .await?;
+    Ok(())
 }
 
 /// Removes this class's finalizer and the legacy shared one (when present) in one patch that
@@ -486,7 +486,11 @@ async fn remove_finalizers(svc: &Service, ctx: &Context) -> Result<(), Error> {
 async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
     let mut svc = svc.clone();
     if !ctx.settings.classes.has_finalizer(&svc) {
-        svc = add_finalizer(&svc, ctx).await?;
+        add_finalizer(&svc, ctx).await?;
+        // The finalizer's own watch event brings the Service back at once; carrying on here
+        // as well would call the provider twice for every new Service (and for a failing
+        // one, twice before any backoff).
+        return Done::ok(Action::requeue(Duration::from_secs(1)));
     }
     if ctx.provider.needs_node_ports() {
         match nodeports::ensure_node_ports(&ctx.client, &svc, &ctx.settings.node_port_range).await {
