@@ -507,6 +507,9 @@ fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     let base = ct.split(';').next().unwrap_or("").trim();
+    if base == super::protobuf::MEDIA_TYPE {
+        return decode_protobuf(body);
+    }
     if base != "application/json" && base != "*/*" && !base.is_empty() {
         return Err(ApiError::unsupported_media_type(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {base})"
@@ -526,6 +529,24 @@ fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
         ));
     }
     Ok(v)
+}
+
+/// A protobuf body of a kind mock-cloud decodes; other kinds get the 415 a JSON-only server
+/// gives, so nothing is written.
+fn decode_protobuf(body: &Bytes) -> Result<Value, ApiError> {
+    use super::protobuf::{MEDIA_TYPE, PbError, decode};
+    match decode(body) {
+        Ok(v) => Ok(v),
+        Err(PbError::UnknownKind { .. } | PbError::NoEnvelope) => {
+            Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {MEDIA_TYPE})"
+            )))
+        }
+        Err(e @ PbError::Unsupported(_)) => Err(ApiError::unsupported_media_type(e.to_string())),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the body of the request could not be decoded: {e}"
+        ))),
+    }
 }
 
 /// Accept headers kubectl and kube-rs send: JSON (plain, or a Table). Protobuf-only → 406.

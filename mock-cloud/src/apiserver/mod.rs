@@ -4,6 +4,7 @@ pub mod convert;
 pub mod core;
 pub mod error;
 pub mod http;
+pub mod protobuf;
 pub mod rbac;
 
 pub use self::core::{ApiCore, CoreConfig, DeleteOptions, ListOptions, WriteOptions};
