@@ -95,6 +95,17 @@ pub fn api_resource_list(reg: &Registry, group: &str, version: &str) -> Option<V
         if info.has_status {
             resources.push(legacy_status(info));
         }
+        if info.has_scale() {
+            resources.push(json!({
+                "name": format!("{}/scale", info.resource),
+                "singularName": "",
+                "namespaced": info.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": STATUS_VERBS,
+            }));
+        }
     }
     let group_version = if group.is_empty() {
         version.to_string()
@@ -266,11 +277,17 @@ fn aggregated_resource(info: &ResourceInfo) -> Value {
     let obj = r.as_object_mut().expect("object literal");
     insert_list(obj, "shortNames", &info.short_names);
     insert_list(obj, "categories", &info.categories);
+    let mut subs = Vec::new();
     if info.has_status {
-        obj.insert(
-            "subresources".into(),
-            json!([{"subresource": "status", "responseKind": kind, "verbs": STATUS_VERBS}]),
-        );
+        subs.push(json!({"subresource": "status", "responseKind": kind, "verbs": STATUS_VERBS}));
+    }
+    if info.has_scale() {
+        subs.push(json!({"subresource": "scale",
+            "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+            "verbs": STATUS_VERBS}));
+    }
+    if !subs.is_empty() {
+        obj.insert("subresources".into(), json!(subs));
     }
     r
 }

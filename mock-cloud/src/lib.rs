@@ -11,6 +11,7 @@ pub mod faults;
 pub mod lbapi;
 pub mod openapi;
 pub mod patch;
+pub mod podlogs;
 pub mod registry;
 pub mod selector;
 pub mod services;

@@ -62,6 +62,11 @@ impl ResourceInfo {
         }
     }
 
+    /// Whether a `scale` subresource (autoscaling/v1 Scale) is served.
+    pub fn has_scale(&self) -> bool {
+        self.group == "apps" && matches!(self.resource.as_str(), "deployments" | "replicasets")
+    }
+
     /// The verbs served for the main resource.
     pub fn verbs(&self) -> Vec<&'static str> {
         vec![
@@ -97,7 +102,9 @@ impl ResourceInfo {
             has_status,
             printer_columns: Vec::new(),
             schema: None,
-            categories: if ["services", "pods"].contains(&resource) {
+            categories: if ["services", "pods", "deployments", "replicasets", "daemonsets"]
+                .contains(&resource)
+            {
                 vec!["all".into()]
             } else {
                 Vec::new()
@@ -315,6 +322,7 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
             &["deploy"],
             true,
         ),
+        b("apps", "v1", "replicasets", "ReplicaSet", true, &["rs"], true),
         b("apps", "v1", "daemonsets", "DaemonSet", true, &["ds"], true),
         b(
             "policy",

@@ -278,6 +278,19 @@ fn printer_for(info: &ResourceInfo) -> Printer {
             ],
             deployment_cells,
         ),
+        ("apps", "ReplicaSet") => p(
+            &[
+                ("Name", "", 0),
+                ("Desired", "integer", 0),
+                ("Current", "integer", 0),
+                ("Ready", "integer", 0),
+                ("Age", "", 0),
+                ("Containers", "string", 1),
+                ("Images", "string", 1),
+                ("Selector", "string", 1),
+            ],
+            replicaset_cells,
+        ),
         ("apps", "DaemonSet") => p(
             &[
                 ("Name", "", 0),
@@ -955,6 +968,22 @@ fn deployment_cells(_: &ResourceInfo, d: &Value, now: DateTime<Utc>) -> Vec<Valu
         age(d, now),
     ];
     cells.extend(workload_wide(d));
+    cells
+}
+
+fn replicaset_cells(_: &ResourceInfo, rs: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let desired = rs
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let mut cells = vec![
+        name(rs),
+        json!(desired),
+        json!(i(rs, "/status/replicas")),
+        json!(i(rs, "/status/readyReplicas")),
+        age(rs, now),
+    ];
+    cells.extend(workload_wide(rs));
     cells
 }
 

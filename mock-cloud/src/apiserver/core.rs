@@ -31,6 +31,36 @@ pub struct DeleteOptions {
     pub dry_run: bool,
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
+    /// What happens to dependents (see `cluster::gc`); None: background.
+    pub propagation: Option<Propagation>,
+}
+
+/// `propagationPolicy` of a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    Orphan,
+    Background,
+    Foreground,
+}
+
+impl Propagation {
+    pub fn parse(s: &str) -> Option<Propagation> {
+        match s {
+            "Orphan" => Some(Propagation::Orphan),
+            "Background" => Some(Propagation::Background),
+            "Foreground" => Some(Propagation::Foreground),
+            _ => None,
+        }
+    }
+
+    /// The finalizer that holds the owner while the garbage collector works.
+    fn finalizer(self) -> Option<&'static str> {
+        match self {
+            Propagation::Orphan => Some("orphan"),
+            Propagation::Foreground => Some("foregroundDeletion"),
+            Propagation::Background => None,
+        }
+    }
 }
 
 /// Options of a list request.
@@ -81,6 +111,8 @@ pub struct ApiCore {
     write_lock: Mutex<()>,
     /// Writes that reached the store, for tests and benchmarks.
     pub writes: AtomicU64,
+    /// What the simulated pods answered (`kubectl logs`).
+    pub pod_logs: crate::podlogs::PodLogs,
 }
 
 /// Where a resource's objects are stored (events.k8s.io events share core events' storage).
@@ -183,6 +215,7 @@ impl ApiCore {
             ipam: Mutex::new(ipam),
             write_lock: Mutex::new(()),
             writes: AtomicU64::new(0),
+            pod_logs: Default::default(),
         };
         core.bootstrap();
         Ok(core)
@@ -611,8 +644,19 @@ impl ApiCore {
                 gone: false,
             });
         }
-        if !finalizers(&old).is_empty() || is_namespace {
+        let gc_finalizer = opts
+            .propagation
+            .and_then(Propagation::finalizer)
+            .filter(|_| !is_namespace);
+        if !finalizers(&old).is_empty() || is_namespace || gc_finalizer.is_some() {
             let mut new = (*old).clone();
+            if let Some(f) = gc_finalizer
+                && !finalizers(&new).iter().any(|x| x == f)
+            {
+                let mut fs = finalizers(&new);
+                fs.push(f.to_string());
+                new["metadata"]["finalizers"] = json!(fs);
+            }
             new["metadata"]["deletionTimestamp"] = json!(now());
             new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             if is_namespace {
@@ -776,6 +820,10 @@ impl ApiCore {
                 default_pod(obj);
                 obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
             }
+            ("apps", "deployments" | "replicasets") => {
+                validate_workload(info, &name, obj)?;
+                default_workload(info, obj);
+            }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 ResourceInfo::from_crd(obj).map_err(|m| crd_invalid(&name, &m))?;
                 obj["status"] = crd_status(obj);
@@ -812,6 +860,10 @@ impl ApiCore {
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 ResourceInfo::from_crd(new).map_err(|m| crd_invalid(&name, &m))?;
                 new["status"] = crd_status(new);
+            }
+            ("apps", "deployments" | "replicasets") => {
+                validate_workload(info, &name, new)?;
+                default_workload(info, new);
             }
             ("", "namespaces") if new.get("spec") != old.get("spec") => {
                 new["spec"] = old.get("spec").cloned().unwrap_or(json!({}));
@@ -933,6 +985,61 @@ fn default_pod(obj: &mut Value) {
             }
         }
     }
+}
+
+/// Defaults kube-apiserver gives Deployments and ReplicaSets (and their pod templates).
+fn default_workload(info: &ResourceInfo, obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.entry("replicas").or_insert(json!(1));
+    if info.resource == "deployments" {
+        spec.entry("revisionHistoryLimit").or_insert(json!(10));
+        spec.entry("progressDeadlineSeconds").or_insert(json!(600));
+        let strategy = spec.entry("strategy").or_insert_with(|| json!({}));
+        if strategy.get("type").is_none() {
+            strategy["type"] = json!("RollingUpdate");
+        }
+        if strategy["type"] == "RollingUpdate" {
+            if !strategy["rollingUpdate"].is_object() {
+                strategy["rollingUpdate"] = json!({});
+            }
+            let ru = strategy["rollingUpdate"].as_object_mut().expect("object");
+            ru.entry("maxSurge").or_insert(json!("25%"));
+            ru.entry("maxUnavailable").or_insert(json!("25%"));
+        }
+    }
+    if let Some(t) = spec.get_mut("template") {
+        default_pod(t);
+    }
+}
+
+/// A workload needs a selector that selects its own pod template.
+fn validate_workload(info: &ResourceInfo, name: &str, obj: &Value) -> Result<(), ApiError> {
+    let invalid = |field: &str, reason: &str, msg: &str| {
+        ApiError::invalid_field(&info.kind, &info.group, name, field, reason, msg)
+    };
+    let sel = obj
+        .pointer("/spec/selector")
+        .ok_or_else(|| invalid("spec.selector", "FieldValueRequired", "Required value"))?;
+    let sel = crate::selector::LabelSelector::from_object(sel)
+        .map_err(|e| invalid("spec.selector", "FieldValueInvalid", &e))?;
+    if sel.is_empty() {
+        return Err(invalid(
+            "spec.selector",
+            "FieldValueInvalid",
+            "Invalid value: \"{}\": empty selector is invalid for deployment",
+        ));
+    }
+    let template = json!({"metadata": {"labels": obj.pointer("/spec/template/metadata/labels").cloned().unwrap_or(json!({}))}});
+    if !sel.matches(&template) {
+        return Err(invalid(
+            "spec.template.metadata.labels",
+            "FieldValueInvalid",
+            "Invalid value: `selector` does not match template `labels`",
+        ));
+    }
+    Ok(())
 }
 
 fn e_is_422(message: &str) -> bool {

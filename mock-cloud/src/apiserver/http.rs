@@ -2,7 +2,7 @@
 //! watch streams. Semantics live in [`super::core`].
 
 use super::convert::from_storage;
-use super::core::{ApiCore, DeleteOptions, ListOptions, WriteOptions, storage_gr};
+use super::core::{ApiCore, DeleteOptions, ListOptions, Propagation, WriteOptions, storage_gr};
 use super::error::{ApiError, success_status};
 use crate::faults::{Faults, Injected};
 use crate::patch::PatchType;
@@ -501,6 +501,15 @@ fn list_options(info: &ResourceInfo, q: &HashMap<String, String>) -> Result<List
     })
 }
 
+fn content_base(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .unwrap_or("")
+        .trim()
+}
+
 fn decode_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -581,6 +590,9 @@ async fn resource(
     let core = &srv.core;
     let info = &rp.info;
     let ns = rp.namespace.clone().unwrap_or_default();
+    if let Some(r) = subresource(srv, method, &rp, q, headers, &body)? {
+        return Ok(r);
+    }
     let status = match rp.sub.as_deref() {
         None => false,
         Some("status") if info.has_status => true,
@@ -655,6 +667,12 @@ async fn resource(
             Ok(json_response(201, &render(info, &created)))
         }
         (Method::PUT, Some(name)) => {
+            if status && content_base(headers) == super::protobuf::MEDIA_TYPE {
+                return Err(ApiError::unsupported_media_type(format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {})",
+                    super::protobuf::MEDIA_TYPE
+                )));
+            }
             let obj = decode_body(headers, &body)?;
             let opts = write_options(q)?;
             let updated = core.update(info, &ns, name, obj, status, &opts)?;
@@ -714,9 +732,85 @@ async fn resource(
     }
 }
 
+/// `scale` of Deployments and ReplicaSets, `log` of pods; None for other requests.
+fn subresource(
+    srv: &ApiServer,
+    method: &Method,
+    rp: &ResourcePath,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Option<Response>, ApiError> {
+    use super::subresources::{pod_log, scale};
+    let (Some(name), Some(sub)) = (rp.name.as_deref(), rp.sub.as_deref()) else {
+        return Ok(None);
+    };
+    let info = &rp.info;
+    let ns = rp.namespace.as_deref().unwrap_or("");
+    match (sub, method.clone()) {
+        ("scale", m) if info.has_scale() => {
+            let opts = write_options(q)?;
+            let write = match m {
+                Method::GET => None,
+                Method::PUT => Some((None, &body[..])),
+                Method::PATCH => {
+                    let ct = headers
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let pt = PatchType::from_content_type(ct)
+                        .filter(|p| *p != PatchType::Apply)
+                        .ok_or_else(|| {
+                            ApiError::unsupported_media_type(format!(
+                                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct:?})"
+                            ))
+                        })?;
+                    Some((Some(pt), &body[..]))
+                }
+                m => {
+                    return Err(ApiError::method_not_allowed(format!(
+                        "the server does not allow this method on the requested resource ({m})"
+                    )));
+                }
+            };
+            let v = scale(&srv.core, info, ns, name, write, &opts)?;
+            Ok(Some(json_response(200, &v)))
+        }
+        ("log", Method::GET) if info.group.is_empty() && info.resource == "pods" => {
+            let text = pod_log(
+                &srv.core,
+                info,
+                ns,
+                name,
+                q.get("tailLines").map(String::as_str),
+            )?;
+            Ok(Some(
+                Response::builder()
+                    .status(200)
+                    .header(header::CONTENT_TYPE, "text/plain")
+                    .body(Body::from(text))
+                    .expect("valid response"),
+            ))
+        }
+        _ => Ok(None),
+    }
+}
+
 fn delete_options(q: &HashMap<String, String>, body: &Bytes) -> Result<DeleteOptions, ApiError> {
+    let policy = |p: &str| {
+        Propagation::parse(p).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+            ))
+        })
+    };
     let mut opts = DeleteOptions {
         dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
+        propagation: q
+            .get("propagationPolicy")
+            .filter(|p| !p.is_empty())
+            .map(|p| policy(p))
+            .transpose()?,
         ..Default::default()
     };
     if !body.is_empty() {
@@ -731,6 +825,15 @@ fn delete_options(q: &HashMap<String, String>, body: &Bytes) -> Result<DeleteOpt
                 .get("resourceVersion")
                 .and_then(Value::as_str)
                 .map(str::to_string);
+        }
+        if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+            opts.propagation = Some(policy(p)?);
+        } else if let Some(o) = v.get("orphanDependents").and_then(Value::as_bool) {
+            opts.propagation = Some(if o {
+                Propagation::Orphan
+            } else {
+                Propagation::Background
+            });
         }
         if v.get("dryRun")
             .and_then(Value::as_array)

@@ -6,6 +6,7 @@ pub mod error;
 pub mod http;
 pub mod protobuf;
 pub mod rbac;
+pub mod subresources;
 
-pub use self::core::{ApiCore, CoreConfig, DeleteOptions, ListOptions, WriteOptions};
+pub use self::core::{ApiCore, CoreConfig, DeleteOptions, ListOptions, Propagation, WriteOptions};
 pub use self::error::ApiError;

@@ -8,6 +8,9 @@
 //! fields mock-cloud does not convert (probes, volumes, affinity, ...) make the request fail
 //! with 415 naming the field, never get dropped silently.
 //!
+//! `status` is dropped: writes to the main resource never change it (protobuf status writes
+//! are refused by the HTTP layer).
+//!
 //! Proto2 cannot tell an unset scalar from its zero value, and Go encodes every non-pointer
 //! field; so empty strings, and zeros / `false` of non-pointer fields, are omitted as Go's
 //! JSON encoder omits them (`omitempty`).
@@ -144,11 +147,6 @@ unsupported!(
     core::SecurityContext,
     core::ResourceClaim,
     core::SessionAffinityConfig,
-    core::ServiceStatus,
-    core::PodStatus,
-    core::NamespaceStatus,
-    apps::DeploymentStatus,
-    apps::ReplicaSetStatus,
     meta::ManagedFieldsEntry,
 );
 
@@ -369,7 +367,9 @@ impl J for core::Service {
             spec,
             status,
         } = self;
-        obj!(p; "metadata" => metadata, "spec" => spec, "status" => status)
+        // Status is not written through the main resource; kubectl sends it empty.
+        let _ = status;
+        obj!(p; "metadata" => metadata, "spec" => spec)
     }
 }
 
@@ -487,7 +487,9 @@ impl J for core::Namespace {
             spec,
             status,
         } = self;
-        obj!(p; "metadata" => metadata, "spec" => spec, "status" => status)
+        // Status is not written through the main resource; kubectl sends it empty.
+        let _ = status;
+        obj!(p; "metadata" => metadata, "spec" => spec)
     }
 }
 
@@ -505,7 +507,9 @@ impl J for core::Pod {
             spec,
             status,
         } = self;
-        obj!(p; "metadata" => metadata, "spec" => spec, "status" => status)
+        // Status is not written through the main resource; kubectl sends it empty.
+        let _ = status;
+        obj!(p; "metadata" => metadata, "spec" => spec)
     }
 }
 
@@ -712,7 +716,9 @@ impl J for apps::Deployment {
             spec,
             status,
         } = self;
-        obj!(p; "metadata" => metadata, "spec" => spec, "status" => status)
+        // Status is not written through the main resource; kubectl sends it empty.
+        let _ = status;
+        obj!(p; "metadata" => metadata, "spec" => spec)
     }
 }
 
@@ -768,7 +774,9 @@ impl J for apps::ReplicaSet {
             spec,
             status,
         } = self;
-        obj!(p; "metadata" => metadata, "spec" => spec, "status" => status)
+        // Status is not written through the main resource; kubectl sends it empty.
+        let _ = status;
+        obj!(p; "metadata" => metadata, "spec" => spec)
     }
 }
 

@@ -15,7 +15,8 @@ use super::{
 };
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use crate::podlogs::PodLog;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -92,7 +93,29 @@ pub fn tcp_reply(name: &str, received: &[u8]) -> Vec<u8> {
     }
 }
 
-async fn answer_tcp(mut s: TcpStream, name: Arc<str>) {
+/// The log line of one answered request: time, client, and the HTTP request line or the
+/// protocol.
+fn log_line(peer: Option<SocketAddr>, what: &str) -> String {
+    let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let peer = peer.map_or_else(|| "-".to_string(), |p| p.to_string());
+    format!("{t} {peer} {what}")
+}
+
+/// What a log line says about a TCP request: `"GET / HTTP/1.1" 200` or `tcp`.
+fn describe_tcp(received: &[u8]) -> String {
+    if is_http_request(received) {
+        let line = received
+            .split(|b| *b == b'\r' || *b == b'\n')
+            .next()
+            .unwrap_or_default();
+        let line = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+        format!("\"{line}\" 200")
+    } else {
+        "tcp".to_string()
+    }
+}
+
+async fn answer_tcp(mut s: TcpStream, name: Arc<str>, log: PodLog) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     if let Ok(Ok(n)) = tokio::time::timeout(QUIET_WAIT, s.read(&mut chunk)).await {
@@ -111,15 +134,16 @@ async fn answer_tcp(mut s: TcpStream, name: Arc<str>) {
     }
     let _ = s.write_all(&tcp_reply(&name, &buf)).await;
     let _ = s.shutdown().await;
+    crate::podlogs::push(&log, log_line(s.peer_addr().ok(), &describe_tcp(&buf)));
 }
 
-async fn serve_tcp(l: TcpListener, name: Arc<str>) {
+async fn serve_tcp(l: TcpListener, name: Arc<str>, log: PodLog) {
     let mut conns = JoinSet::new();
     loop {
         match l.accept().await {
             Ok((s, _)) => {
                 while conns.try_join_next().is_some() {}
-                conns.spawn(answer_tcp(s, name.clone()));
+                conns.spawn(answer_tcp(s, name.clone(), log.clone()));
             }
             Err(e) => {
                 tracing::debug!(error = %e, "pod accept failed");
@@ -129,13 +153,14 @@ async fn serve_tcp(l: TcpListener, name: Arc<str>) {
     }
 }
 
-async fn serve_udp(s: UdpSocket, name: Arc<str>) {
+async fn serve_udp(s: UdpSocket, name: Arc<str>, log: PodLog) {
     let reply = format!("{name}\n");
     let mut buf = vec![0u8; 65_536];
     loop {
         match s.recv_from(&mut buf).await {
             Ok((_, from)) => {
                 let _ = s.send_to(reply.as_bytes(), from).await;
+                crate::podlogs::push(&log, log_line(Some(from), "udp"));
             }
             Err(e) => {
                 tracing::debug!(error = %e, "pod recv failed");
@@ -152,6 +177,7 @@ async fn start_servers(
     name: &str,
     ip: Ipv4Addr,
     ports: &[(Proto, u16)],
+    log: PodLog,
 ) -> Vec<Stoppable> {
     let name: Arc<str> = Arc::from(name);
     let mut out = Vec::new();
@@ -159,14 +185,14 @@ async fn start_servers(
         let addr = SocketAddrV4::new(ip, port);
         let task = match proto {
             Proto::Tcp => match TcpListener::bind(addr).await {
-                Ok(l) => shared.spawn(serve_tcp(l, name.clone())),
+                Ok(l) => shared.spawn(serve_tcp(l, name.clone(), log.clone())),
                 Err(e) => {
                     tracing::warn!(pod = %pod_key, %addr, error = %e, "cannot bind TCP container port");
                     None
                 }
             },
             Proto::Udp => match UdpSocket::bind(addr).await {
-                Ok(s) => shared.spawn(serve_udp(s, name.clone())),
+                Ok(s) => shared.spawn(serve_udp(s, name.clone(), log.clone())),
                 Err(e) => {
                     tracing::warn!(pod = %pod_key, %addr, error = %e, "cannot bind UDP container port");
                     None
@@ -356,6 +382,7 @@ impl Kubelet {
                 s.stop().await;
             }
             shared.release_pod(uid);
+            shared.core.pod_logs.remove(uid);
         }
     }
 }
@@ -410,8 +437,16 @@ impl Controller for Kubelet {
             };
             live.insert(uid.clone());
             if !self.running.contains_key(&uid) {
-                let servers =
-                    start_servers(shared, &key, name_of(pod), pod_ip, &container_ports(pod)).await;
+                let log = shared.core.pod_logs.log(&uid);
+                let servers = start_servers(
+                    shared,
+                    &key,
+                    name_of(pod),
+                    pod_ip,
+                    &container_ports(pod),
+                    log,
+                )
+                .await;
                 tracing::debug!(pod = %key, node = %node_name, ip = %pod_ip, "pod started");
                 self.running.insert(
                     uid.clone(),

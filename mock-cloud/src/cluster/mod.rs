@@ -28,10 +28,13 @@
 //! All writes go through [`ApiCore`], so API clients see everything.
 
 pub mod endpoints;
+pub mod gc;
 pub mod kubelet;
 pub mod nodes;
 pub mod proxy;
+pub mod rollout;
 pub mod scheduler;
+pub mod workloads;
 
 use crate::apiserver::{ApiCore, ApiError, DeleteOptions, WriteOptions};
 use crate::registry::ResourceInfo;
@@ -72,6 +75,8 @@ pub(crate) struct Infos {
     pub pods: ResourceInfo,
     pub services: ResourceInfo,
     pub slices: ResourceInfo,
+    pub deployments: ResourceInfo,
+    pub replicasets: ResourceInfo,
 }
 
 /// The addresses given to one node.
@@ -294,6 +299,8 @@ impl Cluster {
             pods: info("", "pods")?,
             services: info("", "services")?,
             slices: info("discovery.k8s.io", "endpointslices")?,
+            deployments: info("apps", "deployments")?,
+            replicasets: info("apps", "replicasets")?,
         };
         let shared = Arc::new(Shared {
             core: core.clone(),
@@ -320,6 +327,9 @@ impl Cluster {
         run_controller(&shared, scheduler::Scheduler);
         run_controller(&shared, kubelet::Kubelet::default());
         run_controller(&shared, endpoints::EndpointSliceController);
+        run_controller(&shared, workloads::DeploymentController);
+        run_controller(&shared, workloads::ReplicaSetController);
+        run_controller(&shared, gc::GarbageCollector);
         if cfg.proxy {
             run_controller(&shared, proxy::Proxy::default());
         }
@@ -493,6 +503,8 @@ pub(crate) enum Kind {
     Pods,
     Services,
     Slices,
+    Deployments,
+    ReplicaSets,
 }
 
 impl Kind {
@@ -502,6 +514,8 @@ impl Kind {
             Kind::Pods => &infos.pods,
             Kind::Services => &infos.services,
             Kind::Slices => &infos.slices,
+            Kind::Deployments => &infos.deployments,
+            Kind::ReplicaSets => &infos.replicasets,
         }
     }
 
@@ -511,6 +525,8 @@ impl Kind {
             Kind::Pods => (String::new(), "pods".into()),
             Kind::Services => (String::new(), "services".into()),
             Kind::Slices => ("discovery.k8s.io".into(), "endpointslices".into()),
+            Kind::Deployments => ("apps".into(), "deployments".into()),
+            Kind::ReplicaSets => ("apps".into(), "replicasets".into()),
         }
     }
 }
