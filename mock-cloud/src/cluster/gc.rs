@@ -134,7 +134,18 @@ impl Controller for GarbageCollector {
                 }
             }
         }
-        for (uid, (kind, owner)) in &owners {
+        // Every object being deleted with a GC finalizer; pods own nothing, so theirs go at
+        // once.
+        let mut deleting: Vec<(String, Kind, Arc<Value>)> = owners
+            .iter()
+            .map(|(u, (k, o))| (u.clone(), *k, o.clone()))
+            .collect();
+        deleting.extend(
+            list(shared, Kind::Pods)
+                .into_iter()
+                .map(|p| (uid_of(&p).to_string(), Kind::Pods, p)),
+        );
+        for (uid, kind, owner) in &deleting {
             if !super::is_deleting(owner) {
                 continue;
             }
@@ -144,13 +155,18 @@ impl Controller for GarbageCollector {
                     Self::drop_owner_ref(shared, *k, d, uid);
                 }
                 Self::drop_finalizer(shared, *kind, owner, ORPHAN);
+                if has_finalizer(owner, FOREGROUND) {
+                    Self::drop_finalizer(shared, *kind, owner, FOREGROUND);
+                }
             } else if has_finalizer(owner, FOREGROUND) {
                 if deps.is_empty() {
                     Self::drop_finalizer(shared, *kind, owner, FOREGROUND);
                 }
                 for (k, d) in deps {
                     if !super::is_deleting(d) {
-                        Self::delete(shared, *k, d, Some(Propagation::Foreground));
+                        let owns = OWNER_KINDS.iter().any(|(_, o)| o == k);
+                        let p = owns.then_some(Propagation::Foreground);
+                        Self::delete(shared, *k, d, p);
                     }
                 }
             }

@@ -103,6 +103,27 @@ pub fn rolling_step(
     (new_replicas, olds)
 }
 
+/// A template as typed clients and kube-apiserver see it: nulls, empty objects and empty
+/// lists carry nothing (kubectl sends `creationTimestamp: null`, `resources: {}`), so two
+/// templates that differ only in them are the same template.
+pub fn normalize(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), normalize(v)))
+                .filter(|(_, v)| match v {
+                    Value::Null => false,
+                    Value::Object(o) => !o.is_empty(),
+                    Value::Array(a) => !a.is_empty(),
+                    _ => true,
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(normalize).collect()),
+        v => v.clone(),
+    }
+}
+
 /// FNV-1a, 32 bits.
 fn fnv32a(data: &[u8]) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
@@ -117,7 +138,7 @@ fn fnv32a(data: &[u8]) -> u32 {
 /// collision count), spelled with the consonants and digits upstream uses.
 pub fn template_hash(template: &Value, collision_count: i64) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut data = serde_json::to_vec(template).unwrap_or_default();
+    let mut data = serde_json::to_vec(&normalize(template)).unwrap_or_default();
     if collision_count > 0 {
         data.extend(collision_count.to_string().bytes());
     }
@@ -184,6 +205,9 @@ mod tests {
         assert_eq!(template_hash(&a, 0), template_hash(&a.clone(), 0));
         assert_ne!(template_hash(&a, 0), template_hash(&b, 0));
         assert_ne!(template_hash(&a, 0), template_hash(&a, 1));
+        let sent = json!({"metadata": {"creationTimestamp": null},
+                          "spec": {"containers": [{"name": "c", "image": "a", "resources": {}}]}});
+        assert_eq!(template_hash(&sent, 0), template_hash(&a, 0));
         assert!(
             template_hash(&a, 0)
                 .chars()

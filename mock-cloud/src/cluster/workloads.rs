@@ -11,7 +11,7 @@
 //!   and `kubectl rollout status` read (replicas, updated, ready, available, unavailable,
 //!   observedGeneration, Available and Progressing conditions).
 
-use super::rollout::{RsState, rolling_step, surge_and_unavailable, template_hash};
+use super::rollout::{RsState, normalize, rolling_step, surge_and_unavailable, template_hash};
 use super::{
     Controller, Kind, Shared, array, is_deleting, list, modify, name_of, namespace_of, str_at,
     uid_of,
@@ -227,7 +227,7 @@ pub(crate) struct DeploymentController;
 /// A pod template without the `pod-template-hash` label, to compare a ReplicaSet's
 /// template with its Deployment's.
 fn template_without_hash(t: Option<&Value>) -> Value {
-    let mut t = t.cloned().unwrap_or_else(|| json!({}));
+    let mut t = normalize(t.unwrap_or(&json!({})));
     if let Some(labels) = t
         .pointer_mut("/metadata/labels")
         .and_then(Value::as_object_mut)
@@ -244,7 +244,12 @@ fn template_without_hash(t: Option<&Value>) -> Value {
     {
         m.remove("metadata");
     }
-    t
+    normalize(&t)
+}
+
+/// A Deployment's pod template, normalized for comparison.
+fn deployment_template(d: &Value) -> Value {
+    normalize(d.pointer("/spec/template").unwrap_or(&json!({})))
 }
 
 fn revision(obj: &Value) -> i64 {
@@ -378,7 +383,7 @@ impl DeploymentController {
 
     fn sync(shared: &Shared, d: &Value, mut owned: Vec<Arc<Value>>) {
         let replicas = spec_replicas(d);
-        let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
+        let template = deployment_template(d);
         let strategy = str_at(d, "/spec/strategy/type").unwrap_or("RollingUpdate");
         let (surge, max_unavailable) = if strategy == "Recreate" {
             (0, replicas)
@@ -494,7 +499,7 @@ impl DeploymentController {
 
     fn status(d: &Value, owned: &[Arc<Value>], now: &str) -> Value {
         let replicas = spec_replicas(d);
-        let template = d.pointer("/spec/template").cloned().unwrap_or(json!({}));
+        let template = deployment_template(d);
         let new_rs = owned
             .iter()
             .find(|r| template_without_hash(r.pointer("/spec/template")) == template);
