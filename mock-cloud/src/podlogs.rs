@@ -65,7 +65,10 @@ mod tests {
         assert_eq!(all[0], "line 5");
         assert_eq!(
             logs.lines("u", Some(2)),
-            vec![format!("line {}", MAX_LINES + 3), format!("line {}", MAX_LINES + 4)]
+            vec![
+                format!("line {}", MAX_LINES + 3),
+                format!("line {}", MAX_LINES + 4)
+            ]
         );
         logs.remove("u");
         assert!(logs.lines("u", None).is_empty());

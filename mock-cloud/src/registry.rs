@@ -102,8 +102,14 @@ impl ResourceInfo {
             has_status,
             printer_columns: Vec::new(),
             schema: None,
-            categories: if ["services", "pods", "deployments", "replicasets", "daemonsets"]
-                .contains(&resource)
+            categories: if [
+                "services",
+                "pods",
+                "deployments",
+                "replicasets",
+                "daemonsets",
+            ]
+            .contains(&resource)
             {
                 vec!["all".into()]
             } else {
@@ -322,7 +328,15 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
             &["deploy"],
             true,
         ),
-        b("apps", "v1", "replicasets", "ReplicaSet", true, &["rs"], true),
+        b(
+            "apps",
+            "v1",
+            "replicasets",
+            "ReplicaSet",
+            true,
+            &["rs"],
+            true,
+        ),
         b("apps", "v1", "daemonsets", "DaemonSet", true, &["ds"], true),
         b(
             "policy",

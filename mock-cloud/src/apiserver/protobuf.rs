@@ -230,7 +230,10 @@ impl J for Bytes {
         }
         let e = base64::engine::general_purpose::STANDARD;
         Ok(Value::Object(
-            self.0.into_iter().map(|(k, v)| (k, json!(e.encode(v)))).collect(),
+            self.0
+                .into_iter()
+                .map(|(k, v)| (k, json!(e.encode(v))))
+                .collect(),
         ))
     }
 }
@@ -936,7 +939,11 @@ mod tests {
             ..Default::default()
         };
         let got = decode(&envelope("apps/v1", "ReplicaSet", rs.encode_to_vec())).unwrap();
-        assert_eq!(got["spec"]["replicas"], json!(0), "a set pointer keeps zero");
+        assert_eq!(
+            got["spec"]["replicas"],
+            json!(0),
+            "a set pointer keeps zero"
+        );
     }
 
     #[test]

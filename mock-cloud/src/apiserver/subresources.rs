@@ -43,7 +43,13 @@ fn selector_string(obj: &Value) -> String {
 pub fn scale_of(obj: &Value) -> Value {
     let m = &obj["metadata"];
     let mut meta = json!({});
-    for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
         if let Some(v) = m.get(k) {
             meta[k] = v.clone();
         }
@@ -83,7 +89,10 @@ pub fn scale(
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .filter(|rv| !rv.is_empty())
-        && Some(rv) != cur.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+        && Some(rv)
+            != cur
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
     {
         return Err(ApiError::conflict(
             &format!("{}.{}", info.resource, info.group),

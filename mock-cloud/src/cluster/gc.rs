@@ -37,7 +37,12 @@ fn tracked_refs(obj: &Value) -> Vec<(String, String)> {
         .iter()
         .filter(|r| r["apiVersion"] == "apps/v1")
         .filter(|r| OWNER_KINDS.iter().any(|(k, _)| r["kind"] == *k))
-        .filter_map(|r| Some((r["kind"].as_str()?.to_string(), r["uid"].as_str()?.to_string())))
+        .filter_map(|r| {
+            Some((
+                r["kind"].as_str()?.to_string(),
+                r["uid"].as_str()?.to_string(),
+            ))
+        })
         .collect()
 }
 
@@ -92,7 +97,10 @@ impl GarbageCollector {
                 m.remove("ownerReferences");
                 return true;
             }
-            before != o["metadata"]["ownerReferences"].as_array().map_or(0, Vec::len)
+            before
+                != o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .map_or(0, Vec::len)
         });
     }
 }
@@ -120,8 +128,10 @@ impl Controller for GarbageCollector {
                 if refs.is_empty() {
                     continue;
                 }
-                let live: Vec<&(String, String)> =
-                    refs.iter().filter(|(_, u)| owners.contains_key(u)).collect();
+                let live: Vec<&(String, String)> = refs
+                    .iter()
+                    .filter(|(_, u)| owners.contains_key(u))
+                    .collect();
                 if live.is_empty() {
                     Self::delete(shared, *kind, &obj, None);
                     continue;

@@ -13,9 +13,9 @@ use super::{
     Controller, Kind, Shared, Stoppable, array, is_deleting, list, modify, name_of, namespace_of,
     str_at, uid_of,
 };
+use crate::podlogs::PodLog;
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
-use crate::podlogs::PodLog;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;

@@ -88,8 +88,12 @@ pub fn rolling_step(
             budget -= unhealthy;
         }
         // Then available ones, as long as enough stay available.
-        let available: i64 =
-            new.available + old.iter().zip(&olds).map(|(r, n)| r.available.min(*n)).sum::<i64>();
+        let available: i64 = new.available
+            + old
+                .iter()
+                .zip(&olds)
+                .map(|(r, n)| r.available.min(*n))
+                .sum::<i64>();
         let mut down = (available - min_available).max(0).min(budget.max(0));
         for n in olds.iter_mut() {
             if down <= 0 {
@@ -184,7 +188,10 @@ mod tests {
             assert!(n + o[0] <= 4 + surge, "surge honoured: {n}+{o:?}");
             // Pods become available one step later; old ones go at once.
             let avail_old = old[0].available.min(o[0]);
-            assert!(avail_old + new.available >= 4 - unavail, "availability honoured");
+            assert!(
+                avail_old + new.available >= 4 - unavail,
+                "availability honoured"
+            );
             new = rs(n, new.replicas.min(n));
             old = vec![rs(o[0], avail_old)];
             steps += 1;

@@ -296,8 +296,10 @@ impl DeploymentController {
                 }
                 let ann = json!({DESIRED: desired.to_string(), MAX_REPLICAS: max.to_string()});
                 let same = spec_replicas(o) == replicas
-                    && o.pointer(&format!("/metadata/annotations/{}", DESIRED.replace('/', "~1")))
-                        == Some(&ann[DESIRED]);
+                    && o.pointer(&format!(
+                        "/metadata/annotations/{}",
+                        DESIRED.replace('/', "~1")
+                    )) == Some(&ann[DESIRED]);
                 if same {
                     return false;
                 }
@@ -430,10 +432,12 @@ impl DeploymentController {
                 let collisions = i(d, "/status/collisionCount");
                 let hash = template_hash(&template, collisions);
                 let rs = Self::new_replica_set(d, &hash, initial, max_rev + 1);
-                match shared
-                    .core
-                    .create(&shared.infos.replicasets, namespace_of(d), rs, &WriteOptions::default())
-                {
+                match shared.core.create(
+                    &shared.infos.replicasets,
+                    namespace_of(d),
+                    rs,
+                    &WriteOptions::default(),
+                ) {
                     Ok(rs) => rs,
                     Err(e) => {
                         tracing::warn!(deployment = %name_of(d), error = %e, "creating ReplicaSet");
@@ -458,7 +462,10 @@ impl DeploymentController {
             };
             (new_target, vec![0; olds.len()])
         } else if paused {
-            (spec_replicas(&new_rs), olds.iter().map(|r| r.replicas).collect())
+            (
+                spec_replicas(&new_rs),
+                olds.iter().map(|r| r.replicas).collect(),
+            )
         } else {
             rolling_step(replicas, surge, max_unavailable, &state(&new_rs), &olds)
         };
@@ -553,7 +560,10 @@ impl DeploymentController {
                 "Progressing",
                 true,
                 "NewReplicaSetAvailable",
-                &format!("ReplicaSet \"{}\" has successfully progressed.", name_of(rs)),
+                &format!(
+                    "ReplicaSet \"{}\" has successfully progressed.",
+                    name_of(rs)
+                ),
                 now,
             ),
             Some(rs) => condition(

@@ -41,6 +41,8 @@ pub struct Served {
     pub kubeconfig: PathBuf,
     pub url: String,
     pub addr: String,
+    /// The load balancer API's URL, when started with `--lb-api-listen`.
+    pub lb_url: Option<String>,
 }
 
 impl Served {
@@ -65,10 +67,14 @@ impl Served {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut url = None;
+        let mut lb_url = None;
         for line in lines.by_ref() {
             let line = line.expect("read mock-cloud output");
             if let Some(u) = line.strip_prefix("mock-cloud: API server listening on ") {
                 url = Some(u.trim().to_string());
+            }
+            if let Some(u) = line.strip_prefix("mock-cloud: load balancer API listening on ") {
+                lb_url = Some(u.trim().to_string());
             }
             if line.contains("fault injection at") {
                 break;
@@ -84,6 +90,7 @@ impl Served {
             kubeconfig,
             url,
             addr,
+            lb_url,
         }
     }
 
