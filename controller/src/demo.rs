@@ -1,10 +1,11 @@
 //! `berth demo`: mock-cloud (API server, nodes, load balancer API) plus the controller with
-//! the http provider, a Deployment-free app of two pods, and a LoadBalancer Service in front
-//! of them that answers on its own address.
+//! the http provider, a Deployment `demo` of two replicas, and a LoadBalancer Service in front
+//! of it that answers on its own address.
 
 use anyhow::Context;
 use berth::run::{ControllerOptions, Running};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::api::PostParams;
 use mock_cloud::{Config as CloudConfig, MockCloud};
@@ -34,15 +35,22 @@ pub struct DemoArgs {
     check: bool,
 }
 
-fn demo_pod(name: &str) -> Pod {
+fn demo_deployment() -> Deployment {
     serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"app": "demo"}},
-        "spec": {"containers": [{
-            "name": "app", "image": "example.com/demo:1",
-            "ports": [{"containerPort": 8080, "protocol": "TCP"}, {"containerPort": 5353, "protocol": "UDP"}]
-        }]}
+        "metadata": {"name": "demo", "labels": {"app": "demo"}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "demo"}},
+            "template": {
+                "metadata": {"labels": {"app": "demo"}},
+                "spec": {"containers": [{
+                    "name": "app", "image": "example.com/demo:1",
+                    "ports": [{"containerPort": 8080, "protocol": "TCP"}, {"containerPort": 5353, "protocol": "UDP"}]
+                }]}
+            }
+        }
     }))
-    .expect("valid pod")
+    .expect("valid deployment")
 }
 
 fn demo_service() -> Service {
@@ -124,10 +132,10 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     ));
     let running = started_rx.await.context("The controller did not start")?;
 
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    for name in ["demo-1", "demo-2"] {
-        pods.create(&PostParams::default(), &demo_pod(name)).await?;
-    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deployments
+        .create(&PostParams::default(), &demo_deployment())
+        .await?;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     services
         .create(&PostParams::default(), &demo_service())
@@ -158,13 +166,20 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         println!("  berth metrics:               http://{m}/metrics");
     }
     println!();
-    println!("Service default/demo (LoadBalancer) has address {ip}:");
+    println!("Deployment default/demo (2 replicas) behind Service demo (LoadBalancer) at {ip}:");
     println!("  curl http://{ip}/                       # answers with the pod's name");
     println!("  echo hi | nc -u -w1 {ip} 53              # UDP too");
-    println!("  kubectl --kubeconfig {kc} get svc,pods,nodes");
-    println!("  kubectl --kubeconfig {kc} describe svc demo");
+    println!("  export KUBECONFIG={kc}");
+    println!("  kubectl get all");
+    println!("  kubectl scale deployment demo --replicas=4");
+    println!("  kubectl set image deployment/demo '*=example.com/demo:2'");
+    println!("  kubectl rollout status deployment/demo   # then rollout undo");
+    println!("  kubectl logs POD                         # one line per request it answered");
     println!();
-    println!("Apply your own LoadBalancer Services with kubectl --kubeconfig {kc} apply -f ...");
+    println!("Your own app, the same way:");
+    println!("  kubectl create deployment web --image=nginx --replicas=2 --port=8080");
+    println!("  kubectl expose deployment web --type=LoadBalancer --port=80 --target-port=8080");
+    println!("  kubectl get svc web                      # EXTERNAL-IP within seconds; curl it");
 
     let answer = {
         let addr = format!("{ip}:80");
