@@ -60,9 +60,7 @@ pub fn rolling_step(
     let old_total: i64 = old.iter().map(|r| r.replicas).sum();
     // Scale up the new ReplicaSet within the surge budget.
     let mut new_replicas = new.replicas;
-    if old_total == 0 {
-        new_replicas = replicas;
-    } else if new.replicas > replicas {
+    if old_total == 0 || new.replicas > replicas {
         new_replicas = replicas;
     } else {
         let all = old_total + new.replicas;

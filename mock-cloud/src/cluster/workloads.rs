@@ -269,12 +269,12 @@ fn condition(type_: &str, ok: bool, reason: &str, message: &str, now: &str) -> V
 
 /// Keeps a condition's lastTransitionTime (and lastUpdateTime when nothing changed).
 fn merge_condition(old: Option<&Value>, mut new: Value) -> Value {
-    if let Some(old) = old {
-        if old["status"] == new["status"] {
-            new["lastTransitionTime"] = old["lastTransitionTime"].clone();
-            if old["reason"] == new["reason"] && old["message"] == new["message"] {
-                new["lastUpdateTime"] = old["lastUpdateTime"].clone();
-            }
+    if let Some(old) = old
+        && old["status"] == new["status"]
+    {
+        new["lastTransitionTime"] = old["lastTransitionTime"].clone();
+        if old["reason"] == new["reason"] && old["message"] == new["message"] {
+            new["lastUpdateTime"] = old["lastUpdateTime"].clone();
         }
     }
     new
