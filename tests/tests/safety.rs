@@ -661,12 +661,16 @@ fn a_legacy_finalizer_on_another_class_is_not_ours_to_remove() {
 
     // Ours is served and gets our own finalizer.
     cloud.wait_address("ours");
-    let ours_fins = wait_for("ours to carry our finalizer", DEADLINE, || {
-        let s = cloud.service("ours")?;
-        let fs = berth_finalizers(&s);
-        fs.iter().any(|x| x != LEGACY_FINALIZER).then_some(fs)
+    let own_finalizer = crate_wait(Duration::from_secs(10), || {
+        cloud
+            .service("ours")
+            .is_some_and(|s| berth_finalizers(&s).iter().any(|x| x != LEGACY_FINALIZER))
     });
+    let ours_fins = cloud.service("ours").map(|s| berth_finalizers(&s));
     eprintln!("ours carries {ours_fins:?}");
+    f.check(own_finalizer, || {
+        format!("ours did not get its class's own finalizer: {ours_fins:?}")
+    });
 
     // Theirs: left alone, for 10 s, and while it is being deleted.
     let theirs_alone = |f: &mut Findings, phase: &str| {
