@@ -190,7 +190,9 @@ pub fn class_service(name: &str, class: Option<&str>) -> Value {
 /// The `metadata.resourceVersion` of a Service (None if it is gone).
 pub fn service_rv(cloud: &Cloud, name: &str) -> Option<String> {
     let s = cloud.try_get("service", name).ok().flatten()?;
-    s["metadata"]["resourceVersion"].as_str().map(str::to_string)
+    s["metadata"]["resourceVersion"]
+        .as_str()
+        .map(str::to_string)
 }
 
 /// Writes `contents` to `dir/name`; returns the path.
@@ -218,6 +220,7 @@ pub fn kubeconfig_with_token(cloud: &Cloud, token: &str) -> PathBuf {
 pub struct Replica {
     token: String,
     kubeconfig: PathBuf,
+    lease_namespace: String,
     args: Vec<String>,
 }
 
@@ -239,10 +242,16 @@ impl Replica {
         Replica {
             token: token.into(),
             kubeconfig,
+            lease_namespace: "default".into(),
             args: Vec::new(),
         }
         .args(&["--identity", token, "--metrics-listen", "127.0.0.1:0"])
-        .args(&["--leader-elect-namespace", "default"])
+    }
+
+    /// `--leader-elect-namespace NS` instead of `default`.
+    pub fn lease_namespace(mut self, ns: &str) -> Replica {
+        self.lease_namespace = ns.into();
+        self
     }
 
     /// [`Replica::bare`] plus `--provider http --http-endpoint URL --http-token-file F`
@@ -274,6 +283,7 @@ impl Replica {
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(&self.args)
+            .args(["--leader-elect-namespace", &self.lease_namespace])
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG");
         let mut proc = Proc::spawn(

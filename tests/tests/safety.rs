@@ -113,21 +113,21 @@ fn check_two_classes(cloud: &Cloud, owners: &Owners, f: &mut Findings) {
         .into_iter()
         .map(|n| (n, lb_id(&lb, n)))
         .collect();
-    for (n, class, owner) in [
-        ("svc-a", A_CLASS, &owners.a),
-        ("svc-b", B_CLASS, &owners.b),
-    ] {
+    for (n, class, owner) in [("svc-a", A_CLASS, &owners.a), ("svc-b", B_CLASS, &owners.b)] {
         let Some(id) = &ids[n] else {
             f.add(format!("{n} has no load balancer at the end of the window"));
             continue;
         };
         let l = lb_of(&lb, n).unwrap_or_default();
-        f.check(lb_label(&l, "berth.io/class").as_deref() == Some(class), || {
-            format!(
-                "{n}'s load balancer {id} is labelled berth.io/class={:?}, not {class:?}",
-                lb_label(&l, "berth.io/class")
-            )
-        });
+        f.check(
+            lb_label(&l, "berth.io/class").as_deref() == Some(class),
+            || {
+                format!(
+                    "{n}'s load balancer {id} is labelled berth.io/class={:?}, not {class:?}",
+                    lb_label(&l, "berth.io/class")
+                )
+            },
+        );
         f.check(lb_label(&l, "berth.io/cluster").is_some(), || {
             format!("{n}'s load balancer {id} has no berth.io/cluster label")
         });
@@ -209,9 +209,10 @@ fn check_two_classes(cloud: &Cloud, owners: &Owners, f: &mut Findings) {
     let ls = leases(cloud);
     eprintln!("leases: {ls:?}");
     for (lease, owner) in [(A_LEASE, &owners.a), (B_LEASE, &owners.b)] {
-        f.check(holder_of(cloud, lease).as_deref() == Some(owner.as_str()), || {
-            format!("Lease {lease} is not held by {owner}; leases in default: {ls:?}")
-        });
+        f.check(
+            holder_of(cloud, lease).as_deref() == Some(owner.as_str()),
+            || format!("Lease {lease} is not held by {owner}; leases in default: {ls:?}"),
+        );
     }
 
     // Steady state over the last 30 s: no Service changed, (almost) no writes.
@@ -239,7 +240,11 @@ fn check_two_classes(cloud: &Cloud, owners: &Owners, f: &mut Findings) {
             format!(
                 "{} LB API writes in the last 30 s, e.g. {:?}",
                 lb_late.len(),
-                lb_late.iter().take(3).map(|w| w.to_string()).collect::<Vec<_>>()
+                lb_late
+                    .iter()
+                    .take(3)
+                    .map(|w| w.to_string())
+                    .collect::<Vec<_>>()
             )
         });
         f.check(api_late.len() <= 2, || {
@@ -352,6 +357,76 @@ fn two_classes_two_processes_never_touch_each_other() {
     f.assert_none("two classes, two processes");
 }
 
+/// Guards defect 1 even where leader election cannot keep two classes apart: with their
+/// Leases in different namespaces both controllers lead, and before issue 9 each one deleted
+/// the other's load balancers (the shared finalizer marked the other's Service as its own to
+/// clean up) — the 1,546-DELETEs-in-30-s fight. 30 s: 0 DELETEs, both load balancers stay.
+#[test]
+fn two_classes_leading_in_separate_namespaces_never_delete_each_other() {
+    let cloud = Cloud::start("two-namespaces");
+    let ep = cloud.lb_url();
+    let lb = cloud.lb.clone();
+    let common = [
+        "--cluster-name",
+        "safety",
+        "--resync",
+        "5s",
+        "--gc-interval",
+        "2s",
+    ];
+    let _a = Replica::http(&cloud, "class-a", &ep)
+        .args(&["--class", A_CLASS])
+        .args(&common)
+        .start(&cloud);
+    let _b = Replica::http(&cloud, "class-b", &ep)
+        .args(&["--class", B_CLASS])
+        .lease_namespace("kube-system")
+        .args(&common)
+        .start(&cloud);
+    cloud.apply(&[
+        class_service("svc-a", Some(A_CLASS)),
+        class_service("svc-b", Some(B_CLASS)),
+    ]);
+    let mut f = Findings::default();
+    let both = crate_wait(DEADLINE, || {
+        lb_id(&lb, "svc-a").is_some() && lb_id(&lb, "svc-b").is_some()
+    });
+    f.check(both, || {
+        "svc-a and svc-b did not both get a load balancer".into()
+    });
+    let window = Duration::from_secs(30);
+    let start = Instant::now();
+    let mut missing = BTreeMap::<&str, u32>::new();
+    while start.elapsed() < window {
+        for n in ["svc-a", "svc-b"] {
+            if lb_id(&lb, n).is_none() {
+                *missing.entry(n).or_default() += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let deletes = total_deletes(&lb);
+    eprintln!("over {window:?}: {deletes} DELETE(s); samples without a load balancer: {missing:?}");
+    f.check(deletes == 0, || {
+        format!(
+            "{deletes} DELETE(s) at the LB API in {window:?}: {:?}",
+            lb_deletes(&lb)
+        )
+    });
+    f.check(missing.is_empty(), || {
+        format!("load balancers went missing (samples every 0.5 s): {missing:?}")
+    });
+    for (svc, stranger) in [("svc-a", "class-b"), ("svc-b", "class-a")] {
+        let path = format!("/services/{svc}");
+        let n = api_writes(&cloud)
+            .into_iter()
+            .filter(|w| w.token == stranger && w.path.contains(&path))
+            .count();
+        f.check(n == 0, || format!("{stranger} wrote {n} time(s) to {svc}"));
+    }
+    f.assert_none("two classes leading in separate namespaces");
+}
+
 /// Guards defect 1 for one process serving two classes from `--config` (`classes:`): each
 /// class keeps its own finalizer, Lease and load balancers.
 #[test]
@@ -415,7 +490,9 @@ fn two_clusters_sharing_one_lb_api_never_collect_each_other() {
                 .is_some()
         })
     });
-    f.check(both, || "both clusters' web did not get an address within 30 s".into());
+    f.check(both, || {
+        "both clusters' web did not get an address within 30 s".into()
+    });
     eprintln!("both provisioned after {:?}", start.elapsed());
 
     // 30 s with GC every 2 s: both load balancers stay, nothing is deleted.
@@ -624,7 +701,10 @@ fn a_leader_whose_renewals_hang_stops_writing_before_its_lease_expires() {
         .filter(|w| w.token == "replica-a" && w.received_ms > expiry)
         .map(|w| format!("{w} (+{} ms after expiry)", w.received_ms - expiry))
         .collect();
-    eprintln!("writes by replica-a after its lease expired: {}", late.len());
+    eprintln!(
+        "writes by replica-a after its lease expired: {}",
+        late.len()
+    );
     f.check(late.is_empty(), || {
         format!(
             "replica-a made {} write(s) after its lease expired, e.g. {:?}",
@@ -676,9 +756,10 @@ fn a_legacy_finalizer_on_another_class_is_not_ours_to_remove() {
     let theirs_alone = |f: &mut Findings, phase: &str| {
         let s = cloud.service("theirs");
         let fins = s.as_ref().map(finalizers);
-        f.check(fins.as_deref() == Some(&[LEGACY_FINALIZER.to_string()][..]), || {
-            format!("{phase}: theirs' finalizers became {fins:?}")
-        });
+        f.check(
+            fins.as_deref() == Some(&[LEGACY_FINALIZER.to_string()][..]),
+            || format!("{phase}: theirs' finalizers became {fins:?}"),
+        );
         f.check(s.as_ref().and_then(ingress_ip).is_none(), || {
             format!("{phase}: theirs got an address")
         });
