@@ -348,7 +348,7 @@ async fn dispatch(
         },
         Route::Admin(rest) => admin(srv, method, &rest, query, &body),
         Route::Resource(rp) => {
-            match resource(&srv, &method, *rp, &query, &headers, &accept, body).await {
+            match resource(srv, method, *rp, query, headers, &accept, body).await {
                 Ok(r) => r,
                 Err(e) => e.into_response(),
             }
