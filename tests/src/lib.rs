@@ -981,3 +981,9 @@ pub fn lease_holder(cloud: &Cloud) -> Option<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
 }
+
+// ---------------------------------------------------------------------------------------
+// Ownership, cluster identity and fencing (issue 9): see `safety_harness`
+// ---------------------------------------------------------------------------------------
+
+pub mod safety_harness;
