@@ -190,6 +190,11 @@ impl Spec {
                 "Required for an HTTP health check, e.g. \"/healthz\"",
             ));
         }
+        if let Some(path) = hc.path.as_deref().filter(|_| hc.protocol == HealthProtocol::Http)
+        {
+            crate::bounds::check_health_check_path(path)
+                .map_err(|m| ProviderError::invalid("healthCheck.path", m))?;
+        }
         if hc.port == Some(0) {
             return Err(ProviderError::invalid(
                 "healthCheck.port",
@@ -454,7 +459,7 @@ mod tests {
     #[test]
     fn rejects_what_the_api_cannot_serve() {
         type Mutation = fn(&mut DesiredLoadBalancer);
-        let cases: [(Mutation, &str, &str); 8] = [
+        let cases: [(Mutation, &str, &str); 10] = [
             (
                 |lb| lb.listeners[1].protocol = Protocol::Sctp,
                 "spec.ports[1].protocol",
@@ -485,6 +490,16 @@ mod tests {
                 |lb| lb.health_check.path = None,
                 "healthCheck.path",
                 "\"/healthz\"",
+            ),
+            (
+                |lb| lb.health_check.path = Some("/a b".into()),
+                "healthCheck.path",
+                "starting with \"/\"",
+            ),
+            (
+                |lb| lb.health_check.path = Some(format!("/{}", "p".repeat(5000))),
+                "healthCheck.path",
+                "(5001 bytes)",
             ),
             (|lb| lb.id = "Not_A_Label".into(), "id", "DNS label"),
         ];
