@@ -1,11 +1,11 @@
 //! The pure heart of berth: what a Service's load balancer should look like, computed from
 //! the Service, the eligible nodes and the cluster name. No I/O; table-tested.
 
+use berth_providers::bounds::{check_health_check_path, quote};
 use berth_providers::{
     Cidr, DesiredLoadBalancer, HealthCheck, HealthProtocol, IpFamily, Listener, NodeTarget,
     Protocol, ServiceRef, SessionAffinity, naming, ownership_labels,
 };
-use berth_providers::bounds::{check_health_check_path, quote};
 use k8s_openapi::api::core::v1::Service;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -480,11 +480,7 @@ pub(crate) mod tests {
             let e = desired_load_balancer(&svc, &targets(), "c", true).unwrap_err();
             assert_eq!(e.field, annotation_field(key));
             assert!(e.message.len() < 400, "{key}: {} bytes", e.message.len());
-            assert!(
-                e.message.contains("…(10240 bytes)"),
-                "{key}: {}",
-                e.message
-            );
+            assert!(e.message.contains("…(10240 bytes)"), "{key}: {}", e.message);
         }
     }
 
@@ -495,12 +491,21 @@ pub(crate) mod tests {
                 .port(80, "TCP", 30080)
                 .ann(annotations::HC_PROTOCOL, "HTTP")
         };
-        for bad in ["ready", "/a b", "/a\u{0}b", &format!("/{}", "p".repeat(1024))] {
+        for bad in [
+            "ready",
+            "/a b",
+            "/a\u{0}b",
+            &format!("/{}", "p".repeat(1024)),
+        ] {
             let svc = base().ann(annotations::HC_PATH, bad).svc();
             let e = desired_load_balancer(&svc, &targets(), "c", true).unwrap_err();
             assert_eq!(e.field, annotation_field(annotations::HC_PATH));
             assert!(e.message.contains("starting with \"/\""), "{}", e.message);
-            assert!(e.message.contains("at most 1024 characters"), "{}", e.message);
+            assert!(
+                e.message.contains("at most 1024 characters"),
+                "{}",
+                e.message
+            );
         }
         let ok = format!("/{}", "p".repeat(1023));
         let svc = base().ann(annotations::HC_PATH, &ok).svc();

@@ -146,10 +146,7 @@ pub(crate) async fn read_body(
     mut resp: reqwest::Response,
     cap: usize,
 ) -> Result<Vec<u8>, BodyError> {
-    if resp
-        .content_length()
-        .is_some_and(|n| n > cap as u64)
-    {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
         return Err(BodyError::TooLarge);
     }
     let mut body = Vec::new();
@@ -228,7 +225,12 @@ mod tests {
 
     #[test]
     fn health_check_paths() {
-        for good in ["/", "/healthz", "/a/b?x=1", &format!("/{}", "p".repeat(1023))] {
+        for good in [
+            "/",
+            "/healthz",
+            "/a/b?x=1",
+            &format!("/{}", "p".repeat(1023)),
+        ] {
             assert_eq!(check_health_check_path(good), Ok(()), "{good}");
         }
         for bad in [

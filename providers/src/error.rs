@@ -192,7 +192,10 @@ mod tests {
         assert_ne!(a.to_string(), b.to_string());
         assert_eq!(a.summary(), b.summary());
         assert_eq!(a.summary(), "Load balancer API answered 400 Bad Request");
-        assert_eq!(a.detail().as_deref(), Some("Listener rejected (request id 1f3a)"));
+        assert_eq!(
+            a.detail().as_deref(),
+            Some("Listener rejected (request id 1f3a)")
+        );
         let c = ProviderError::Conflict("Load balancer b-x kept changing".into());
         assert_eq!(c.summary(), "Conflict: Load balancer b-x kept changing");
         assert_eq!(c.detail(), None);

@@ -381,9 +381,9 @@ fn contract(st: &State, req: &Request, pending: bool, out: &mut TcpStream) -> st
         let items: Vec<Value> = lbs
             .iter()
             .filter(|(_, lb)| {
-                cluster.as_deref().is_none_or(|c| {
-                    lb.spec["labels"]["berth.io/cluster"].as_str() == Some(c)
-                })
+                cluster
+                    .as_deref()
+                    .is_none_or(|c| lb.spec["labels"]["berth.io/cluster"].as_str() == Some(c))
             })
             .map(|(id, lb)| lb_json(id, lb, pending))
             .collect();
@@ -403,7 +403,12 @@ fn contract(st: &State, req: &Request, pending: bool, out: &mut TcpStream) -> st
                 &[("ETag", etag(lb.generation))],
                 &lb_json(id, lb, pending),
             ),
-            None => respond(out, 404, &[], &error_body("NotFound", "No such load balancer")),
+            None => respond(
+                out,
+                404,
+                &[],
+                &error_body("NotFound", "No such load balancer"),
+            ),
         },
         "PUT" => {
             if failed_precondition {
@@ -447,17 +452,32 @@ fn contract(st: &State, req: &Request, pending: bool, out: &mut TcpStream) -> st
             }
             match lbs.remove(id) {
                 Some(_) => no_content(out),
-                None => respond(out, 404, &[], &error_body("NotFound", "No such load balancer")),
+                None => respond(
+                    out,
+                    404,
+                    &[],
+                    &error_body("NotFound", "No such load balancer"),
+                ),
             }
         }
-        _ => respond(out, 405, &[], &error_body("BadRequest", "Unsupported method")),
+        _ => respond(
+            out,
+            405,
+            &[],
+            &error_body("BadRequest", "Unsupported method"),
+        ),
     }
 }
 
 /// `berth controller --provider http --http-endpoint ENDPOINT` against `cloud`'s API server,
 /// with the same flags as [`Controller::start`] otherwise (`--default-class` is up to
 /// `extra`).
-pub fn start_controller(cloud: &Cloud, endpoint: &str, identity: &str, extra: &[&str]) -> Controller {
+pub fn start_controller(
+    cloud: &Cloud,
+    endpoint: &str,
+    identity: &str,
+    extra: &[&str],
+) -> Controller {
     let mut cmd = Command::new(binary("berth"));
     cmd.arg("controller")
         .arg("--kubeconfig")

@@ -39,7 +39,12 @@ fn all_emissions(cloud: &Cloud, name: &str) -> u64 {
 fn setup(tag: &str, mode: Mode) -> (Cloud, FakeLb, Controller) {
     let cloud = Cloud::start(tag);
     let lb = FakeLb::start(mode);
-    let berth = start_controller(&cloud, &lb.url(), &format!("berth-{tag}"), &["--default-class"]);
+    let berth = start_controller(
+        &cloud,
+        &lb.url(),
+        &format!("berth-{tag}"),
+        &["--default-class"],
+    );
     cloud.apply(&[pod("web-1", "web", None), tcp_service("web", "web", 80)]);
     (cloud, lb, berth)
 }
@@ -140,7 +145,11 @@ fn a_5_mb_error_message_is_not_logged_or_published_whole() {
         (lb.count(Some("PUT"), "/v1/") >= 2).then_some(())
     });
     wait_for("a failed reconcile", Duration::from_secs(60), || {
-        berth.proc.output().contains("Reconcile failed").then_some(())
+        berth
+            .proc
+            .output()
+            .contains("Reconcile failed")
+            .then_some(())
     });
     // Time for the event and the condition to be written.
     std::thread::sleep(Duration::from_secs(3));
@@ -161,7 +170,10 @@ fn a_5_mb_error_message_is_not_logged_or_published_whole() {
     let (warned, _) = warnings(&cloud, "web");
     assert!(warned > 0, "a Warning event was published");
     assert!(longest_log <= 4096, "a log line of {longest_log} bytes");
-    assert!(longest_note <= 1024, "an event note of {longest_note} bytes");
+    assert!(
+        longest_note <= 1024,
+        "an event note of {longest_note} bytes"
+    );
     assert!(
         cond.is_some_and(|c| c <= 1024),
         "condition message of {cond:?} bytes"
@@ -182,7 +194,10 @@ fn credentials_in_the_endpoint_never_show() {
 
     let leaks = |what: &str| -> Result<(), String> {
         let log = berth.proc.output();
-        let svc = cloud.service("web").map(|s| s.to_string()).unwrap_or_default();
+        let svc = cloud
+            .service("web")
+            .map(|s| s.to_string())
+            .unwrap_or_default();
         let events: Vec<String> = cloud.events("web").iter().map(Value::to_string).collect();
         for (place, text) in [
             ("log", log.as_str()),
@@ -205,7 +220,11 @@ fn credentials_in_the_endpoint_never_show() {
 
     // Connections dropped without an answer: reqwest's errors name the URL.
     wait_for("a failed reconcile", Duration::from_secs(60), || {
-        berth.proc.output().contains("Reconcile failed").then_some(())
+        berth
+            .proc
+            .output()
+            .contains("Reconcile failed")
+            .then_some(())
     });
     wait_for("a Warning event", Duration::from_secs(60), || {
         (warnings(&cloud, "web").0 > 0).then_some(())

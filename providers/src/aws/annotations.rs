@@ -152,7 +152,10 @@ fn field(key: &str) -> String {
 }
 
 fn bad(key: &str, raw: &str, accepted: &str) -> ProviderError {
-    ProviderError::invalid(field(key), format!("invalid value {}: {accepted}", quote(raw)))
+    ProviderError::invalid(
+        field(key),
+        format!("invalid value {}: {accepted}", quote(raw)),
+    )
 }
 
 fn number(
@@ -229,7 +232,10 @@ fn check_tag(k: &str, v: &str) -> Result<(), String> {
         return Err(format!("tag {} uses the reserved prefix aws:", quote(k)));
     }
     if k.starts_with("berth.io/") {
-        return Err(format!("tag {} uses berth's own prefix berth.io/", quote(k)));
+        return Err(format!(
+            "tag {} uses berth's own prefix berth.io/",
+            quote(k)
+        ));
     }
     Ok(())
 }
@@ -488,7 +494,11 @@ mod tests {
             (HC_PATH, "healthz", "starting with \"/\""),
             (HC_PATH, "/a b", "starting with \"/\""),
             (HC_PATH, "/a\u{1}b", "control characters"),
-            (HC_PATH, &format!("/{}", "x".repeat(1024)), "at most 1024 characters"),
+            (
+                HC_PATH,
+                &format!("/{}", "x".repeat(1024)),
+                "at most 1024 characters",
+            ),
             (HC_INTERVAL, "4", "from 5 to 300"),
             (HC_INTERVAL, "10s", "from 5 to 300"),
             (HC_TIMEOUT, "121", "from 2 to 120"),

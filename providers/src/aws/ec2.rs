@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use super::annotations::Scheme;
 use crate::ProviderError;
-use crate::bounds::{self, BodyError, MAX_RESPONSE_BYTES, describe, redact_endpoint, server_message};
+use crate::bounds::{
+    self, BodyError, MAX_RESPONSE_BYTES, describe, redact_endpoint, server_message,
+};
 
 /// A subnet as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,8 +169,7 @@ impl Ec2 {
 /// The error an EC2 error response stands for: throttling and 5xx are transient. The
 /// server's message is bounded.
 fn error_of(status: reqwest::StatusCode, text: &str) -> ProviderError {
-    if status.as_u16() == 429 || status.is_server_error() || text.contains("RequestLimitExceeded")
-    {
+    if status.as_u16() == 429 || status.is_server_error() || text.contains("RequestLimitExceeded") {
         transient(format!("EC2 DescribeSubnets failed ({status})"))
     } else {
         let message = element_text(text, "Message").unwrap_or_else(|| text.to_string());
@@ -563,7 +564,10 @@ mod tests {
         .await;
         let e = client(&endpoint).describe_subnets(&[]).await.unwrap_err();
         let text = e.to_string();
-        assert!(text.starts_with("EC2 DescribeSubnets failed (400 Bad Request): "), "{text}");
+        assert!(
+            text.starts_with("EC2 DescribeSubnets failed (400 Bad Request): "),
+            "{text}"
+        );
         assert!(text.len() < 1024, "{} bytes", text.len());
         assert_eq!(e.summary(), "EC2 DescribeSubnets failed (400 Bad Request)");
 

@@ -245,9 +245,7 @@ async fn error_of(resp: Response) -> ProviderError {
     let (message, field) = detail_of(resp).await;
     let said = |what: &str| format!("Load balancer API {what}: {message}");
     match status.as_u16() {
-        401 | 403 => ProviderError::Permanent(said(&format!(
-            "refused the credentials ({status})"
-        ))),
+        401 | 403 => ProviderError::Permanent(said(&format!("refused the credentials ({status})"))),
         409 => ProviderError::Conflict(said(&format!("reported a conflict ({status})"))),
         422 => ProviderError::Invalid {
             field: field.unwrap_or_else(|| "spec".into()),

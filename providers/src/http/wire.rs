@@ -190,7 +190,10 @@ impl Spec {
                 "Required for an HTTP health check, e.g. \"/healthz\"",
             ));
         }
-        if let Some(path) = hc.path.as_deref().filter(|_| hc.protocol == HealthProtocol::Http)
+        if let Some(path) = hc
+            .path
+            .as_deref()
+            .filter(|_| hc.protocol == HealthProtocol::Http)
         {
             crate::bounds::check_health_check_path(path)
                 .map_err(|m| ProviderError::invalid("healthCheck.path", m))?;
