@@ -415,3 +415,25 @@ fn a_bearer_token_over_plain_http_is_warned_about_at_start() {
     assert_eq!(warnings("http://lb.example/", None), Vec::<String>::new());
     let _ = std::fs::remove_file(&token);
 }
+
+#[tokio::test]
+async fn listed_ids_that_cannot_be_berths_are_left_out() {
+    let labels = r#"{"berth.io/cluster": "c1", "berth.io/service-namespace": "default",
+        "berth.io/service-name": "web", "berth.io/service-uid": "uid-web"}"#;
+    let long = "x".repeat(100_000);
+    let body = format!(
+        r#"{{"items": [{{"id": "b-web-1", "spec": {{"labels": {labels}}}}},
+                       {{"id": "{long}", "spec": {{"labels": {labels}}}}},
+                       {{"id": "Not A Label", "spec": {{"labels": {labels}}}}}]}}"#
+    );
+    let addr = serve(Arc::new(move |_: &str, _: &str| {
+        Answer::Json(200, body.clone())
+    }))
+    .await;
+    let owned = provider(&format!("http://{addr}"))
+        .list_owned("c1")
+        .await
+        .unwrap();
+    let ids: Vec<&str> = owned.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(ids, ["b-web-1"]);
+}

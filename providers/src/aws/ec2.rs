@@ -364,7 +364,10 @@ pub fn choose(
                     .iter()
                     .find(|s| &s.id == want || s.tags.get("Name") == Some(want))
                     .ok_or_else(|| {
-                        format!("subnet {want:?} (from the subnets annotation) does not exist")
+                        format!(
+                            "subnet {} (from the subnets annotation) does not exist",
+                            bounds::quote(want)
+                        )
                     })?;
                 picked.push(s);
             }

@@ -350,6 +350,8 @@ impl Provider for HttpProvider {
         Ok(list
             .items
             .into_iter()
+            // berth's ids are DNS labels: anything else is not berth's (and is not logged).
+            .filter(|item| wire::is_valid_id(&item.id))
             .filter_map(|item| OwnedLoadBalancer::from_labels(item.id, item.spec.labels))
             // The server filters too; a server that ignores the query must not make berth
             // collect another cluster's load balancers.
