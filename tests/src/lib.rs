@@ -10,6 +10,8 @@
 //! Every process is stopped (SIGTERM, then SIGKILL) and reaped when its handle drops; when a
 //! test panics the tail of every process's log is printed to help diagnose it.
 
+pub mod fake_lb;
+
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};

@@ -226,6 +226,19 @@ fn rendered_manifests_apply_with_server_dry_run_and_follow_the_security_rules() 
             assert_eq!(caps["add"], json!(["NET_RAW"]));
             assert_eq!(caps["drop"], json!(["ALL"]));
         }
+        if overlay == "http" {
+            // The token is mounted 0440 (owner and group only): the pod's fsGroup is the
+            // group of the files, and the user is in it.
+            assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+            assert_eq!(pod["securityContext"]["runAsGroup"], 65532);
+            let token = pod["volumes"]
+                .as_array()
+                .expect("volumes")
+                .iter()
+                .find(|v| v["name"] == "http-token")
+                .expect("the token volume");
+            assert_eq!(token["secret"]["defaultMode"], 0o440);
+        }
         if overlay == "aws" {
             let sa = find(&docs, "ServiceAccount", SA);
             assert!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].is_string());
