@@ -437,3 +437,53 @@ async fn listed_ids_that_cannot_be_berths_are_left_out() {
     let ids: Vec<&str> = owned.iter().map(|o| o.id.as_str()).collect();
     assert_eq!(ids, ["b-web-1"]);
 }
+
+/// A load balancer whose creation the API keeps refusing costs one request per attempt after
+/// the first (no re-read before each retry); one that appears meanwhile is read, not
+/// overwritten.
+#[tokio::test]
+async fn a_refused_creation_is_retried_without_reading_first() {
+    let gets = Arc::new(AtomicU64::new(0));
+    let puts = Arc::new(AtomicU64::new(0));
+    let accept = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (g, p, a) = (gets.clone(), puts.clone(), accept.clone());
+    let addr = serve(Arc::new(move |method: &str, _: &str| match method {
+        "GET" => {
+            g.fetch_add(1, Ordering::Relaxed);
+            not_found()
+        }
+        _ => {
+            p.fetch_add(1, Ordering::Relaxed);
+            if a.load(Ordering::Relaxed) {
+                // Someone else created it meanwhile: the create-only PUT is refused.
+                Answer::Json(
+                    412,
+                    r#"{"error": {"code": "PreconditionFailed", "message": "exists"}}"#.into(),
+                )
+            } else {
+                Answer::Json(
+                    400,
+                    r#"{"error": {"code": "BadRequest", "message": "no"}}"#.into(),
+                )
+            }
+        }
+    }))
+    .await;
+    let prov = provider(&format!("http://{addr}"));
+    for _ in 0..3 {
+        prov.ensure(&desired()).await.unwrap_err();
+    }
+    assert_eq!(
+        gets.load(Ordering::Relaxed),
+        1,
+        "read once, before the first attempt"
+    );
+    assert_eq!(puts.load(Ordering::Relaxed), 3);
+    // A 412 on the create-only PUT sends the provider back to reading.
+    accept.store(true, Ordering::Relaxed);
+    let _ = prov.ensure(&desired()).await;
+    assert!(
+        gets.load(Ordering::Relaxed) >= 2,
+        "read again after the 412"
+    );
+}

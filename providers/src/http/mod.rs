@@ -74,6 +74,10 @@ pub struct HttpProvider {
     base: Url,
     /// The spec and ETag last read or written, per load balancer id.
     known: Mutex<HashMap<String, (Spec, String)>>,
+    /// Load balancers last seen absent whose creation then failed: the next attempt creates
+    /// straight away (`If-None-Match: *`, so one that appeared meanwhile is read instead),
+    /// halving the calls a Service whose creation keeps being refused costs.
+    absent: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A load balancer as read, with the ETag to write it back.
@@ -115,6 +119,7 @@ impl HttpProvider {
             api: Api::new(&cfg, &base)?,
             base,
             known: Mutex::default(),
+            absent: Mutex::default(),
         })
     }
 
@@ -173,6 +178,23 @@ impl HttpProvider {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        self.set_absent(id, false);
+    }
+
+    fn set_absent(&self, id: &str, absent: bool) {
+        let mut a = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+        if absent {
+            a.insert(id.to_string());
+        } else {
+            a.remove(id);
+        }
+    }
+
+    fn was_absent(&self, id: &str) -> bool {
+        self.absent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
     }
 
     async fn get(&self, id: &str) -> Result<Option<Current>, ProviderError> {
@@ -269,6 +291,20 @@ impl Provider for HttpProvider {
                 None => debug!("Load balancer changed behind berth's back; reading it"),
             }
         }
+        if self.was_absent(&lb.id) {
+            match self.put(&lb.id, &spec, Precondition::Absent).await? {
+                Some(written) => {
+                    info!("Created load balancer");
+                    self.set_absent(&lb.id, false);
+                    self.remember(&lb.id, &spec, written.etag.clone());
+                    return written.status.to_status();
+                }
+                None => {
+                    self.set_absent(&lb.id, false);
+                    debug!("Load balancer appeared since berth last looked; reading it");
+                }
+            }
+        }
         for _ in 0..=MAX_PRECONDITION_RETRIES {
             let precondition = match self.get(&lb.id).await? {
                 None => Precondition::Absent,
@@ -283,7 +319,11 @@ impl Provider for HttpProvider {
                 }
             };
             let creating = matches!(precondition, Precondition::Absent);
-            match self.put(&lb.id, &spec, precondition).await? {
+            let put = self.put(&lb.id, &spec, precondition).await;
+            if creating {
+                self.set_absent(&lb.id, put.is_err());
+            }
+            match put? {
                 Some(written) => {
                     if creating {
                         info!("Created load balancer");
