@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 const CLASS: &str = "berth.io/l2";
 const API_PORT: u16 = 6443;
 const GOSSIP_PORT: u16 = 7946;
+/// Membership keys (at least 32 characters).
+const KEY_1: &str = "first-membership-key-0123456789abcdef";
 const PORT: u16 = 8080;
 /// The pools: `bridge` (auto-assigned, both families) and `bulk` are advertised, `dark` is not.
 const BRIDGE_POOL: [&str; 2] = ["10.99.0.200-10.99.0.250", "fd99::200-fd99::250"];
@@ -238,7 +240,9 @@ impl Cluster {
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(["--node-name", &format!("node-{}", i + 1)])
-            .args(["--memberlist-bind", &format!("{}:{GOSSIP_PORT}", h.ip4)])
+            .args(["--memberlist-bind", &h.ip4])
+            .arg("--membership-key-file")
+            .arg(self.key_file())
             .args(["--metrics-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info,kube_client=warn,kube_runtime=warn")
             .env("NO_COLOR", "1");
@@ -290,6 +294,15 @@ impl Cluster {
         s["metadata"]["annotations"]["berth.io/announcing-node"]
             .as_str()
             .map(str::to_string)
+    }
+
+    /// The membership key file every speaker reads (written with [`KEY_1`] at first).
+    fn key_file(&self) -> PathBuf {
+        let f = self.dir.join("membership-key");
+        if !f.exists() {
+            std::fs::write(&f, format!("{KEY_1}\n")).expect("write the key file");
+        }
+        f
     }
 
     fn node_index(name: &str) -> usize {

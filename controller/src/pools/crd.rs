@@ -228,7 +228,10 @@ pub fn label_value(s: &str) -> String {
     let h = sha2::Sha256::digest(s.as_bytes());
     let hex: String = h[..6].iter().map(|b| format!("{b:02x}")).collect();
     let keep: String = s.chars().take(50).collect();
-    format!("{}-{hex}", keep.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
+    format!(
+        "{}-{hex}",
+        keep.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+    )
 }
 
 /// The name of the [`ServiceL2Status`] of `service` on `node`.
@@ -241,7 +244,10 @@ pub fn status_name(service: &str, node: &str) -> String {
     let h = sha2::Sha256::digest(full.as_bytes());
     let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
     let keep: String = full.chars().take(200).collect();
-    format!("{}-{hex}", keep.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
+    format!(
+        "{}-{hex}",
+        keep.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+    )
 }
 
 impl From<&LabelSelector> for l2p::LabelSelector {

@@ -63,12 +63,22 @@ use tracing::{debug, info, warn};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "camelCase")]
 pub enum Msg {
-    Ping { probe: u64 },
-    Ack { probe: u64 },
+    Ping {
+        probe: u64,
+    },
+    Ack {
+        probe: u64,
+    },
     /// Ping `target` and relay its ack.
-    PingReq { probe: u64, target: String },
+    PingReq {
+        probe: u64,
+        target: String,
+    },
     /// `target` answered the ping asked for with `probe`.
-    IndirectAck { probe: u64, target: String },
+    IndirectAck {
+        probe: u64,
+        target: String,
+    },
     /// News only.
     Gossip,
     /// Part of the full member list, for a speaker that just started.
@@ -675,7 +685,12 @@ impl Swim {
     }
 
     /// Handles one authenticated envelope from a known sender at `src`. Returns what to send.
-    pub fn handle(&mut self, now: Instant, src: SocketAddr, env: Envelope) -> Vec<(SocketAddr, Envelope)> {
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        env: Envelope,
+    ) -> Vec<(SocketAddr, Envelope)> {
         let mut out = Vec::new();
         if env.from == self.me || !self.knows(&env.from) {
             return out;
@@ -1021,7 +1036,9 @@ mod tests {
 
     fn index(a: SocketAddr) -> usize {
         match a {
-            SocketAddr::V4(v) => v.ip().octets()[2] as usize * 250 + v.ip().octets()[3] as usize - 1,
+            SocketAddr::V4(v) => {
+                v.ip().octets()[2] as usize * 250 + v.ip().octets()[3] as usize - 1
+            }
             SocketAddr::V6(_) => unreachable!(),
         }
     }
@@ -1201,7 +1218,10 @@ mod tests {
                 assert!(!self_in, "n3 still counts itself when the others drop it");
                 break;
             }
-            assert!(net.now - t0 < Duration::from_secs(5), "n3 never declared dead");
+            assert!(
+                net.now - t0 < Duration::from_secs(5),
+                "n3 never declared dead"
+            );
         }
         assert!(withdrew.is_some());
         // While isolated it declares nobody dead.
@@ -1273,6 +1293,9 @@ mod tests {
             (after - before) as f64 / 5.0 / n as f64
         };
         let (small, large) = (rate(3), rate(60));
-        assert!(large <= small * 1.5, "3 members: {small}/s each; 60: {large}/s");
+        assert!(
+            large <= small * 1.5,
+            "3 members: {small}/s each; 60: {large}/s"
+        );
     }
 }

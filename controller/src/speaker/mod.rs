@@ -88,7 +88,7 @@ pub struct SpeakerArgs {
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub probe_interval: Duration,
     /// How long a suspected peer has to refute before it is dead and its VIPs move.
-    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "400ms", value_parser = parse_duration)]
     pub suspect_timeout: Duration,
     /// Rounds of gratuitous ARP / unsolicited NA on takeover (~1.1 s apart: Linux ignores
     /// neighbour updates within its 1 s locktime).
@@ -388,7 +388,13 @@ pub async fn run(
 
     let m = Arc::new(SpeakerMetrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let addr = serve_metrics(args.metrics_listen, m.clone(), ready.clone(), shutdown.clone()).await?;
+    let addr = serve_metrics(
+        args.metrics_listen,
+        m.clone(),
+        ready.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     info!(address = %addr, "Serving /metrics and /healthz");
 
     // Packet threads: answer for what `announced` holds, nothing else.
@@ -915,7 +921,11 @@ async fn tell(recorder: Recorder, svc: Service, note: String) {
 
 /// Re-reads the key file every second; a changed, valid file replaces the keys (an invalid
 /// one is reported and the keys in use are kept).
-async fn reload_keys(path: PathBuf, tx: watch::Sender<wire::Auth>, mut shutdown: watch::Receiver<bool>) {
+async fn reload_keys(
+    path: PathBuf,
+    tx: watch::Sender<wire::Auth>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut last = std::fs::read(&path).ok();
     loop {
         tokio::select! {
@@ -951,10 +961,22 @@ mod tests {
 
     #[test]
     fn bind_takes_an_address_with_or_without_a_port() {
-        assert_eq!(parse_bind("10.0.0.1").unwrap(), "10.0.0.1:7946".parse().unwrap());
-        assert_eq!(parse_bind("10.0.0.1:1").unwrap(), "10.0.0.1:1".parse().unwrap());
-        assert_eq!(parse_bind("fd00::1").unwrap(), "[fd00::1]:7946".parse().unwrap());
-        assert_eq!(parse_bind("[fd00::1]:2").unwrap(), "[fd00::1]:2".parse().unwrap());
+        assert_eq!(
+            parse_bind("10.0.0.1").unwrap(),
+            "10.0.0.1:7946".parse().unwrap()
+        );
+        assert_eq!(
+            parse_bind("10.0.0.1:1").unwrap(),
+            "10.0.0.1:1".parse().unwrap()
+        );
+        assert_eq!(
+            parse_bind("fd00::1").unwrap(),
+            "[fd00::1]:7946".parse().unwrap()
+        );
+        assert_eq!(
+            parse_bind("[fd00::1]:2").unwrap(),
+            "[fd00::1]:2".parse().unwrap()
+        );
         assert!(parse_bind("node-1").is_err());
     }
 }

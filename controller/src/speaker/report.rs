@@ -239,11 +239,11 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v))
             .into();
         let objs = vec![
-            have("a", "n1", "10.0.0.1"),  // up to date
-            have("b", "n1", "10.0.0.9"),  // stale VIP
-            have("c", "n1", "10.0.0.1"),  // not announced any more
-            have("a", "n2", "10.0.0.1"),  // another node's claim on a Service we announce
-            have("d", "n2", "10.0.0.1"),  // another node's own business
+            have("a", "n1", "10.0.0.1"), // up to date
+            have("b", "n1", "10.0.0.9"), // stale VIP
+            have("c", "n1", "10.0.0.1"), // not announced any more
+            have("a", "n2", "10.0.0.1"), // another node's claim on a Service we announce
+            have("d", "n2", "10.0.0.1"), // another node's own business
         ];
         assert_eq!(
             plan("n1", &want, &objs),

@@ -1,11 +1,13 @@
 //! The membership wire format: authenticated, replay-safe datagrams.
 //!
-//! A datagram is `MAC (32 bytes) ‖ payload`, the payload a JSON [`Envelope`]. The MAC is
-//! HMAC-SHA256 of the payload under the first key of the [`Keyring`]; a receiver accepts it
-//! under any of its keys (so a new key can be added everywhere, then made first, then the old
-//! one removed, without a moment where two speakers cannot talk). Nothing of the payload is
-//! parsed before the MAC verifies. With `--membership-insecure` the MAC is all zeroes and
-//! not checked.
+//! A datagram is `k (1 byte) ‖ k MACs (32 bytes each) ‖ payload`, the payload a JSON
+//! [`Envelope`], each MAC an HMAC-SHA256 of the payload. The first key of the [`Keyring`]
+//! signs; a receiver accepts a datagram when any MAC verifies under any of its keys. While
+//! the file lists more than one key (a rotation in progress) the second key signs too, so a
+//! peer that has not re-read its file yet still verifies: add the new key as the first line
+//! everywhere, then remove the old one, and no two speakers ever stop understanding each
+//! other. Nothing of the payload is parsed before a MAC verifies. With
+//! `--membership-insecure` there is no MAC (k = 0) and nothing is checked.
 //!
 //! Replays: every envelope carries the sender's *epoch* (its start time in ms, fresh at every
 //! start), a sequence number that only grows within an epoch, and the sender's wall-clock
@@ -169,31 +171,48 @@ impl Reject {
     }
 }
 
+/// Most MACs a datagram may carry.
+const MAX_MACS: usize = 2;
+
 /// Serialises and signs `env`; None if it does not fit [`MAX_DATAGRAM`].
 pub fn seal(auth: &Auth, env: &Envelope) -> Option<Vec<u8>> {
     let payload = serde_json::to_vec(env).ok()?;
-    if payload.len() + MAC_LEN > MAX_DATAGRAM {
+    let keys: &[hmac::Key] = match auth {
+        Auth::Keys(k) => &k.keys[..k.keys.len().min(MAX_MACS)],
+        Auth::Insecure => &[],
+    };
+    let len = 1 + keys.len() * MAC_LEN + payload.len();
+    if len > MAX_DATAGRAM {
         return None;
     }
-    let mut out = Vec::with_capacity(payload.len() + MAC_LEN);
-    match auth {
-        Auth::Keys(k) => out.extend_from_slice(hmac::sign(&k.keys[0], &payload).as_ref()),
-        Auth::Insecure => out.extend_from_slice(&[0u8; MAC_LEN]),
+    let mut out = Vec::with_capacity(len);
+    out.push(keys.len() as u8);
+    for k in keys {
+        out.extend_from_slice(hmac::sign(k, &payload).as_ref());
     }
     out.extend_from_slice(&payload);
     Some(out)
 }
 
-/// Checks the MAC and parses; the replay and sender checks are the [`ReplayGuard`]'s.
+/// Checks the MACs and parses; the replay and sender checks are the [`ReplayGuard`]'s.
 pub fn open(auth: &Auth, datagram: &[u8]) -> Result<Envelope, Reject> {
-    if datagram.len() > MAX_RECEIVED || datagram.len() <= MAC_LEN {
+    if datagram.len() > MAX_RECEIVED || datagram.is_empty() {
         return Err(Reject::Size);
     }
-    let (mac, payload) = datagram.split_at(MAC_LEN);
-    if let Auth::Keys(k) = auth
-        && !k.keys.iter().any(|key| hmac::verify(key, payload, mac).is_ok())
-    {
-        return Err(Reject::Mac);
+    let k = datagram[0] as usize;
+    if k > MAX_MACS || datagram.len() <= 1 + k * MAC_LEN {
+        return Err(Reject::Malformed);
+    }
+    let (macs, payload) = datagram[1..].split_at(k * MAC_LEN);
+    if let Auth::Keys(keys) = auth {
+        let ok = macs.chunks(MAC_LEN).any(|mac| {
+            keys.keys
+                .iter()
+                .any(|key| hmac::verify(key, payload, mac).is_ok())
+        });
+        if !ok {
+            return Err(Reject::Mac);
+        }
     }
     serde_json::from_slice(payload).map_err(|_| Reject::Malformed)
 }
@@ -321,10 +340,17 @@ mod tests {
         let new = keys(K2);
         let from_old = seal(&old, &e).unwrap();
         let from_both = seal(&both, &e).unwrap();
+        // Every step of a rotation understands the step before and after it.
         assert_eq!(open(&both, &from_old).unwrap(), e);
-        assert_eq!(open(&old, &from_both), Err(Reject::Mac));
+        assert_eq!(open(&old, &from_both).unwrap(), e);
         assert_eq!(open(&new, &from_both).unwrap(), e);
+        assert_eq!(open(&both, &seal(&new, &e).unwrap()).unwrap(), e);
+        // Only the old and the new key never meet.
         assert_eq!(open(&new, &from_old), Err(Reject::Mac));
+        assert_eq!(open(&old, &seal(&new, &e).unwrap()), Err(Reject::Mac));
+        // A third key only verifies.
+        let three = keys(&format!("{K2}\n{K1}\n{}", "z".repeat(40)));
+        assert_eq!(seal(&three, &e).unwrap()[0], 2);
         // Unsigned (insecure) datagrams do not verify under a key; a flipped bit does not.
         let unsigned = seal(&Auth::Insecure, &e).unwrap();
         assert_eq!(open(&old, &unsigned), Err(Reject::Mac));
@@ -334,6 +360,9 @@ mod tests {
         bad[last] ^= 1;
         assert_eq!(open(&old, &bad), Err(Reject::Mac));
         assert_eq!(open(&old, &[0u8; 3000]), Err(Reject::Size));
+        // Plain JSON (no MAC count byte) is not a datagram.
+        let json = br#"{"t":"leave","from":"n1","inc":18446744073709551615}"#;
+        assert!(open(&old, json).is_err());
     }
 
     #[test]
@@ -352,7 +381,10 @@ mod tests {
         assert_eq!(g.check(&env("a", 100, 4, now), t, now), Err(Reject::Replay));
         // A restart (newer epoch) starts over; the old epoch is dead.
         assert_eq!(g.check(&env("a", 200, 1, now), t, now), Ok(()));
-        assert_eq!(g.check(&env("a", 100, 201, now), t, now), Err(Reject::Replay));
+        assert_eq!(
+            g.check(&env("a", 100, 201, now), t, now),
+            Err(Reject::Replay)
+        );
         // Captured long ago: stale whatever the guard remembers.
         let old = now - 31_000;
         assert_eq!(g.check(&env("b", 100, 1, old), t, now), Err(Reject::Stale));
