@@ -447,6 +447,7 @@ pub async fn run(
     // The epoch: a new one at every start, so a restarted speaker is never taken for a
     // replay of its previous life.
     let epoch = wire::wall_ms().max(1);
+    info!(epoch, "Membership epoch");
     let swim = membership::Swim::new(
         &me,
         epoch,

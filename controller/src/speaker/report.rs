@@ -145,7 +145,10 @@ pub async fn run(
     let mut backoff = Duration::from_millis(200);
     loop {
         let w = want.borrow_and_update().clone();
-        let ok = apply(&client, &me, &w, &store).await;
+        let ok = tokio::select! {
+            ok = apply(&client, &me, &w, &store) => ok,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
         let retry = if ok {
             backoff = Duration::from_millis(200);
             None
