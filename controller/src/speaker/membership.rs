@@ -933,6 +933,7 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; wire::MAX_RECEIVED + 1];
     let mut guard = ReplayGuard::default();
+    let mut control_open = true;
     let send = |sock: &UdpSocket, out: Vec<(SocketAddr, Envelope)>| {
         let a = auth.borrow().clone();
         for (to, env) in out {
@@ -985,14 +986,14 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             },
-            c = control.recv() => match c {
+            c = control.recv(), if control_open => match c {
                 Some(Control::Peers(p)) => {
                     swim.set_peers(Instant::now(), &p);
                     guard.retain(|n| p.contains_key(n));
                 }
                 Some(Control::Ready(r)) => swim.set_ready(r),
                 Some(Control::Rejoin) => swim.rejoin(Instant::now()),
-                None => {}
+                None => control_open = false,
             },
             _ = shutdown.changed() => {
                 let bye = swim.leave();
@@ -1280,6 +1281,87 @@ mod tests {
         e.from = "intruder".into();
         assert!(net.nodes[0].handle(now, addr(9), e).is_empty());
         assert!(!net.nodes[0].knows("intruder"));
+    }
+
+    /// Real UDP on loopback, signed datagrams, the real driver: five members converge, agree
+    /// on a killed one, and ignore unsigned datagrams.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn members_over_loopback_udp_agree_on_a_death() {
+        let key = "membership-test-key-0123456789abcdef";
+        let auth = Auth::Keys(wire::Keyring::parse(key, "test").unwrap());
+        let n = 5;
+        let base = 20_000 + (std::process::id() % 20_000) as u16;
+        let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], base + i as u16));
+        let peers: BTreeMap<String, SocketAddr> =
+            (0..n).map(|i| (format!("m{i}"), addr(i))).collect();
+        let mut tasks = Vec::new();
+        let mut lives = Vec::new();
+        let mut metrics = Vec::new();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        for i in 0..n {
+            let sock = UdpSocket::bind(addr(i)).await.unwrap();
+            let mut s = Swim::new(&format!("m{i}"), wire::wall_ms(), T, Instant::now());
+            s.set_peers(Instant::now(), &peers);
+            s.set_ready(true);
+            let (_a, auth_rx) = watch::channel(auth.clone());
+            let (_c, ctl_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (live_tx, live_rx) = watch::channel(BTreeSet::new());
+            let m = Arc::new(Metrics::default());
+            metrics.push(m.clone());
+            lives.push(live_rx);
+            tasks.push(tokio::spawn(run(
+                sock,
+                s,
+                auth_rx,
+                ctl_rx,
+                live_tx,
+                m,
+                stop_rx.clone(),
+            )));
+        }
+        let all: BTreeSet<String> = peers.keys().cloned().collect();
+        let wait = |lives: Vec<watch::Receiver<BTreeSet<String>>>, want: BTreeSet<String>| async move {
+            for _ in 0..500 {
+                if lives.iter().all(|l| *l.borrow() == want) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        };
+        assert!(wait(lives.clone(), all.clone()).await, "members never converged");
+        // Unsigned datagrams claiming m0 left: rejected, no effect.
+        let forger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut e = Swim::new("m0", wire::wall_ms(), T, Instant::now()).envelope("m1", Msg::Leave);
+        e.inc = MAX_INC;
+        let d = wire::seal(&Auth::Insecure, &e).unwrap();
+        for i in 1..n {
+            forger.send_to(&d, addr(i)).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rejected: u64 = metrics
+            .iter()
+            .map(|m| {
+                m.rejected
+                    .get_or_create(&ReasonLabels {
+                        reason: "mac".into(),
+                    })
+                    .get()
+            })
+            .sum();
+        assert_eq!(rejected, (n - 1) as u64);
+        assert!(lives.iter().all(|l| *l.borrow() == all), "a forgery had an effect");
+        // m4 killed: everyone else agrees it is dead.
+        tasks.pop().unwrap().abort();
+        let rest: BTreeSet<String> = (0..n - 1).map(|i| format!("m{i}")).collect();
+        assert!(
+            wait(lives[..n - 1].to_vec(), rest).await,
+            "no agreement on the dead member"
+        );
+        stop_tx.send_replace(true);
+        for t in tasks {
+            t.await.unwrap();
+        }
     }
 
     #[test]
