@@ -135,9 +135,8 @@ async fn run_size(n: usize, a: &Args, auth: &Auth) {
     let all: BTreeSet<String> = peers.keys().cloned().collect();
     wait_all(&members, "every member to see every member", |l| *l == all).await;
     // A quiet window.
-    let sent = |ms: &[Option<Member>]| -> u64 {
-        ms.iter().flatten().map(|m| m.metrics.sent.get()).sum()
-    };
+    let sent =
+        |ms: &[Option<Member>]| -> u64 { ms.iter().flatten().map(|m| m.metrics.sent.get()).sum() };
     let s0 = sent(&members);
     let t0 = Instant::now();
     tokio::time::sleep(a.window).await;
@@ -171,7 +170,10 @@ async fn run_size(n: usize, a: &Args, auth: &Auth) {
         first.push(*times.iter().min().expect("members"));
         each.extend(times);
         members[victim] = Some(start(victim, &peers, auth).await);
-        wait_all(&members, "the restarted member to be counted", |l| *l == all).await;
+        wait_all(&members, "the restarted member to be counted", |l| {
+            *l == all
+        })
+        .await;
     }
     let (agreed_med, agreed_p99) = (pct(&mut agreed, 0.5), pct(&mut agreed, 0.99));
     let (each_med, each_p99) = (pct(&mut each, 0.5), pct(&mut each, 0.99));

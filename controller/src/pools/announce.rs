@@ -1,14 +1,15 @@
 //! The l2 controller's side of announcing: mirrors the speakers' [`ServiceL2Status`]
 //! objects into the Service annotation `berth.io/announcing-node` (users and tools read it;
-//! speakers may not write Services), deletes status objects whose Service is gone, and
-//! creates the Secret holding the speakers' membership key when it is absent.
+//! speakers may not write Services) and creates the Secret holding the speakers' membership
+//! key when it is absent. Status objects of a deleted Service (or of an earlier Service of
+//! the same name) do not count; the garbage collector removes them (owner references).
 
 use super::crd::ServiceL2Status;
 use crate::speaker::ANNOUNCING_ANNOTATION;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -83,16 +84,12 @@ pub async fn keep_membership_secret(
     }
 }
 
-/// What to change: annotation patches (`namespace/name` → node or None to remove) and
-/// status objects to delete.
-#[derive(Debug, Default, PartialEq)]
-struct Plan {
-    annotate: BTreeMap<String, Option<String>>,
-    delete: Vec<(String, String)>,
-}
-
-fn plan(services: &[Arc<Service>], statuses: &[Arc<ServiceL2Status>]) -> Plan {
-    let mut out = Plan::default();
+/// The annotation patches to make: `namespace/name` → node, or None to remove it.
+fn plan(
+    services: &[Arc<Service>],
+    statuses: &[Arc<ServiceL2Status>],
+) -> BTreeMap<String, Option<String>> {
+    let mut out = BTreeMap::new();
     let by_key: BTreeMap<String, &Service> = services
         .iter()
         .map(|s| {
@@ -115,7 +112,6 @@ fn plan(services: &[Arc<Service>], statuses: &[Arc<ServiceL2Status>]) -> Plan {
                 .is_none_or(|o| o.iter().any(|r| Some(&r.uid) == svc.metadata.uid.as_ref()))
         });
         if !live {
-            out.delete.push((ns, st.name_any()));
             continue;
         }
         let newer = owner.get(&key).is_none_or(|cur| {
@@ -130,7 +126,7 @@ fn plan(services: &[Arc<Service>], statuses: &[Arc<ServiceL2Status>]) -> Plan {
         let want = owner.get(key).map(|s| s.spec.node.clone());
         let have = svc.annotations().get(ANNOUNCING_ANNOTATION).cloned();
         if want != have && (want.is_some() || have.is_some()) {
-            out.annotate.insert(key.clone(), want);
+            out.insert(key.clone(), want);
         }
     }
     out
@@ -184,7 +180,7 @@ pub async fn mirror(client: Client, mut shutdown: watch::Receiver<bool>) {
     loop {
         let p = plan(&svc_store.state(), &st_store.state());
         failed.clear();
-        for (key, node) in &p.annotate {
+        for (key, node) in &p {
             let (ns, name) = key.split_once('/').expect("namespace/name");
             let api: Api<Service> = Api::namespaced(client.clone(), ns);
             let patch =
@@ -198,19 +194,6 @@ pub async fn mirror(client: Client, mut shutdown: watch::Receiver<bool>) {
                 Err(e) => {
                     warn!(service = %key, error = %e, "Cannot annotate the Service");
                     failed.insert(key.clone());
-                }
-            }
-        }
-        for (ns, name) in &p.delete {
-            let api: Api<ServiceL2Status> = Api::namespaced(client.clone(), ns);
-            match api.delete(name, &DeleteParams::default()).await {
-                Ok(_) => {
-                    debug!(status = %format!("{ns}/{name}"), "Deleted a status of a Service that is gone")
-                }
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => {
-                    warn!(status = %format!("{ns}/{name}"), error = %e, "Cannot delete ServiceL2Status");
-                    failed.insert(name.clone());
                 }
             }
         }
@@ -272,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_claim_is_mirrored_and_orphans_are_deleted() {
+    fn the_newest_claim_is_mirrored_and_orphans_do_not_count() {
         let services = vec![
             svc("a", "ua", None),
             svc("b", "ub", Some("n1")),
@@ -294,13 +277,6 @@ mod tests {
             ("default/c".to_string(), None),
         ]
         .into();
-        assert_eq!(p.annotate, want);
-        assert_eq!(
-            p.delete,
-            vec![
-                ("default".to_string(), "gone-n1".to_string()),
-                ("default".to_string(), "d-n2".to_string())
-            ]
-        );
+        assert_eq!(p, want);
     }
 }

@@ -1329,7 +1329,10 @@ mod tests {
             }
             false
         };
-        assert!(wait(lives.clone(), all.clone()).await, "members never converged");
+        assert!(
+            wait(lives.clone(), all.clone()).await,
+            "members never converged"
+        );
         // Unsigned datagrams claiming m0 left: rejected, no effect.
         let forger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut e = Swim::new("m0", wire::wall_ms(), T, Instant::now()).envelope("m1", Msg::Leave);
@@ -1350,7 +1353,10 @@ mod tests {
             })
             .sum();
         assert_eq!(rejected, (n - 1) as u64);
-        assert!(lives.iter().all(|l| *l.borrow() == all), "a forgery had an effect");
+        assert!(
+            lives.iter().all(|l| *l.borrow() == all),
+            "a forgery had an effect"
+        );
         // m4 killed: everyone else agrees it is dead.
         tasks.pop().unwrap().abort();
         let rest: BTreeSet<String> = (0..n - 1).map(|i| format!("m{i}")).collect();

@@ -3,9 +3,10 @@
 //! mirrors them into `berth.io/announcing-node`.
 //!
 //! Level-triggered: the announce loop publishes the wanted reports; this task makes this
-//! node's objects match (create, patch, delete) and deletes other nodes' objects for the
-//! Services this node announces now (their speaker died or lost the VIP). Failures are
-//! retried with backoff.
+//! node's objects match (create; a changed one is deleted and created again, so the speaker
+//! needs no update rights) and deletes other nodes' objects for the Services this node
+//! announces now (their speaker died or lost the VIP). Objects of deleted Services go with
+//! them (owner references). Failures are retried with backoff.
 
 use crate::pools::crd::{
     STATUS_NODE_LABEL, STATUS_SERVICE_LABEL, ServiceL2Status, ServiceL2StatusSpec, label_value,
@@ -13,7 +14,7 @@ use crate::pools::crd::{
 };
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -68,7 +69,8 @@ fn object(me: &str, r: &Report) -> ServiceL2Status {
 #[derive(Debug, PartialEq, Eq)]
 enum Action {
     Create(String),
-    Patch(String),
+    /// Delete and create again (the report changed).
+    Replace(String),
     /// (namespace, name)
     Delete(String, String),
 }
@@ -99,14 +101,14 @@ fn plan(me: &str, want: &Reports, have: &[std::sync::Arc<ServiceL2Status>]) -> V
                     .as_ref()
                     .is_some_and(|v| v.iter().any(|x| x.uid == r.uid));
                 if o.spec != spec(me, r) || !owner_ok {
-                    out.push(Action::Patch(key.clone()));
+                    out.push(Action::Replace(key.clone()));
                 }
             }
         }
     }
     // Our own claims first, then removals.
     out.sort_by_key(|a| match a {
-        Action::Create(_) | Action::Patch(_) => 0,
+        Action::Create(_) | Action::Replace(_) => 0,
         Action::Delete(..) => 1,
     });
     out
@@ -178,22 +180,21 @@ async fn apply(client: &Client, me: &str, want: &Reports, store: &Store<ServiceL
     let mut ok = true;
     for a in plan(me, want, &store.state()) {
         let r = match &a {
-            Action::Create(k) | Action::Patch(k) => {
+            Action::Create(k) | Action::Replace(k) => {
                 let r = &want[k];
                 let api: Api<ServiceL2Status> = Api::namespaced(client.clone(), &r.namespace);
                 let o = object(me, r);
-                if matches!(a, Action::Create(_)) {
-                    match api.create(&PostParams::default(), &o).await {
-                        Err(kube::Error::Api(e)) if e.code == 409 => api
-                            .patch(&o.name_any(), &PatchParams::default(), &Patch::Merge(&o))
-                            .await
-                            .map(|_| ()),
+                let gone = if matches!(a, Action::Replace(_)) {
+                    match api.delete(&o.name_any(), &DeleteParams::default()).await {
+                        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
                         r => r.map(|_| ()),
                     }
                 } else {
-                    api.patch(&o.name_any(), &PatchParams::default(), &Patch::Merge(&o))
-                        .await
-                        .map(|_| ())
+                    Ok(())
+                };
+                match gone {
+                    Ok(()) => api.create(&PostParams::default(), &o).await.map(|_| ()),
+                    Err(e) => Err(e),
                 }
             }
             Action::Delete(ns, name) => {
@@ -251,7 +252,7 @@ mod tests {
         assert_eq!(
             plan("n1", &want, &objs),
             vec![
-                Action::Patch("default/b".into()),
+                Action::Replace("default/b".into()),
                 Action::Delete("default".into(), "c-n1".into()),
                 Action::Delete("default".into(), "a-n2".into()),
             ]
