@@ -382,7 +382,7 @@ impl Swim {
             budget = budget.saturating_sub(u.name.len() + 60);
             updates.push(u);
         }
-        self.queue.sort_by(|a, b| b.left.cmp(&a.left));
+        self.queue.sort_by_key(|q| std::cmp::Reverse(q.left));
         for q in self.queue.iter_mut() {
             let cost = q.update.name.len() + 60;
             if cost > budget {
@@ -442,20 +442,22 @@ impl Swim {
         self.check_isolation(now);
         let t = self.timing;
         // The probe in flight: indirect at the timeout, suspicion at the interval's end.
-        if let Some(p) = &mut self.probe {
-            if !p.acked && !p.indirect && now.duration_since(p.sent) >= t.probe_timeout() {
-                p.indirect = true;
-                let (target, id) = (p.target.clone(), p.id);
-                for h in self.random_alive(INDIRECT, &target) {
-                    self.send(
-                        &mut out,
-                        &h,
-                        Msg::PingReq {
-                            probe: id,
-                            target: target.clone(),
-                        },
-                    );
-                }
+        if let Some(p) = &mut self.probe
+            && !p.acked
+            && !p.indirect
+            && now.duration_since(p.sent) >= t.probe_timeout()
+        {
+            p.indirect = true;
+            let (target, id) = (p.target.clone(), p.id);
+            for h in self.random_alive(INDIRECT, &target) {
+                self.send(
+                    &mut out,
+                    &h,
+                    Msg::PingReq {
+                        probe: id,
+                        target: target.clone(),
+                    },
+                );
             }
         }
         if let Some(p) = &self.probe
@@ -851,12 +853,9 @@ impl Default for Metrics {
             sent: Counter::default(),
             received: Counter::default(),
             rejected: Family::default(),
-            rtt: Histogram::new(
-                [
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                ]
-                .into_iter(),
-            ),
+            rtt: Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+            ]),
         }
     }
 }
