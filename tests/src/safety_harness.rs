@@ -12,8 +12,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The finalizer every class shared before issue 9.
-pub const LEGACY_FINALIZER: &str = "berth.io/load-balancer-cleanup";
+pub use crate::LEGACY_FINALIZER;
 
 /// Milliseconds since the Unix epoch (mock-cloud's audit clock; same machine).
 pub fn now_ms() -> u64 {
