@@ -1,6 +1,7 @@
 //! The pure heart of berth: what a Service's load balancer should look like, computed from
 //! the Service, the eligible nodes and the cluster name. No I/O; table-tested.
 
+use berth_providers::bounds::{check_health_check_path, quote};
 use berth_providers::{
     Cidr, DesiredLoadBalancer, HealthCheck, HealthProtocol, IpFamily, Listener, NodeTarget,
     Protocol, ServiceRef, SessionAffinity, naming, ownership_labels,
@@ -55,7 +56,8 @@ fn parse_u32(
         _ => Err(invalid(
             annotation_field(key),
             format!(
-                "invalid value {raw:?}: must be an integer from {} to {}",
+                "invalid value {}: must be an integer from {} to {}",
+                quote(raw),
                 range.start(),
                 range.end()
             ),
@@ -94,7 +96,10 @@ fn health_check(
             _ => {
                 return Err(invalid(
                     annotation_field(HC_PROTOCOL),
-                    format!("unsupported value {p:?}: supported values: \"TCP\", \"HTTP\""),
+                    format!(
+                        "unsupported value {}: supported values: \"TCP\", \"HTTP\"",
+                        quote(p)
+                    ),
                 ));
             }
         };
@@ -115,7 +120,8 @@ fn health_check(
                     return Err(invalid(
                         annotation_field(HC_PORT),
                         format!(
-                            "invalid value {raw:?}: must be \"traffic-port\" or a port from 1 to 65535"
+                            "invalid value {}: must be \"traffic-port\" or a port from 1 to 65535",
+                            quote(raw)
                         ),
                     ));
                 }
@@ -123,12 +129,7 @@ fn health_check(
         };
     }
     if let Some(path) = ann.get(HC_PATH) {
-        if !path.starts_with('/') {
-            return Err(invalid(
-                annotation_field(HC_PATH),
-                format!("invalid value {path:?}: must start with \"/\""),
-            ));
-        }
+        check_health_check_path(path).map_err(|m| invalid(annotation_field(HC_PATH), m))?;
         if hc.protocol != HealthProtocol::Http {
             return Err(invalid(
                 annotation_field(HC_PATH),
@@ -188,7 +189,10 @@ fn source_ranges(svc: &Service, ann: &BTreeMap<String, String>) -> Result<Vec<Ci
         let c: Cidr = r.parse().map_err(|_| {
             invalid(
                 field(i),
-                format!("invalid value {r:?}: must be a CIDR such as 10.0.0.0/8 or 2001:db8::/32"),
+                format!(
+                    "invalid value {}: must be a CIDR such as 10.0.0.0/8 or 2001:db8::/32",
+                    quote(r)
+                ),
             )
         })?;
         out.push(c);
@@ -209,7 +213,8 @@ fn requested_addresses(
                 invalid(
                     annotation_field(annotations::LB_IPS),
                     format!(
-                        "invalid value {part:?}: must be a comma-separated list of IP addresses"
+                        "invalid value {}: must be a comma-separated list of IP addresses",
+                        quote(part)
                     ),
                 )
             })?);
@@ -223,7 +228,7 @@ fn requested_addresses(
         out.push(ip.parse::<IpAddr>().map_err(|_| {
             invalid(
                 "spec.loadBalancerIP",
-                format!("invalid value {ip:?}: must be an IP address"),
+                format!("invalid value {}: must be an IP address", quote(ip)),
             )
         })?);
     }
@@ -263,7 +268,8 @@ pub fn desired_load_balancer(
                 return Err(invalid(
                     format!("spec.ports[{i}].protocol"),
                     format!(
-                        "unsupported value {other:?}: supported values: \"TCP\", \"UDP\", \"SCTP\""
+                        "unsupported value {}: supported values: \"TCP\", \"UDP\", \"SCTP\"",
+                        quote(other)
                     ),
                 ));
             }
@@ -453,6 +459,58 @@ pub(crate) mod tests {
             assert_eq!(e.field, field);
             assert!(e.message.contains(msg), "{e}");
         }
+    }
+
+    #[test]
+    fn long_values_are_quoted_in_part() {
+        let huge = "v".repeat(10 * 1024);
+        let base = || SvcB::lb("web").port(80, "TCP", 30080);
+        for key in [
+            annotations::HC_PROTOCOL,
+            annotations::HC_PORT,
+            annotations::HC_PATH,
+            annotations::HC_INTERVAL,
+            annotations::LB_IPS,
+            annotations::SOURCE_RANGES,
+        ] {
+            let svc = base()
+                .ann(annotations::HC_PROTOCOL, "HTTP")
+                .ann(key, &huge)
+                .svc();
+            let e = desired_load_balancer(&svc, &targets(), "c", true).unwrap_err();
+            assert_eq!(e.field, annotation_field(key));
+            assert!(e.message.len() < 400, "{key}: {} bytes", e.message.len());
+            assert!(e.message.contains("…(10240 bytes)"), "{key}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn health_check_paths_are_bounded_and_clean() {
+        let base = || {
+            SvcB::lb("web")
+                .port(80, "TCP", 30080)
+                .ann(annotations::HC_PROTOCOL, "HTTP")
+        };
+        for bad in [
+            "ready",
+            "/a b",
+            "/a\u{0}b",
+            &format!("/{}", "p".repeat(1024)),
+        ] {
+            let svc = base().ann(annotations::HC_PATH, bad).svc();
+            let e = desired_load_balancer(&svc, &targets(), "c", true).unwrap_err();
+            assert_eq!(e.field, annotation_field(annotations::HC_PATH));
+            assert!(e.message.contains("starting with \"/\""), "{}", e.message);
+            assert!(
+                e.message.contains("at most 1024 characters"),
+                "{}",
+                e.message
+            );
+        }
+        let ok = format!("/{}", "p".repeat(1023));
+        let svc = base().ann(annotations::HC_PATH, &ok).svc();
+        let d = desired_load_balancer(&svc, &targets(), "c", true).unwrap();
+        assert_eq!(d.health_check.path, Some(ok));
     }
 
     #[test]

@@ -586,8 +586,8 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
                 // The condition carries a stable text (no request ids), so a Service that
                 // keeps failing the same way is not rewritten on every attempt.
                 let stable = format!(
-                    "Error syncing load balancer: the provider failed ({}); see the Service's events",
-                    e.metric_label()
+                    "Error syncing load balancer: {}; see the Service's events for details",
+                    e.summary()
                 );
                 let _ = ctx
                     .set_condition(&svc, false, "SyncFailed", &stable, None)

@@ -271,7 +271,10 @@ async fn run_class(
     let class = opts.settings.classes.class.clone();
     if opts.settings.cluster.is_empty() {
         let reader = fenced_client(base.clone(), Fence::open(), opts.request_timeout);
-        opts.settings.cluster = crate::kube_util::cluster_id(&reader).await?;
+        opts.settings.cluster = tokio::select! {
+            id = crate::kube_util::cluster_id(&reader) => id?,
+            _ = stopped(&mut shutdown) => return Ok(()),
+        };
         info!(%class, cluster = %opts.settings.cluster, "No --cluster-name given; using the kube-system namespace's uid as the cluster id");
     }
 

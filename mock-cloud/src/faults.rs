@@ -1,5 +1,6 @@
 //! Fault injection, switchable at run time: added latency, an error rate (500, or 429 with
-//! Retry-After), and dropping every open watch stream.
+//! Retry-After), and dropping every open watch stream. Faults can be scoped by path, verb and
+//! request body (e.g. only the Lease renewals one replica sends).
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,9 @@ pub struct FaultConfig {
     /// Only these verbs (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`) are
     /// affected (empty: all).
     pub verbs: Vec<String>,
+    /// Only requests whose body contains one of these strings are affected (empty: all),
+    /// e.g. `"holderIdentity":"replica-a"` for one replica's Lease renewals.
+    pub body_contains: Vec<String>,
 }
 
 impl FaultConfig {
@@ -94,7 +98,7 @@ impl Faults {
     }
 
     /// Sleeps for the configured latency and decides whether this request fails.
-    pub async fn apply(&self, path: &str, verb: &str) -> Option<Injected> {
+    pub async fn apply(&self, path: &str, verb: &str, body: &[u8]) -> Option<Injected> {
         let cfg = self.get();
         let path_ok = cfg.path_prefixes.is_empty()
             || cfg
@@ -102,7 +106,12 @@ impl Faults {
                 .iter()
                 .any(|p| path.starts_with(p.as_str()));
         let verb_ok = cfg.verbs.is_empty() || cfg.verbs.iter().any(|v| v == verb);
-        if !(path_ok && verb_ok) {
+        let body_ok = cfg.body_contains.is_empty()
+            || cfg
+                .body_contains
+                .iter()
+                .any(|needle| contains(body, needle.as_bytes()));
+        if !(path_ok && verb_ok && body_ok) {
             return None;
         }
         if cfg.latency_ms > 0 {
@@ -124,6 +133,11 @@ impl Faults {
     }
 }
 
+/// Whether `needle` occurs in `haystack` (an empty needle always does).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,14 +154,14 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            f.apply("/api/v1/namespaces/default/services", "create")
+            f.apply("/api/v1/namespaces/default/services", "create", b"{}")
                 .await,
             Some(Injected::Error {
                 code: 429,
                 retry_after: 3
             })
         );
-        assert_eq!(f.apply("/api/v1/services", "list").await, None);
+        assert_eq!(f.apply("/api/v1/services", "list", b"").await, None);
         assert_eq!(f.injected_errors(), 1);
         assert!(
             f.set(FaultConfig {
@@ -156,5 +170,37 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn body_filter_delays_only_matching_requests() {
+        let f = Faults::default();
+        f.set(FaultConfig {
+            latency_ms: 45_000,
+            path_prefixes: vec!["/apis/coordination.k8s.io/".into()],
+            verbs: vec!["update".into()],
+            body_contains: vec![r#""holderIdentity":"replica-a""#.into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let lease = "/apis/coordination.k8s.io/v1/namespaces/default/leases/l";
+        let a: &[u8] = br#"{"spec":{"holderIdentity":"replica-a"}}"#;
+        let b: &[u8] = br#"{"spec":{"holderIdentity":"replica-b"}}"#;
+        // A matching request sleeps 45 s: it is still asleep after 200 ms.
+        let hung =
+            tokio::time::timeout(Duration::from_millis(200), f.apply(lease, "update", a)).await;
+        assert!(hung.is_err(), "replica-a's renewal was not delayed");
+        // Anything else passes at once (well within 45 s).
+        for (body, verb, path) in [
+            (b, "update", lease),
+            (a, "get", lease),
+            (b"" as &[u8], "update", lease),
+            (a, "update", "/api/v1/namespaces/default/services/s"),
+        ] {
+            let r = tokio::time::timeout(Duration::from_secs(10), f.apply(path, verb, body)).await;
+            assert_eq!(r, Ok(None), "{verb} {path} was delayed");
+        }
+        assert!(contains(b"abc", b""));
+        assert!(!contains(b"ab", b"abc"));
     }
 }

@@ -5,6 +5,7 @@
 //! pods that answer with their own name, and an EndpointSlice controller.
 
 pub mod apiserver;
+pub mod audit;
 pub mod cluster;
 pub mod discovery;
 pub mod faults;
@@ -132,6 +133,7 @@ impl MockCloud {
             open_watches: AtomicU64::new(0),
             verbs: Default::default(),
             rbac: cfg.rbac.then(|| Arc::new(apiserver::rbac::Rbac::default())),
+            audit: Default::default(),
         });
         let app = apiserver::http::router(server.clone());
         let mut stop = shutdown_rx.clone();

@@ -363,3 +363,58 @@ async fn watch_from_an_expired_version_gets_410_and_timeouts_end_streams() {
     );
     mc.shutdown().await;
 }
+
+/// Writes are audited with the bearer token that sent them (reads are not), and every
+/// mock-cloud's namespaces get fresh uids (berth's default cluster id is kube-system's uid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_audited_by_token_and_namespace_uids_are_fresh() {
+    let cfg = || Config {
+        nodes: 0,
+        ..Default::default()
+    };
+    let (mc, _) = start(cfg()).await;
+    let mut config = kube::Config::new(mc.url().parse().unwrap());
+    config.headers.push((
+        hyper::header::AUTHORIZATION,
+        hyper::header::HeaderValue::from_static("Bearer replica-a"),
+    ));
+    let client = kube::Client::try_from(config).expect("client");
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    api.create(&PostParams::default(), &cm("audited", "1"))
+        .await
+        .unwrap();
+    api.get("audited").await.unwrap();
+    api.delete("audited", &DeleteParams::default())
+        .await
+        .unwrap();
+    let page = mc.server.audit.since(0);
+    let seen: Vec<(&str, &str, Option<u16>)> = page
+        .items
+        .iter()
+        .map(|e| (e.verb.as_str(), e.token.as_str(), e.code))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("create", "replica-a", Some(201)),
+            ("delete", "replica-a", Some(200))
+        ]
+    );
+    assert!(
+        page.items[0]
+            .path
+            .ends_with("/namespaces/default/configmaps")
+    );
+
+    let (other, _) = start(cfg()).await;
+    let ns = mc.core.info("", "v1", "namespaces").unwrap();
+    let uid = |m: &MockCloud| {
+        m.core.get(&ns, "", "kube-system").unwrap()["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(uid(&mc), uid(&other));
+    other.shutdown().await;
+    mc.shutdown().await;
+}

@@ -702,3 +702,69 @@ async fn validation_auth_addresses_and_injected_faults() {
     assert_eq!(r.status, 404);
     h.api.shutdown().await;
 }
+
+/// PUTs and DELETEs are audited with their bearer token (so a test can tell which replica
+/// wrote), DELETEs are counted per id, and targets from another cluster's block are accepted
+/// (two clusters may share one load balancer API).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_audited_by_token_and_deletes_counted_per_id() {
+    let h = start(247, None).await;
+    let addr = h.api.addr;
+    let mut foreign = spec(h.block, 1);
+    foreign["targets"] = json!([{"name": "other-node", "address": "127.31.1.1"}]);
+    let put = call(
+        addr,
+        "PUT",
+        "/v1/loadbalancers/lb-x",
+        &[("authorization", "Bearer replica-a")],
+        json_body(&foreign),
+    )
+    .await;
+    assert_eq!(put.status, 201, "{}", put.body);
+    let get = call(addr, "GET", "/v1/loadbalancers/lb-x", &[], None).await;
+    assert_eq!(get.status, 200);
+    for _ in 0..2 {
+        call(
+            addr,
+            "DELETE",
+            "/v1/loadbalancers/lb-x",
+            &[("authorization", "Bearer replica-b")],
+            None,
+        )
+        .await;
+    }
+    let audit = call(addr, "GET", "/mock-cloud/v1/audit", &[], None).await;
+    let seen: Vec<(String, String, u64)> = audit.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| {
+            (
+                e["verb"].as_str().unwrap_or_default().to_string(),
+                e["token"].as_str().unwrap_or_default().to_string(),
+                e["code"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let expect = |v: &str, t: &str, c: u64| (v.to_string(), t.to_string(), c);
+    assert_eq!(
+        seen,
+        [
+            expect("put", "replica-a", 201),
+            expect("delete", "replica-b", 204),
+            expect("delete", "replica-b", 404)
+        ]
+    );
+    let after = audit.body["items"][1]["seq"].as_u64().expect("seq");
+    let tail = call(
+        addr,
+        "GET",
+        &format!("/mock-cloud/v1/audit?after={after}"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(tail.body["items"].as_array().map(Vec::len), Some(1));
+    let stats = call(addr, "GET", "/mock-cloud/v1/stats", &[], None).await;
+    assert_eq!(stats.body["deletesById"], json!({"lb-x": 2}));
+}

@@ -5,6 +5,7 @@
 //! outside world match it and reports the addresses to publish.
 
 pub mod aws;
+pub mod bounds;
 mod cidr;
 mod error;
 pub mod http;

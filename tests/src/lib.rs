@@ -10,6 +10,8 @@
 //! Every process is stopped (SIGTERM, then SIGKILL) and reaped when its handle drops; when a
 //! test panics the tail of every process's log is printed to help diagnose it.
 
+pub mod fake_lb;
+
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -981,3 +983,9 @@ pub fn lease_holder(cloud: &Cloud) -> Option<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
 }
+
+// ---------------------------------------------------------------------------------------
+// Ownership, cluster identity and fencing (issue 9): see `safety_harness`
+// ---------------------------------------------------------------------------------------
+
+pub mod safety_harness;

@@ -196,7 +196,7 @@ fn rendered_manifests_apply_with_server_dry_run_and_follow_the_security_rules() 
             find(&docs, "PodDisruptionBudget", "berth-controller")["spec"]["minAvailable"],
             1
         );
-        // No wildcards and no Secrets in any role.
+        // No wildcards, and no role that can read Secrets.
         for d in docs
             .iter()
             .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
@@ -209,12 +209,20 @@ fn rendered_manifests_apply_with_server_dry_run_and_follow_the_security_rules() 
                         d["metadata"]["name"]
                     );
                 }
-                assert!(
-                    !r["resources"]
-                        .as_array()
-                        .expect("list")
-                        .contains(&json!("secrets"))
-                );
+                // Secrets are never readable: the l2 controller may only create the
+                // speakers' membership key when it is absent.
+                if r["resources"]
+                    .as_array()
+                    .expect("list")
+                    .contains(&json!("secrets"))
+                {
+                    assert_eq!(
+                        (overlay, &r["verbs"]),
+                        ("l2", &json!(["create"])),
+                        "{}: Secrets may only be created, by the l2 controller",
+                        d["metadata"]["name"]
+                    );
+                }
             }
         }
         if overlay == "l2" {
@@ -225,6 +233,19 @@ fn rendered_manifests_apply_with_server_dry_run_and_follow_the_security_rules() 
             let caps = &pod["containers"][0]["securityContext"]["capabilities"];
             assert_eq!(caps["add"], json!(["NET_RAW"]));
             assert_eq!(caps["drop"], json!(["ALL"]));
+        }
+        if overlay == "http" {
+            // The token is mounted 0440 (owner and group only): the pod's fsGroup is the
+            // group of the files, and the user is in it.
+            assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+            assert_eq!(pod["securityContext"]["runAsGroup"], 65532);
+            let token = pod["volumes"]
+                .as_array()
+                .expect("volumes")
+                .iter()
+                .find(|v| v["name"] == "http-token")
+                .expect("the token volume");
+            assert_eq!(token["secret"]["defaultMode"], 0o440);
         }
         if overlay == "aws" {
             let sa = find(&docs, "ServiceAccount", SA);

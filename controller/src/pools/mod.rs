@@ -8,9 +8,11 @@
 //! asks for every Service to be reconciled again when pools change or an address frees up
 //! while some Service waits for one.
 //!
-//! This side only ever patches Service status and finalizers (through the reconciler); the
-//! speaker owns the `berth.io/announcing-node` annotation.
+//! It also mirrors the speakers' `ServiceL2Status` reports into the Service annotation
+//! `berth.io/announcing-node` and creates the speakers' membership-key Secret in its own
+//! namespace (`$POD_NAMESPACE`) when absent ([`announce`]).
 
+pub mod announce;
 pub mod crd;
 mod status;
 
@@ -221,7 +223,17 @@ async fn start(
             pool_store,
             status_rx,
         )),
+        tokio::spawn(announce::mirror(client.clone(), shutdown.clone())),
     ];
+    let mut tasks = tasks;
+    match std::env::var("POD_NAMESPACE") {
+        Ok(ns) if !ns.is_empty() => tasks.push(tokio::spawn(announce::keep_membership_secret(
+            client.clone(),
+            ns,
+            shutdown.clone(),
+        ))),
+        _ => info!("POD_NAMESPACE is not set; not creating the speakers' membership key Secret"),
+    }
     let mut stop = shutdown;
     tokio::spawn(async move {
         stopped(&mut stop).await;

@@ -1,132 +1,247 @@
-//! Which speakers are alive: a small SWIM-style failure detector over UDP.
+//! Which speakers are alive: SWIM with dissemination, suspicion and refutation, over
+//! authenticated UDP ([`super::wire`]).
 //!
-//! Every probe interval each speaker pings every peer it knows (peers come from the Nodes'
-//! InternalIPs at the gossip port, or from `--memberlist-peers`). A peer silent for two probe
-//! intervals becomes *suspect* and is probed indirectly too: up to two other live peers are
-//! asked to ping it and relay the ack (a broken path between two speakers is not a dead
-//! speaker). A peer silent for the suspect timeout is *dead*. Any message from a peer carrying
-//! an incarnation at least as new as the last one seen makes it alive again; a speaker's
-//! incarnation is its start time in milliseconds, so a restarted speaker always supersedes the
-//! previous one. On SIGTERM a speaker sends `Leave` and its peers drop it at once.
+//! * **Probing.** Each probe interval a speaker pings *one* member, taken from a shuffled
+//!   round-robin of the members it believes alive or suspect. No ack within the probe
+//!   timeout: [`INDIRECT`] other members are asked to ping it and relay the ack (a broken
+//!   path between two speakers is not a dead speaker: with 1 ↮ 2 and both ↔ 3, 3 relays and
+//!   nobody is suspected). No ack by the end of the interval: the member is *suspect*.
+//! * **Suspicion and refutation.** A suspect stays in elections. After the suspect timeout
+//!   (counted by each speaker from when it learnt the suspicion) it is *dead*. A speaker that
+//!   hears it is suspected or dead refutes by bumping its incarnation; an update is newer
+//!   when its (epoch, incarnation) is, and at equal ones dead beats suspect beats alive. The
+//!   epoch is the process's start time, so a restart supersedes whatever was said before.
+//! * **Dissemination.** Alive/suspect/dead/left news is piggybacked on every probe message
+//!   (the freshest first, each retransmitted `4·⌈log10(n+1)⌉` times), and pushed to
+//!   [`FANOUT`] random members at once when a death is declared (then every half interval
+//!   while news is pending). Every live speaker converges on the same member list, so
+//!   ownership — the rendezvous-hash winner among the live set — is the same everywhere.
+//!   A joining speaker gets the full member list from the first members it talks to.
+//! * **Cost per speaker** is flat in the cluster size: one probe and one ack per interval
+//!   each way, one probe of a random dead member per second (how a healed partition finds
+//!   its way back), news only while there is news.
+//! * **Local health** (a Lifeguard idea). A speaker with at least two peers that hears from
+//!   nobody for `probe interval + suspect timeout / 2` is *isolated*: it leaves the live set
+//!   at once (so it stops announcing before the others can declare it dead), declares
+//!   nobody dead for [`ISOLATION_GIVE_UP`], and when it hears from a peer again it revives
+//!   whom it suspected meanwhile instead of spreading false deaths. A speaker told that it is
+//!   dead also stays out of the live set for a while after refuting.
+//! * **Who may speak.** Only names that are Nodes of the cluster (or `--memberlist-peers`)
+//!   are accepted, as senders and in news; addresses come from the Nodes, never from
+//!   gossip. Incarnations are bounded ([`super::wire::MAX_INC`]).
 //!
-//! Full-mesh direct probing costs each speaker O(peers) tiny datagrams per interval (a
-//! hundred nodes at 200 ms: 500 datagrams a second) and is what lets every speaker see a
-//! failure within one timeout — no dissemination round trip. Nothing here touches the
-//! Kubernetes API.
+//! Why not `foca` (a good SWIM library with no I/O of its own): it identifies a member by
+//! one opaque identity that also carries its address and must be "renewed" to rejoin after
+//! being declared down, while here the member set and addresses come from the Node objects,
+//! readiness has to ride along, every datagram must be bound to its sender for the MAC and
+//! the replay window before anything is decoded, and an isolated speaker must withdraw
+//! before anyone declares it dead — which means owning the timers. The protocol is small
+//! enough that owning it costs less than adapting those.
 //!
-//! [`Swim`] is the pure state machine (time passed in, messages returned); [`run`] is the
-//! thin UDP driver.
+//! [`Swim`] is the pure state machine (time passed in, envelopes returned); [`run`] is the UDP
+//! driver with authentication, replay checks and metrics.
 
+use super::wire::{self, Auth, Envelope, MAX_INC, Reject, ReplayGuard};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use rand::seq::{IndexedRandom, SliceRandom};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+/// What a datagram asks or answers (membership news rides in the envelope).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "camelCase")]
 pub enum Msg {
     Ping {
-        from: String,
-        inc: u64,
-        ready: bool,
-        seq: u64,
+        probe: u64,
     },
     Ack {
-        from: String,
-        inc: u64,
-        ready: bool,
-        seq: u64,
+        probe: u64,
     },
-    /// Ask the receiver to ping `target` at `addr` and relay its ack.
+    /// Ping `target` and relay its ack.
     PingReq {
-        from: String,
-        inc: u64,
-        ready: bool,
-        seq: u64,
+        probe: u64,
         target: String,
-        addr: SocketAddr,
     },
-    Leave {
-        from: String,
-        inc: u64,
+    /// `target` answered the ping asked for with `probe`.
+    IndirectAck {
+        probe: u64,
+        target: String,
     },
+    /// News only.
+    Gossip,
+    /// Part of the full member list, for a speaker that just started.
+    Sync,
+    /// The sender shuts down.
+    Leave,
 }
 
-impl Msg {
-    fn from(&self) -> &str {
-        match self {
-            Msg::Ping { from, .. }
-            | Msg::Ack { from, .. }
-            | Msg::PingReq { from, .. }
-            | Msg::Leave { from, .. } => from,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum State {
+    #[serde(rename = "a")]
     Alive,
+    #[serde(rename = "s")]
     Suspect,
+    #[serde(rename = "d")]
     Dead,
+    #[serde(rename = "l")]
     Left,
+}
+
+/// One piece of membership news.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Update {
+    #[serde(rename = "n")]
+    pub name: String,
+    #[serde(rename = "e")]
+    pub epoch: u64,
+    #[serde(rename = "i")]
+    pub inc: u64,
+    #[serde(rename = "s")]
+    pub state: State,
+    #[serde(rename = "r")]
+    pub ready: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct Member {
     pub addr: SocketAddr,
+    /// 0 until heard of: presumed alive (so a starting speaker does not claim every VIP
+    /// before it knows who is there), it must answer like anyone else.
+    pub epoch: u64,
     pub inc: u64,
     pub ready: bool,
     pub state: State,
-    pub last_heard: Instant,
-    /// Whether the peer list (Nodes or flags) names it; learned peers are forgotten once
-    /// long dead.
-    pub listed: bool,
+    pub changed: Instant,
+    /// When a suspect becomes dead.
+    deadline: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     pub probe_interval: Duration,
-    /// Silence after which a peer is dead.
+    /// How long a suspect has to refute before it is dead.
     pub suspect_timeout: Duration,
 }
 
 impl Timing {
-    fn suspect_after(&self) -> Duration {
-        (self.probe_interval * 2).min(self.suspect_timeout / 2)
+    fn probe_timeout(&self) -> Duration {
+        self.probe_interval * 2 / 5
     }
+    fn gossip_interval(&self) -> Duration {
+        self.probe_interval / 2
+    }
+    fn isolation_after(&self) -> Duration {
+        self.probe_interval + self.suspect_timeout / 2
+    }
+    /// How long a speaker told it is dead stays out of elections after refuting.
+    fn dead_hold(&self) -> Duration {
+        self.suspect_timeout + self.probe_interval * 2
+    }
+}
+
+/// Members asked to probe a silent one.
+pub const INDIRECT: usize = 3;
+/// Members news is pushed to at once.
+pub const FANOUT: usize = 3;
+const RETRANSMIT_MULT: u32 = 4;
+/// How often one random dead member is probed.
+const DEAD_PROBE_EVERY: Duration = Duration::from_secs(1);
+/// After this long isolated, a speaker accepts it may be the only one left.
+pub const ISOLATION_GIVE_UP: Duration = Duration::from_secs(5);
+/// Bytes of news per datagram.
+const NEWS_BUDGET: usize = 900;
+/// A starting speaker's first datagrams ask for the member list (see [`Msg::Sync`]).
+const SYNC_BELOW_SEQ: u64 = 4;
+
+struct Probe {
+    target: String,
+    id: u64,
+    sent: Instant,
+    indirect: bool,
+    acked: bool,
+}
+
+struct Queued {
+    update: Update,
+    left: u32,
+}
+
+/// What a [`Swim`] says about itself for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub alive: usize,
+    pub suspect: usize,
+    pub dead: usize,
 }
 
 pub struct Swim {
     pub me: String,
+    pub epoch: u64,
     pub inc: u64,
-    pub ready: bool,
+    ready: bool,
     timing: Timing,
     members: BTreeMap<String, Member>,
     seq: u64,
-    /// Indirect probes we run for others: our seq → (requester addr, requester seq, target).
-    relays: HashMap<u64, (SocketAddr, u64, String, Instant)>,
-    last_probe: Option<Instant>,
+    probe_ids: u64,
+    order: Vec<String>,
+    probe: Option<Probe>,
+    next_probe: Option<Instant>,
+    next_dead_probe: Option<Instant>,
+    /// Probes run for others: our probe id → (requester, its probe id, target, since).
+    relays: HashMap<u64, (String, u64, String, Instant)>,
+    queue: Vec<Queued>,
+    gossip_now: bool,
+    next_gossip: Option<Instant>,
+    started: Instant,
+    last_heard: Option<Instant>,
+    isolated_since: Option<Instant>,
+    told_dead: Option<Instant>,
+    rng: SmallRng,
+    /// Wall clock (ms) as of the last call; stamps envelopes.
+    pub wall_ms: u64,
+    /// Direct probe round trips since the last [`Swim::take_rtts`].
+    rtts: Vec<Duration>,
 }
 
-/// How long an unlisted dead peer is remembered.
-const FORGET_AFTER: Duration = Duration::from_secs(60);
-/// How many peers are asked to probe a suspect.
-const INDIRECT: usize = 2;
-
 impl Swim {
-    pub fn new(me: &str, inc: u64, timing: Timing) -> Swim {
+    pub fn new(me: &str, epoch: u64, timing: Timing, now: Instant) -> Swim {
+        let seed = epoch ^ super::election::score(me, std::net::IpAddr::from([0, 0, 0, 0]));
         Swim {
             me: me.into(),
-            inc,
+            epoch,
+            inc: 0,
             ready: false,
             timing,
             members: BTreeMap::new(),
             seq: 0,
+            probe_ids: 0,
+            order: Vec::new(),
+            probe: None,
+            next_probe: None,
+            next_dead_probe: None,
             relays: HashMap::new(),
-            last_probe: None,
+            queue: Vec::new(),
+            gossip_now: false,
+            next_gossip: None,
+            started: now,
+            last_heard: None,
+            isolated_since: None,
+            told_dead: None,
+            rng: SmallRng::seed_from_u64(seed),
+            wall_ms: epoch,
+            rtts: Vec::new(),
         }
     }
 
@@ -134,292 +249,662 @@ impl Swim {
         &self.members
     }
 
-    /// Speakers counted in elections: this one (once ready) and every ready peer not yet
-    /// declared dead.
-    pub fn live(&self) -> BTreeSet<String> {
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Takes part in elections (or stops): an incarnation bump, spread like any news.
+    pub fn set_ready(&mut self, ready: bool) {
+        if ready != self.ready {
+            self.ready = ready;
+            self.bump();
+        }
+    }
+
+    fn bump(&mut self) {
+        if self.inc < MAX_INC {
+            self.inc += 1;
+        }
+        let u = self.about_me();
+        self.enqueue(u);
+        self.gossip_now = true;
+    }
+
+    fn about_me(&self) -> Update {
+        Update {
+            name: self.me.clone(),
+            epoch: self.epoch,
+            inc: self.inc,
+            state: State::Alive,
+            ready: self.ready,
+        }
+    }
+
+    pub fn is_isolated(&self) -> bool {
+        self.isolated_since.is_some()
+    }
+
+    /// Speakers counted in elections: every ready member alive or suspect, and this one
+    /// while ready, not isolated and not recently declared dead.
+    pub fn live(&self, now: Instant) -> BTreeSet<String> {
         let mut out: BTreeSet<String> = self
             .members
             .iter()
             .filter(|(_, m)| m.ready && matches!(m.state, State::Alive | State::Suspect))
             .map(|(n, _)| n.clone())
             .collect();
-        if self.ready {
+        let held = self
+            .told_dead
+            .is_some_and(|t| now.duration_since(t) < self.timing.dead_hold());
+        if self.ready && !self.is_isolated() && !held {
             out.insert(self.me.clone());
         }
         out
     }
 
-    /// Sets the listed peers. New ones start alive (so a starting speaker does not claim
-    /// every VIP before it has heard from anyone) and must answer within the timeout.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts {
+            alive: 1,
+            ..Default::default()
+        };
+        for m in self.members.values() {
+            match m.state {
+                State::Alive => c.alive += 1,
+                State::Suspect => c.suspect += 1,
+                State::Dead | State::Left => c.dead += 1,
+            }
+        }
+        c
+    }
+
+    pub fn take_rtts(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.rtts)
+    }
+
+    /// Whether `name` may speak: a Node (or listed peer) other than us.
+    pub fn knows(&self, name: &str) -> bool {
+        self.members.contains_key(name)
+    }
+
+    /// Sets the members: the Nodes (or `--memberlist-peers`) at their addresses. New ones
+    /// are presumed alive until probed.
     pub fn set_peers(&mut self, now: Instant, peers: &BTreeMap<String, SocketAddr>) {
         for (name, addr) in peers {
             if *name == self.me {
                 continue;
             }
-            match self.members.get_mut(name) {
-                Some(m) => {
-                    m.addr = *addr;
-                    m.listed = true;
-                }
-                None => {
-                    self.members.insert(
-                        name.clone(),
-                        Member {
-                            addr: *addr,
-                            inc: 0,
-                            ready: true,
-                            state: State::Alive,
-                            last_heard: now,
-                            listed: true,
-                        },
-                    );
-                }
-            }
+            self.members
+                .entry(name.clone())
+                .and_modify(|m| m.addr = *addr)
+                .or_insert_with(|| Member {
+                    addr: *addr,
+                    epoch: 0,
+                    inc: 0,
+                    ready: true,
+                    state: State::Alive,
+                    changed: now,
+                    deadline: None,
+                });
         }
-        for (name, m) in self.members.iter_mut() {
-            if !peers.contains_key(name) {
-                m.listed = false;
-            }
-        }
-        self.members.retain(|_, m| {
-            m.listed
-                || matches!(m.state, State::Alive | State::Suspect)
-                || now.duration_since(m.last_heard) < FORGET_AFTER
-        });
+        self.members.retain(|n, _| peers.contains_key(n));
+        self.queue
+            .retain(|q| q.update.name == self.me || peers.contains_key(&q.update.name));
+        self.order.retain(|n| peers.contains_key(n));
     }
 
-    fn next_seq(&mut self) -> u64 {
+    fn enqueue(&mut self, update: Update) {
+        let n = self.members.len() as f64 + 1.0;
+        let left = RETRANSMIT_MULT * ((n + 1.0).log10().ceil().max(1.0) as u32);
+        self.queue.retain(|q| q.update.name != update.name);
+        self.queue.push(Queued { update, left });
+    }
+
+    fn state_of(&self, name: &str) -> Option<Update> {
+        let m = self.members.get(name)?;
+        Some(Update {
+            name: name.into(),
+            epoch: m.epoch,
+            inc: m.inc,
+            state: m.state,
+            ready: m.ready,
+        })
+    }
+
+    /// An envelope for `to` carrying `msg` and as much news as fits, freshest first. News
+    /// about the recipient itself goes first when we do not think it alive, so it can refute.
+    fn envelope(&mut self, to: &str, msg: Msg) -> Envelope {
         self.seq += 1;
-        self.seq
-    }
-
-    fn ping(&mut self) -> Msg {
-        Msg::Ping {
+        let mut updates = Vec::new();
+        let mut budget = NEWS_BUDGET;
+        if let Some(u) = self.state_of(to)
+            && u.state != State::Alive
+        {
+            budget = budget.saturating_sub(u.name.len() + 60);
+            updates.push(u);
+        }
+        self.queue.sort_by_key(|q| std::cmp::Reverse(q.left));
+        for q in self.queue.iter_mut() {
+            let cost = q.update.name.len() + 60;
+            if cost > budget {
+                break;
+            }
+            if updates.iter().any(|u: &Update| u.name == q.update.name) {
+                continue;
+            }
+            budget -= cost;
+            q.left = q.left.saturating_sub(1);
+            updates.push(q.update.clone());
+        }
+        self.queue.retain(|q| q.left > 0);
+        Envelope {
             from: self.me.clone(),
+            epoch: self.epoch,
             inc: self.inc,
             ready: self.ready,
-            seq: self.next_seq(),
+            seq: self.seq,
+            ts: self.wall_ms,
+            msg,
+            updates,
         }
     }
 
-    /// Advances time: probes (once per interval) and state changes. Returns what to send.
-    pub fn tick(&mut self, now: Instant) -> Vec<(SocketAddr, Msg)> {
-        let mut out = Vec::new();
-        let due = self
-            .last_probe
-            .is_none_or(|t| now.duration_since(t) >= self.timing.probe_interval);
-        let suspect_after = self.timing.suspect_after();
-        let mut suspects = Vec::new();
-        for (name, m) in self.members.iter_mut() {
-            let silence = now.duration_since(m.last_heard);
-            match m.state {
-                State::Alive if silence >= suspect_after => {
-                    debug!(peer = %name, ?silence, "Speaker suspect");
-                    m.state = State::Suspect;
-                }
-                State::Suspect if silence >= self.timing.suspect_timeout => {
-                    info!(peer = %name, ?silence, "Speaker dead");
-                    m.state = State::Dead;
-                }
-                _ => {}
-            }
-            if m.state == State::Suspect {
-                suspects.push((name.clone(), m.addr));
-            }
-        }
-        if due {
-            self.last_probe = Some(now);
-            let targets: Vec<SocketAddr> = self
-                .members
-                .values()
-                .filter(|m| m.state != State::Left)
-                .map(|m| m.addr)
-                .collect();
-            for addr in targets {
-                let p = self.ping();
-                out.push((addr, p));
-            }
-            for (target, addr) in suspects {
-                let helpers: Vec<SocketAddr> = self
-                    .members
-                    .iter()
-                    .filter(|(n, m)| **n != target && m.state == State::Alive)
-                    .map(|(_, m)| m.addr)
-                    .take(INDIRECT)
-                    .collect();
-                for h in helpers {
-                    let seq = self.next_seq();
-                    out.push((
-                        h,
-                        Msg::PingReq {
-                            from: self.me.clone(),
-                            inc: self.inc,
-                            ready: self.ready,
-                            seq,
-                            target: target.clone(),
-                            addr,
-                        },
-                    ));
-                }
-            }
-            self.relays
-                .retain(|_, r| now.duration_since(r.3) < self.timing.suspect_timeout);
-        }
-        out
-    }
-
-    /// Records that `name` spoke (directly, or through a relayed ack).
-    fn heard(&mut self, now: Instant, name: &str, addr: Option<SocketAddr>, inc: u64, ready: bool) {
-        if name == self.me {
+    fn send(&mut self, out: &mut Vec<(SocketAddr, Envelope)>, to: &str, msg: Msg) {
+        let Some(addr) = self.members.get(to).map(|m| m.addr) else {
             return;
-        }
-        match self.members.get_mut(name) {
-            Some(m) => {
-                if inc < m.inc {
-                    return; // a stale incarnation (an old process)
-                }
-                if m.state == State::Left && inc == m.inc {
-                    return; // it said goodbye
-                }
-                if matches!(m.state, State::Dead | State::Left) {
-                    info!(peer = %name, "Speaker alive");
-                }
-                m.inc = inc;
-                m.ready = ready;
-                m.state = State::Alive;
-                m.last_heard = now;
-                if let Some(a) = addr {
-                    m.addr = a;
-                }
-            }
-            None => {
-                let Some(addr) = addr else { return };
-                info!(peer = %name, %addr, "Speaker joined");
-                self.members.insert(
-                    name.to_string(),
-                    Member {
-                        addr,
-                        inc,
-                        ready,
-                        state: State::Alive,
-                        last_heard: now,
-                        listed: false,
+        };
+        let e = self.envelope(to, msg);
+        out.push((addr, e));
+    }
+
+    fn random_alive(&mut self, k: usize, except: &str) -> Vec<String> {
+        let cands: Vec<&String> = self
+            .members
+            .iter()
+            .filter(|(n, m)| *n != except && m.state == State::Alive)
+            .map(|(n, _)| n)
+            .collect();
+        cands
+            .choose_multiple(&mut self.rng, k)
+            .map(|n| (*n).clone())
+            .collect()
+    }
+
+    fn probeable(&self) -> usize {
+        self.members
+            .values()
+            .filter(|m| matches!(m.state, State::Alive | State::Suspect))
+            .count()
+    }
+
+    /// Advances time. Returns what to send.
+    pub fn tick(&mut self, now: Instant) -> Vec<(SocketAddr, Envelope)> {
+        let mut out = Vec::new();
+        self.check_isolation(now);
+        let t = self.timing;
+        // The probe in flight: indirect at the timeout, suspicion at the interval's end.
+        if let Some(p) = &mut self.probe
+            && !p.acked
+            && !p.indirect
+            && now.duration_since(p.sent) >= t.probe_timeout()
+        {
+            p.indirect = true;
+            let (target, id) = (p.target.clone(), p.id);
+            for h in self.random_alive(INDIRECT, &target) {
+                self.send(
+                    &mut out,
+                    &h,
+                    Msg::PingReq {
+                        probe: id,
+                        target: target.clone(),
                     },
                 );
             }
         }
+        if let Some(p) = &self.probe
+            && now.duration_since(p.sent) >= t.probe_interval
+        {
+            let p = self.probe.take().expect("a probe");
+            if !p.acked && !self.is_isolated() {
+                self.suspect(now, &p.target);
+            }
+        }
+        if self.probe.is_none() && self.next_probe.is_none_or(|at| now >= at) {
+            self.next_probe = Some(now + t.probe_interval);
+            if let Some(target) = self.next_target() {
+                self.probe_ids += 1;
+                let id = self.probe_ids;
+                self.probe = Some(Probe {
+                    target: target.clone(),
+                    id,
+                    sent: now,
+                    indirect: false,
+                    acked: false,
+                });
+                self.send(&mut out, &target, Msg::Ping { probe: id });
+            }
+        }
+        // A random dead member, now and then: a healed partition finds its way back.
+        if self.next_dead_probe.is_none_or(|at| now >= at) {
+            self.next_dead_probe = Some(now + DEAD_PROBE_EVERY);
+            let dead: Vec<String> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.state == State::Dead)
+                .map(|(n, _)| n.clone())
+                .collect();
+            if let Some(n) = dead.choose(&mut self.rng).cloned() {
+                self.probe_ids += 1;
+                let id = self.probe_ids;
+                self.send(&mut out, &n, Msg::Ping { probe: id });
+            }
+        }
+        // Suspects whose time is up.
+        let give_up = self
+            .isolated_since
+            .is_none_or(|s| now.duration_since(s) >= ISOLATION_GIVE_UP);
+        if give_up {
+            let due: Vec<String> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.state == State::Suspect && m.deadline.is_some_and(|d| now >= d))
+                .map(|(n, _)| n.clone())
+                .collect();
+            for n in due {
+                let m = self.members.get_mut(&n).expect("a member");
+                info!(peer = %n, "Speaker dead");
+                m.state = State::Dead;
+                m.changed = now;
+                m.deadline = None;
+                let u = self.state_of(&n).expect("a member");
+                self.enqueue(u);
+                self.gossip_now = true;
+            }
+        }
+        // News.
+        if !self.queue.is_empty() && (self.gossip_now || self.next_gossip.is_none_or(|g| now >= g))
+        {
+            self.gossip_now = false;
+            self.next_gossip = Some(now + t.gossip_interval());
+            for n in self.random_alive(FANOUT, "") {
+                if self.queue.is_empty() {
+                    break;
+                }
+                self.send(&mut out, &n, Msg::Gossip);
+            }
+        }
+        self.relays
+            .retain(|_, r| now.duration_since(r.3) < t.probe_interval * 2);
+        out
     }
 
-    /// Handles one datagram from `src`. Returns what to send.
-    pub fn handle(&mut self, now: Instant, src: SocketAddr, msg: Msg) -> Vec<(SocketAddr, Msg)> {
-        if msg.from() == self.me {
-            return vec![];
+    fn next_target(&mut self) -> Option<String> {
+        loop {
+            if self.order.is_empty() {
+                self.order = self
+                    .members
+                    .iter()
+                    .filter(|(_, m)| matches!(m.state, State::Alive | State::Suspect))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                if self.order.is_empty() {
+                    return None;
+                }
+                self.order.shuffle(&mut self.rng);
+            }
+            let n = self.order.pop()?;
+            if self
+                .members
+                .get(&n)
+                .is_some_and(|m| matches!(m.state, State::Alive | State::Suspect))
+            {
+                return Some(n);
+            }
         }
-        match msg {
-            Msg::Ping {
-                from,
-                inc,
-                ready,
-                seq,
-            } => {
-                self.heard(now, &from, Some(src), inc, ready);
-                vec![(
-                    src,
-                    Msg::Ack {
-                        from: self.me.clone(),
-                        inc: self.inc,
-                        ready: self.ready,
-                        seq,
-                    },
-                )]
+    }
+
+    fn check_isolation(&mut self, now: Instant) {
+        let heard = self.last_heard.unwrap_or(self.started);
+        let silent = now.duration_since(heard) >= self.timing.isolation_after();
+        if self.probeable() >= 2 && silent {
+            if self.isolated_since.is_none() {
+                warn!("Heard from no other speaker; not announcing until one answers");
+                self.isolated_since = Some(now);
             }
-            Msg::Ack {
-                from,
-                inc,
-                ready,
-                seq,
-            } => {
-                if let Some((req, req_seq, target, _)) = self.relays.remove(&seq) {
-                    // An indirect probe we ran: relay the target's ack to the requester.
-                    if target == from {
-                        self.heard(now, &from, Some(src), inc, ready);
-                        return vec![(
-                            req,
-                            Msg::Ack {
-                                from,
-                                inc,
-                                ready,
-                                seq: req_seq,
-                            },
-                        )];
-                    }
-                }
-                // Direct or relayed: either way `from` is alive. The address is only trusted
-                // when the datagram came from it.
-                let direct = self.members.get(&from).is_none_or(|m| m.addr == src);
-                self.heard(now, &from, direct.then_some(src), inc, ready);
-                vec![]
+        } else if let Some(since) = self.isolated_since.take() {
+            if silent {
+                // Nobody left to hear from: we are the survivor, not cut off.
+                info!("No other live speaker; announcing alone");
+            } else {
+                info!("Hearing from other speakers again");
+                self.revive_since(now, since);
             }
-            Msg::PingReq {
-                from,
-                inc,
-                ready,
-                seq,
-                target,
-                addr,
-            } => {
-                self.heard(now, &from, Some(src), inc, ready);
-                let my_seq = self.next_seq();
-                self.relays.insert(my_seq, (src, seq, target, now));
-                vec![(
-                    addr,
-                    Msg::Ping {
-                        from: self.me.clone(),
-                        inc: self.inc,
-                        ready: self.ready,
-                        seq: my_seq,
-                    },
-                )]
+        }
+    }
+
+    /// Makes every member that became suspect or dead since `since` alive again (what we
+    /// concluded while cut off is not news), and forgets such news we had queued.
+    fn revive_since(&mut self, now: Instant, since: Instant) {
+        let mut revived = Vec::new();
+        for (n, m) in self.members.iter_mut() {
+            if matches!(m.state, State::Suspect | State::Dead) && m.changed >= since {
+                m.state = State::Alive;
+                m.deadline = None;
+                m.changed = now;
+                revived.push(n.clone());
             }
-            Msg::Leave { from, inc } => {
-                if let Some(m) = self.members.get_mut(&from)
-                    && inc >= m.inc
-                {
-                    info!(peer = %from, "Speaker left");
-                    m.inc = inc;
-                    m.state = State::Left;
-                }
-                vec![]
-            }
+        }
+        self.queue.retain(|q| !revived.contains(&q.update.name));
+        if !revived.is_empty() {
+            debug!(?revived, "Revived what was concluded while isolated");
         }
     }
 
     /// After this speaker's own link was down: every peer counts as alive again until it
-    /// fails to answer, as at start-up (peers declared dead while *we* were cut off are not).
+    /// fails to answer, and we say we are here.
     pub fn rejoin(&mut self, now: Instant) {
-        for m in self.members.values_mut() {
-            if m.state != State::Left {
-                m.state = State::Alive;
-                m.last_heard = now;
+        self.revive_since(now, self.started);
+        self.last_heard = Some(now);
+        self.isolated_since = None;
+        self.bump();
+    }
+
+    fn suspect(&mut self, now: Instant, name: &str) {
+        let Some(m) = self.members.get_mut(name) else {
+            return;
+        };
+        if m.state != State::Alive {
+            return;
+        }
+        debug!(peer = %name, "Speaker suspect");
+        m.state = State::Suspect;
+        m.changed = now;
+        m.deadline = Some(now + self.timing.suspect_timeout);
+        let u = self.state_of(name).expect("a member");
+        self.enqueue(u);
+        self.gossip_now = true;
+    }
+
+    /// Merges one piece of news. Returns whether it changed our view.
+    fn merge(&mut self, now: Instant, u: &Update) -> bool {
+        if u.inc > MAX_INC || u.epoch > self.wall_ms + wire::MAX_SKEW.as_millis() as u64 {
+            return false;
+        }
+        if u.name == self.me {
+            if u.epoch == self.epoch && u.state != State::Alive && u.inc >= self.inc {
+                if u.inc >= MAX_INC {
+                    return false;
+                }
+                if matches!(u.state, State::Dead | State::Left) {
+                    warn!("Declared dead by another speaker; refuting");
+                    self.told_dead = Some(now);
+                } else {
+                    debug!("Suspected; refuting");
+                }
+                self.inc = u.inc;
+                self.bump();
             }
+            return false;
+        }
+        let suspect_timeout = self.timing.suspect_timeout;
+        let Some(m) = self.members.get_mut(&u.name) else {
+            return false;
+        };
+        let newer = match u.epoch.cmp(&m.epoch) {
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal => match u.state {
+                State::Alive => u.inc > m.inc,
+                State::Suspect => u.inc > m.inc || (u.inc == m.inc && m.state == State::Alive),
+                State::Dead | State::Left => {
+                    u.inc > m.inc
+                        || (u.inc == m.inc && matches!(m.state, State::Alive | State::Suspect))
+                }
+            },
+        };
+        if !newer {
+            return false;
+        }
+        let was = m.state;
+        let restarted = u.epoch != m.epoch && m.epoch != 0;
+        m.epoch = u.epoch;
+        m.inc = u.inc;
+        m.ready = u.ready;
+        m.state = u.state;
+        m.changed = now;
+        m.deadline = (u.state == State::Suspect).then(|| now + suspect_timeout);
+        match (was, u.state) {
+            (State::Dead | State::Left, State::Alive) => info!(peer = %u.name, "Speaker alive"),
+            (_, State::Dead) if was != State::Dead => info!(peer = %u.name, "Speaker dead"),
+            (_, State::Left) if was != State::Left => info!(peer = %u.name, "Speaker left"),
+            _ if restarted => info!(peer = %u.name, "Speaker restarted"),
+            _ => {}
+        }
+        if matches!(u.state, State::Dead | State::Left) {
+            self.gossip_now = true;
+        }
+        self.enqueue(u.clone());
+        true
+    }
+
+    /// Handles one authenticated envelope from a known sender at `src`. Returns what to send.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        env: Envelope,
+    ) -> Vec<(SocketAddr, Envelope)> {
+        let mut out = Vec::new();
+        if env.from == self.me || !self.knows(&env.from) {
+            return out;
+        }
+        self.last_heard = Some(now);
+        self.check_isolation(now);
+        let first_contact = self
+            .members
+            .get(&env.from)
+            .is_some_and(|m| m.epoch != env.epoch);
+        // What the envelope says about its sender, first hand.
+        let state = if env.msg == Msg::Leave {
+            State::Left
+        } else {
+            State::Alive
+        };
+        self.merge(
+            now,
+            &Update {
+                name: env.from.clone(),
+                epoch: env.epoch,
+                inc: env.inc,
+                state,
+                ready: env.ready,
+            },
+        );
+        for u in &env.updates {
+            if u.name == self.me || self.knows(&u.name) {
+                self.merge(now, u);
+            }
+        }
+        // A speaker that just started gets the member list.
+        if first_contact && env.seq < SYNC_BELOW_SEQ && env.msg != Msg::Leave {
+            self.sync_to(&mut out, &env.from, src);
+        }
+        match env.msg {
+            Msg::Ping { probe } => {
+                let e = self.envelope(&env.from, Msg::Ack { probe });
+                out.push((src, e));
+            }
+            Msg::Ack { probe } => {
+                if let Some(p) = &mut self.probe
+                    && p.id == probe
+                    && p.target == env.from
+                {
+                    if !p.acked && !p.indirect {
+                        self.rtts.push(now.duration_since(p.sent));
+                    }
+                    p.acked = true;
+                } else if let Some((req, req_probe, target, _)) = self.relays.remove(&probe)
+                    && target == env.from
+                {
+                    self.send(
+                        &mut out,
+                        &req,
+                        Msg::IndirectAck {
+                            probe: req_probe,
+                            target,
+                        },
+                    );
+                }
+            }
+            Msg::PingReq { probe, target } => {
+                if self.knows(&target) {
+                    self.probe_ids += 1;
+                    let id = self.probe_ids;
+                    self.relays
+                        .insert(id, (env.from.clone(), probe, target.clone(), now));
+                    self.send(&mut out, &target, Msg::Ping { probe: id });
+                }
+            }
+            Msg::IndirectAck { probe, target } => {
+                if let Some(p) = &mut self.probe
+                    && p.id == probe
+                    && p.target == target
+                {
+                    p.acked = true;
+                }
+            }
+            Msg::Gossip | Msg::Sync | Msg::Leave => {}
+        }
+        out
+    }
+
+    /// The whole member list to `to`, in as many datagrams as it takes.
+    fn sync_to(&mut self, out: &mut Vec<(SocketAddr, Envelope)>, to: &str, addr: SocketAddr) {
+        let mut all: Vec<Update> = self
+            .members
+            .keys()
+            .filter(|n| *n != to)
+            .filter_map(|n| self.state_of(n))
+            .collect();
+        all.push(self.about_me());
+        let mut chunk = Vec::new();
+        let mut size = 0;
+        for u in all {
+            let cost = u.name.len() + 60;
+            if size + cost > NEWS_BUDGET && !chunk.is_empty() {
+                out.push((addr, self.sync_envelope(std::mem::take(&mut chunk))));
+                size = 0;
+            }
+            size += cost;
+            chunk.push(u);
+        }
+        if !chunk.is_empty() {
+            out.push((addr, self.sync_envelope(chunk)));
         }
     }
 
-    /// The goodbye sent to every peer on shutdown.
-    pub fn leave(&self) -> Vec<(SocketAddr, Msg)> {
-        self.members
-            .values()
-            .filter(|m| matches!(m.state, State::Alive | State::Suspect))
-            .map(|m| {
-                (
-                    m.addr,
-                    Msg::Leave {
-                        from: self.me.clone(),
-                        inc: self.inc,
-                    },
-                )
+    fn sync_envelope(&mut self, updates: Vec<Update>) -> Envelope {
+        self.seq += 1;
+        Envelope {
+            from: self.me.clone(),
+            epoch: self.epoch,
+            inc: self.inc,
+            ready: self.ready,
+            seq: self.seq,
+            ts: self.wall_ms,
+            msg: Msg::Sync,
+            updates,
+        }
+    }
+
+    /// The goodbye: to a few members, who spread it.
+    pub fn leave(&mut self) -> Vec<(SocketAddr, Envelope)> {
+        let mut out = Vec::new();
+        let to = self.random_alive(FANOUT * 2, "");
+        for n in to {
+            self.send(&mut out, &n, Msg::Leave);
+        }
+        out
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// The failure detector's metrics (registered by the speaker).
+#[derive(Clone)]
+pub struct Metrics {
+    pub alive: Gauge,
+    pub suspect: Gauge,
+    pub dead: Gauge,
+    pub sent: Counter,
+    pub received: Counter,
+    pub rejected: Family<ReasonLabels, Counter>,
+    pub rtt: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            alive: Gauge::default(),
+            suspect: Gauge::default(),
+            dead: Gauge::default(),
+            sent: Counter::default(),
+            received: Counter::default(),
+            rejected: Family::default(),
+            rtt: Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+            ]),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register(
+            "members_alive",
+            "Speakers the failure detector considers alive, this one included",
+            self.alive.clone(),
+        );
+        r.register(
+            "members_suspect",
+            "Speakers suspected of having failed",
+            self.suspect.clone(),
+        );
+        r.register(
+            "members_dead",
+            "Speakers declared dead or gone (Nodes without a live speaker)",
+            self.dead.clone(),
+        );
+        r.register(
+            "membership_datagrams_sent",
+            "Membership datagrams sent",
+            self.sent.clone(),
+        );
+        r.register(
+            "membership_datagrams_received",
+            "Membership datagrams accepted",
+            self.received.clone(),
+        );
+        r.register(
+            "membership_datagrams_rejected",
+            "Membership datagrams dropped, by reason",
+            self.rejected.clone(),
+        );
+        r.register(
+            "membership_probe_rtt_seconds",
+            "Round trip of direct probes",
+            self.rtt.clone(),
+        );
+    }
+
+    fn reject(&self, r: Reject) {
+        self.rejected
+            .get_or_create(&ReasonLabels {
+                reason: r.as_str().into(),
             })
-            .collect()
+            .inc();
     }
 }
 
@@ -430,60 +915,101 @@ pub enum Control {
     Rejoin,
 }
 
-/// Runs the detector on `sock` until `shutdown`; publishes the live set on `live`.
+/// Runs the detector on `sock` until `shutdown`; publishes the live set on `live`. `auth`
+/// may change (a rotated key file) while it runs.
 pub async fn run(
     sock: UdpSocket,
     mut swim: Swim,
+    auth: watch::Receiver<Auth>,
     mut control: tokio::sync::mpsc::UnboundedReceiver<Control>,
     live: watch::Sender<BTreeSet<String>>,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let step = (swim.timing.probe_interval / 4)
-        .clamp(Duration::from_millis(10), Duration::from_millis(50));
+    let step = (swim.timing.probe_interval / 10)
+        .clamp(Duration::from_millis(5), Duration::from_millis(25));
     let mut ticker = tokio::time::interval(step);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut buf = vec![0u8; 2048];
-    let send = |sock: &UdpSocket, out: Vec<(SocketAddr, Msg)>| {
-        for (to, m) in out {
-            if let Ok(b) = serde_json::to_vec(&m)
-                && let Err(e) = sock.try_send_to(&b, to)
-            {
-                debug!(%to, error = %e, "Cannot send to speaker");
+    let mut buf = vec![0u8; wire::MAX_RECEIVED + 1];
+    let mut guard = ReplayGuard::default();
+    let mut control_open = true;
+    let send = |sock: &UdpSocket, out: Vec<(SocketAddr, Envelope)>| {
+        let a = auth.borrow().clone();
+        for (to, env) in out {
+            let Some(b) = wire::seal(&a, &env) else {
+                debug!(%to, "Membership datagram too large; dropped");
+                continue;
+            };
+            match sock.try_send_to(&b, to) {
+                Ok(_) => {
+                    metrics.sent.inc();
+                }
+                Err(e) => debug!(%to, error = %e, "Cannot send to speaker"),
             }
         }
     };
     loop {
+        swim.wall_ms = wire::wall_ms();
         tokio::select! {
             _ = ticker.tick() => {
                 let out = swim.tick(Instant::now());
                 send(&sock, out);
             }
             r = sock.recv_from(&mut buf) => match r {
-                Ok((n, src)) => match serde_json::from_slice::<Msg>(&buf[..n]) {
-                    Ok(m) => {
-                        let out = swim.handle(Instant::now(), src, m);
-                        send(&sock, out);
+                Ok((n, src)) => {
+                    let now = Instant::now();
+                    let opened = {
+                        let a = auth.borrow();
+                        wire::open(&a, &buf[..n])
+                    };
+                    let checked = opened.and_then(|env| {
+                        if !swim.knows(&env.from) {
+                            return Err(Reject::UnknownSender);
+                        }
+                        guard.check(&env, now, swim.wall_ms).map(|()| env)
+                    });
+                    match checked {
+                        Ok(env) => {
+                            metrics.received.inc();
+                            let out = swim.handle(now, src, env);
+                            send(&sock, out);
+                        }
+                        Err(r) => {
+                            debug!(%src, reason = r.as_str(), "Membership datagram rejected");
+                            metrics.reject(r);
+                        }
                     }
-                    Err(e) => debug!(%src, error = %e, "Ignoring a malformed datagram"),
-                },
-                Err(e) => warn!(error = %e, "Memberlist socket error"),
+                }
+                Err(e) => {
+                    warn!(error = %e, "Memberlist socket error");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             },
-            c = control.recv() => match c {
-                Some(Control::Peers(p)) => swim.set_peers(Instant::now(), &p),
-                Some(Control::Ready(r)) => swim.ready = r,
+            c = control.recv(), if control_open => match c {
+                Some(Control::Peers(p)) => {
+                    swim.set_peers(Instant::now(), &p);
+                    guard.retain(|n| p.contains_key(n));
+                }
+                Some(Control::Ready(r)) => swim.set_ready(r),
                 Some(Control::Rejoin) => swim.rejoin(Instant::now()),
-                None => {}
+                None => control_open = false,
             },
             _ = shutdown.changed() => {
                 let bye = swim.leave();
                 send(&sock, bye.clone());
-                send(&sock, bye);
-                swim.ready = false;
+                swim.set_ready(false);
                 live.send_replace(BTreeSet::new());
                 return;
             }
         }
-        let now_live = swim.live();
+        for d in swim.take_rtts() {
+            metrics.rtt.observe(d.as_secs_f64());
+        }
+        let c = swim.counts();
+        metrics.alive.set(c.alive as i64);
+        metrics.suspect.set(c.suspect as i64);
+        metrics.dead.set(c.dead as i64);
+        let now_live = swim.live(Instant::now());
         live.send_if_modified(|cur| {
             if *cur != now_live {
                 *cur = now_live;
@@ -501,52 +1027,59 @@ mod tests {
 
     const T: Timing = Timing {
         probe_interval: Duration::from_millis(200),
-        suspect_timeout: Duration::from_millis(700),
+        suspect_timeout: Duration::from_millis(500),
     };
 
-    fn addr(i: u8) -> SocketAddr {
-        SocketAddr::from(([10, 99, 0, i], 7946))
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([10, 99, (i / 250) as u8, (i % 250) as u8 + 1], 7946))
     }
 
-    /// Three speakers on a simulated network where `cut` pairs cannot talk.
+    fn index(a: SocketAddr) -> usize {
+        match a {
+            SocketAddr::V4(v) => {
+                v.ip().octets()[2] as usize * 250 + v.ip().octets()[3] as usize - 1
+            }
+            SocketAddr::V6(_) => unreachable!(),
+        }
+    }
+
+    /// Speakers on a simulated network (instant delivery) where `cut` pairs cannot talk.
     struct Net {
         nodes: Vec<Swim>,
         down: BTreeSet<usize>,
         cut: BTreeSet<(usize, usize)>,
         now: Instant,
+        sent: Vec<u64>,
     }
 
     impl Net {
         fn new(n: usize) -> Net {
             let now = Instant::now();
-            let mut nodes: Vec<Swim> = (0..n).map(|i| Swim::new(&format!("n{i}"), 1, T)).collect();
-            let peers: BTreeMap<String, SocketAddr> = (0..n)
-                .map(|i| (format!("n{i}"), addr(i as u8 + 1)))
+            let peers: BTreeMap<String, SocketAddr> =
+                (0..n).map(|i| (format!("n{i}"), addr(i))).collect();
+            let nodes = (0..n)
+                .map(|i| {
+                    let mut s = Swim::new(&format!("n{i}"), 1000 + i as u64, T, now);
+                    s.set_peers(now, &peers);
+                    s.set_ready(true);
+                    s
+                })
                 .collect();
-            for s in &mut nodes {
-                s.ready = true;
-                s.set_peers(now, &peers);
-            }
             Net {
                 nodes,
                 down: BTreeSet::new(),
                 cut: BTreeSet::new(),
                 now,
+                sent: vec![0; n],
             }
         }
 
-        fn index(a: SocketAddr) -> usize {
-            match a {
-                SocketAddr::V4(v) => v.ip().octets()[3] as usize - 1,
-                SocketAddr::V6(_) => unreachable!(),
-            }
-        }
-
-        fn deliver(&mut self, from: usize, out: Vec<(SocketAddr, Msg)>) {
-            let mut queue: Vec<(usize, SocketAddr, Msg)> =
+        fn deliver(&mut self, from: usize, out: Vec<(SocketAddr, Envelope)>) {
+            let mut queue: Vec<(usize, SocketAddr, Envelope)> =
                 out.into_iter().map(|(a, m)| (from, a, m)).collect();
             while let Some((src, to, m)) = queue.pop() {
-                let dst = Self::index(to);
+                self.sent[src] += 1;
+                let dst = index(to);
                 if self.down.contains(&dst)
                     || self.down.contains(&src)
                     || self.cut.contains(&(src.min(dst), src.max(dst)))
@@ -554,28 +1087,49 @@ mod tests {
                     continue;
                 }
                 let now = self.now;
-                let replies = self.nodes[dst].handle(now, addr(src as u8 + 1), m);
+                let replies = self.nodes[dst].handle(now, addr(src), m);
                 queue.extend(replies.into_iter().map(|(a, m)| (dst, a, m)));
+            }
+        }
+
+        fn step(&mut self) {
+            self.now += Duration::from_millis(10);
+            for i in 0..self.nodes.len() {
+                if self.down.contains(&i) {
+                    continue;
+                }
+                let now = self.now;
+                let out = self.nodes[i].tick(now);
+                self.deliver(i, out);
             }
         }
 
         fn run_for(&mut self, d: Duration) {
             let end = self.now + d;
             while self.now < end {
-                self.now += Duration::from_millis(50);
-                for i in 0..self.nodes.len() {
-                    if self.down.contains(&i) {
-                        continue;
-                    }
-                    let now = self.now;
-                    let out = self.nodes[i].tick(now);
-                    self.deliver(i, out);
-                }
+                self.step();
             }
         }
 
         fn live(&self, i: usize) -> Vec<String> {
-            self.nodes[i].live().into_iter().collect()
+            self.nodes[i].live(self.now).into_iter().collect()
+        }
+
+        fn names(v: &[usize]) -> Vec<String> {
+            v.iter().map(|i| format!("n{i}")).collect()
+        }
+
+        /// Restarts node i as a new process (new epoch), knowing nobody's state.
+        fn restart(&mut self, i: usize) {
+            let n = self.nodes.len();
+            let peers: BTreeMap<String, SocketAddr> =
+                (0..n).map(|i| (format!("n{i}"), addr(i))).collect();
+            let epoch = self.nodes[i].epoch + 10_000;
+            let mut s = Swim::new(&format!("n{i}"), epoch, T, self.now);
+            s.set_peers(self.now, &peers);
+            s.set_ready(true);
+            self.nodes[i] = s;
+            self.down.remove(&i);
         }
     }
 
@@ -584,77 +1138,251 @@ mod tests {
         let mut net = Net::new(3);
         net.run_for(Duration::from_secs(2));
         for i in 0..3 {
-            assert_eq!(net.live(i), ["n0", "n1", "n2"]);
+            assert_eq!(net.live(i), Net::names(&[0, 1, 2]));
         }
     }
 
     #[test]
-    fn a_silent_speaker_is_dead_within_the_timeout_plus_a_probe() {
-        let mut net = Net::new(3);
-        net.run_for(Duration::from_secs(1));
+    fn a_dead_speaker_is_agreed_dead_by_everyone_and_not_before_the_suspect_timeout() {
+        let mut net = Net::new(5);
+        net.run_for(Duration::from_secs(2));
         net.down.insert(2);
-        net.run_for(Duration::from_millis(500));
-        assert_eq!(
-            net.live(0),
-            ["n0", "n1", "n2"],
-            "not dead before the timeout"
-        );
-        net.run_for(Duration::from_millis(400));
-        assert_eq!(net.live(0), ["n0", "n1"]);
-        assert_eq!(net.live(1), ["n0", "n1"]);
-        // It comes back (same process): alive again as soon as it speaks.
-        net.down.remove(&2);
-        net.run_for(Duration::from_millis(300));
-        assert_eq!(net.live(0), ["n0", "n1", "n2"]);
+        let t0 = net.now;
+        let mut first_dead = None;
+        let mut all_dead = None;
+        while net.now < t0 + Duration::from_secs(5) {
+            net.step();
+            let dead: Vec<bool> = (0..5)
+                .filter(|i| *i != 2)
+                .map(|i| !net.live(i).contains(&"n2".to_string()))
+                .collect();
+            if first_dead.is_none() && dead.iter().any(|d| *d) {
+                first_dead = Some(net.now - t0);
+            }
+            if dead.iter().all(|d| *d) {
+                all_dead = Some(net.now - t0);
+                break;
+            }
+        }
+        let first = first_dead.expect("someone declares n2 dead");
+        let all = all_dead.expect("everyone agrees n2 is dead");
+        assert!(first >= T.suspect_timeout, "dead after {first:?}");
+        assert!(all < Duration::from_secs(2), "agreed after {all:?}");
+        for i in [0, 1, 3, 4] {
+            assert_eq!(net.live(i), Net::names(&[0, 1, 3, 4]));
+        }
+        // It comes back as a new process: alive everywhere again.
+        net.restart(2);
+        net.run_for(Duration::from_secs(2));
+        for i in 0..5 {
+            assert_eq!(net.live(i), Net::names(&[0, 1, 2, 3, 4]), "view of n{i}");
+        }
     }
 
     #[test]
-    fn a_broken_path_is_bridged_by_indirect_probes() {
+    fn a_partial_partition_is_bridged_and_nobody_dies() {
         let mut net = Net::new(3);
         net.run_for(Duration::from_secs(1));
-        net.cut.insert((0, 2));
+        net.cut.insert((0, 1));
+        for _ in 0..1500 {
+            net.step();
+            for i in 0..3 {
+                assert_eq!(net.live(i), Net::names(&[0, 1, 2]), "view of n{i}");
+            }
+        }
+        net.cut.clear();
+        net.run_for(Duration::from_secs(1));
+        for i in 0..3 {
+            assert_eq!(net.live(i), Net::names(&[0, 1, 2]));
+        }
+    }
+
+    #[test]
+    fn a_cut_off_speaker_withdraws_before_anyone_declares_it_dead_and_comes_back_cleanly() {
+        let mut net = Net::new(4);
+        net.run_for(Duration::from_secs(1));
+        for j in [0, 1, 2] {
+            net.cut.insert((j, 3));
+        }
+        // Until the others declare n3 dead, n3 must have withdrawn itself.
+        let t0 = net.now;
+        let mut withdrew = None;
+        loop {
+            net.step();
+            let others_see = (0..3).any(|i| net.live(i).contains(&"n3".to_string()));
+            let self_in = net.live(3).contains(&"n3".to_string());
+            if withdrew.is_none() && !self_in {
+                withdrew = Some(net.now - t0);
+            }
+            if !others_see {
+                assert!(!self_in, "n3 still counts itself when the others drop it");
+                break;
+            }
+            assert!(
+                net.now - t0 < Duration::from_secs(5),
+                "n3 never declared dead"
+            );
+        }
+        assert!(withdrew.is_some());
+        // While isolated it declares nobody dead.
+        net.run_for(Duration::from_secs(2));
+        assert!(net.nodes[3].is_isolated());
+        assert_eq!(net.nodes[3].counts().dead, 0);
+        // Healed: one view everywhere, nobody falsely dead.
+        net.cut.clear();
         net.run_for(Duration::from_secs(3));
-        assert_eq!(net.live(0), ["n0", "n1", "n2"]);
-        assert_eq!(net.live(2), ["n0", "n1", "n2"]);
+        for i in 0..4 {
+            assert_eq!(net.live(i), Net::names(&[0, 1, 2, 3]), "view of n{i}");
+        }
     }
 
     #[test]
-    fn leave_is_immediate_and_a_restart_supersedes_it() {
+    fn suspicion_is_refuted_and_leave_is_immediate() {
         let mut net = Net::new(3);
         net.run_for(Duration::from_secs(1));
+        // n0 alone cannot reach n2 for a moment (no relay either): n2 refutes.
+        let before = net.nodes[2].inc;
+        net.cut.insert((0, 2));
+        net.cut.insert((1, 2));
+        net.run_for(Duration::from_millis(350));
+        net.cut.clear();
+        net.run_for(Duration::from_secs(1));
+        for i in 0..3 {
+            assert_eq!(net.live(i), Net::names(&[0, 1, 2]));
+        }
+        assert!(net.nodes[2].inc >= before, "incarnation only grows");
         let bye = net.nodes[2].leave();
         net.deliver(2, bye);
-        assert_eq!(net.live(0), ["n0", "n1"]);
-        // The old process keeps pinging with its old incarnation: still gone.
-        net.run_for(Duration::from_millis(400));
-        assert_eq!(net.live(0), ["n0", "n1"]);
-        // A restart has a newer incarnation.
-        net.nodes[2].inc = 2;
-        net.run_for(Duration::from_millis(300));
-        assert_eq!(net.live(0), ["n0", "n1", "n2"]);
+        net.down.insert(2);
+        net.run_for(Duration::from_millis(50));
+        assert_eq!(net.live(0), Net::names(&[0, 1]));
+        assert_eq!(net.live(1), Net::names(&[0, 1]));
     }
 
     #[test]
-    fn a_speaker_that_is_not_ready_does_not_count() {
+    fn a_speaker_that_is_not_ready_does_not_count_and_strangers_are_ignored() {
         let mut net = Net::new(2);
-        net.nodes[1].ready = false;
+        net.nodes[1].set_ready(false);
         net.run_for(Duration::from_millis(500));
         assert_eq!(net.live(0), ["n0"]);
         assert_eq!(net.live(1), ["n0"]);
+        // News about a name that is not a Node, and a datagram from one: no effect.
+        let now = net.now;
+        let mut e = net.nodes[1].envelope("n0", Msg::Gossip);
+        e.updates.push(Update {
+            name: "intruder".into(),
+            epoch: 5,
+            inc: 0,
+            state: State::Alive,
+            ready: true,
+        });
+        net.nodes[0].handle(now, addr(1), e.clone());
+        e.from = "intruder".into();
+        assert!(net.nodes[0].handle(now, addr(9), e).is_empty());
+        assert!(!net.nodes[0].knows("intruder"));
+    }
+
+    /// Real UDP on loopback, signed datagrams, the real driver: five members converge, agree
+    /// on a killed one, and ignore unsigned datagrams.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn members_over_loopback_udp_agree_on_a_death() {
+        let key = "membership-test-key-0123456789abcdef";
+        let auth = Auth::Keys(wire::Keyring::parse(key, "test").unwrap());
+        let n = 5;
+        let base = 20_000 + (std::process::id() % 20_000) as u16;
+        let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], base + i as u16));
+        let peers: BTreeMap<String, SocketAddr> =
+            (0..n).map(|i| (format!("m{i}"), addr(i))).collect();
+        let mut tasks = Vec::new();
+        let mut lives = Vec::new();
+        let mut metrics = Vec::new();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        for i in 0..n {
+            let sock = UdpSocket::bind(addr(i)).await.unwrap();
+            let mut s = Swim::new(&format!("m{i}"), wire::wall_ms(), T, Instant::now());
+            s.set_peers(Instant::now(), &peers);
+            s.set_ready(true);
+            let (_a, auth_rx) = watch::channel(auth.clone());
+            let (_c, ctl_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (live_tx, live_rx) = watch::channel(BTreeSet::new());
+            let m = Arc::new(Metrics::default());
+            metrics.push(m.clone());
+            lives.push(live_rx);
+            tasks.push(tokio::spawn(run(
+                sock,
+                s,
+                auth_rx,
+                ctl_rx,
+                live_tx,
+                m,
+                stop_rx.clone(),
+            )));
+        }
+        let all: BTreeSet<String> = peers.keys().cloned().collect();
+        let wait = |lives: Vec<watch::Receiver<BTreeSet<String>>>, want: BTreeSet<String>| async move {
+            for _ in 0..500 {
+                if lives.iter().all(|l| *l.borrow() == want) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        };
+        assert!(
+            wait(lives.clone(), all.clone()).await,
+            "members never converged"
+        );
+        // Unsigned datagrams claiming m0 left: rejected, no effect.
+        let forger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut e = Swim::new("m0", wire::wall_ms(), T, Instant::now()).envelope("m1", Msg::Leave);
+        e.inc = MAX_INC;
+        let d = wire::seal(&Auth::Insecure, &e).unwrap();
+        for i in 1..n {
+            forger.send_to(&d, addr(i)).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rejected: u64 = metrics
+            .iter()
+            .map(|m| {
+                m.rejected
+                    .get_or_create(&ReasonLabels {
+                        reason: "mac".into(),
+                    })
+                    .get()
+            })
+            .sum();
+        assert_eq!(rejected, (n - 1) as u64);
+        assert!(
+            lives.iter().all(|l| *l.borrow() == all),
+            "a forgery had an effect"
+        );
+        // m4 killed: everyone else agrees it is dead.
+        tasks.pop().unwrap().abort();
+        let rest: BTreeSet<String> = (0..n - 1).map(|i| format!("m{i}")).collect();
+        assert!(
+            wait(lives[..n - 1].to_vec(), rest).await,
+            "no agreement on the dead member"
+        );
+        stop_tx.send_replace(true);
+        for t in tasks {
+            t.await.unwrap();
+        }
     }
 
     #[test]
-    fn messages_round_trip_as_json() {
-        let m = Msg::PingReq {
-            from: "a".into(),
-            inc: 3,
-            ready: true,
-            seq: 9,
-            target: "b".into(),
-            addr: addr(2),
+    fn per_member_traffic_does_not_grow_with_the_cluster() {
+        let rate = |n: usize| {
+            let mut net = Net::new(n);
+            net.run_for(Duration::from_secs(3));
+            let before: u64 = net.sent.iter().sum();
+            net.run_for(Duration::from_secs(5));
+            let after: u64 = net.sent.iter().sum();
+            (after - before) as f64 / 5.0 / n as f64
         };
-        let s = serde_json::to_string(&m).unwrap();
-        assert!(s.contains("\"t\":\"pingReq\""), "{s}");
-        assert_eq!(serde_json::from_str::<Msg>(&s).unwrap(), m);
+        let (small, large) = (rate(3), rate(60));
+        assert!(
+            large <= small * 1.5,
+            "3 members: {small}/s each; 60: {large}/s"
+        );
     }
 }

@@ -18,7 +18,7 @@ pub struct SpeakerMetrics {
     pub announced: Gauge,
     pub answered: Family<LinkLabels, Counter>,
     pub gratuitous: Family<LinkLabels, Counter>,
-    pub members_alive: Gauge,
+    pub membership: std::sync::Arc<super::membership::Metrics>,
     pub takeovers: Counter,
     pub releases: Counter,
 }
@@ -44,12 +44,8 @@ impl Default for SpeakerMetrics {
             "Gratuitous ARP frames and unsolicited neighbor advertisements sent",
             gratuitous.clone(),
         );
-        let members_alive = Gauge::default();
-        registry.register(
-            "members_alive",
-            "Speakers the failure detector considers alive, this one included",
-            members_alive.clone(),
-        );
+        let membership = std::sync::Arc::new(super::membership::Metrics::default());
+        membership.register(&mut registry);
         let takeovers = Counter::default();
         registry.register(
             "failovers",
@@ -67,7 +63,7 @@ impl Default for SpeakerMetrics {
             announced,
             answered,
             gratuitous,
-            members_alive,
+            membership,
             takeovers,
             releases,
         }

@@ -1,16 +1,20 @@
 //! `berth speaker`: one node answers ARP (IPv4) and NDP (IPv6) for each VIP of the `l2`
 //! provider, and another takes over within about a second when it fails.
 //!
-//! * [`membership`]: a SWIM-style failure detector over UDP among speakers — no Lease per
-//!   Service, so API load does not grow with Services.
+//! * [`membership`]: SWIM among speakers over authenticated UDP ([`wire`]) — no Lease per
+//!   Service, so API load does not grow with Services; every live speaker converges on one
+//!   member list, so every speaker elects the same owner.
 //! * [`election`]: rendezvous hashing per VIP among live speakers on usable nodes (ETP=Local:
 //!   nodes with a ready endpoint; L2Advertisement node selectors and interfaces honoured).
 //! * [`frames`]: pure ARP/NDP frame code; [`packet`]: the AF_PACKET shell.
 //! * This file: the watches (Services, Nodes, EndpointSlices, L2Advertisements,
 //!   IPAddressPools — the pool a VIP lies in decides which advertisements apply; one each),
 //!   the announce loop (gratuitous ARP / unsolicited NA on takeover, stop at once on loss),
-//!   and what users see (the `berth.io/announcing-node` annotation, a `NodeAssigned` event,
-//!   metrics).
+//!   and what users see: a `NodeAssigned` event, metrics, and a [`ServiceL2Status`] per
+//!   Service announced ([`report`]; the l2 controller mirrors it into the
+//!   `berth.io/announcing-node` annotation — the speaker never writes Services).
+//!
+//! [`ServiceL2Status`]: crate::pools::crd::ServiceL2Status
 
 pub mod election;
 pub mod frames;
@@ -18,8 +22,10 @@ pub mod iface;
 pub mod membership;
 pub mod metrics;
 pub mod packet;
+pub mod report;
 mod sys;
 pub mod view;
+pub mod wire;
 
 use crate::cli::parse_duration;
 use crate::pools::crd::IPAddressPool;
@@ -27,7 +33,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -43,7 +49,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 
-/// The annotation naming the node that announces a Service's VIP.
+/// The annotation naming the node that announces a Service's VIP (written by the l2
+/// controller from the speakers' [`crate::pools::crd::ServiceL2Status`] objects).
 pub const ANNOUNCING_ANNOTATION: &str = "berth.io/announcing-node";
 /// The event reason on takeover.
 pub const NODE_ASSIGNED: &str = "NodeAssigned";
@@ -60,18 +67,28 @@ pub struct SpeakerArgs {
     /// veth*, docker*, cni*, flannel*, bridge ports and bond slaves).
     #[arg(long, value_delimiter = ',')]
     pub interfaces: Vec<String>,
-    /// UDP address of the failure detector; its port is also where peers are expected.
-    #[arg(long, default_value = "0.0.0.0:7946")]
+    /// This node's address for the failure detector, `ADDR` or `ADDR:PORT` (IPv6 in
+    /// brackets with a port; port 7946 if none); peers are expected at the same port. In a
+    /// DaemonSet, the node's address from status.hostIP.
+    #[arg(long, value_parser = parse_bind)]
     pub memberlist_bind: SocketAddr,
+    /// The shared keys authenticating membership datagrams: one per line, at least 32
+    /// characters each, used as written; the first signs, every one verifies. Re-read when
+    /// it changes (add the new key as the first line everywhere, then remove the old one).
+    #[arg(long)]
+    pub membership_key_file: Option<PathBuf>,
+    /// Run membership unauthenticated (anyone who can send UDP to the port steers VIPs).
+    #[arg(long)]
+    pub membership_insecure: bool,
     /// Peers as NODE=ADDR:PORT, comma-separated (default: every Node's InternalIP at the
     /// --memberlist-bind port).
     #[arg(long, value_delimiter = ',')]
     pub memberlist_peers: Vec<String>,
-    /// How often every peer is pinged.
+    /// How often a speaker probes one (random) peer.
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub probe_interval: Duration,
-    /// Silence after which a peer is dead and its VIPs move.
-    #[arg(long, default_value = "700ms", value_parser = parse_duration)]
+    /// How long a suspected peer has to refute before it is dead and its VIPs move.
+    #[arg(long, default_value = "400ms", value_parser = parse_duration)]
     pub suspect_timeout: Duration,
     /// Rounds of gratuitous ARP / unsolicited NA on takeover (~1.1 s apart: Linux ignores
     /// neighbour updates within its 1 s locktime).
@@ -86,12 +103,26 @@ pub struct SpeakerArgs {
     /// The loadBalancerClass whose VIPs are announced.
     #[arg(long, default_value = "berth.io/l2")]
     pub load_balancer_class: String,
-    /// Serve /metrics and /healthz here (port 0 picks a free one).
+    /// Serve /metrics, /healthz and /readyz here (port 0 picks a free one).
     #[arg(long, default_value = "0.0.0.0:7473")]
     pub metrics_listen: SocketAddr,
 }
 
 const ROUND_GAP: Duration = Duration::from_millis(1100);
+/// The failure detector's port when `--memberlist-bind` names none.
+pub const MEMBERLIST_PORT: u16 = 7946;
+
+fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, MEMBERLIST_PORT))
+        .map_err(|_| format!("{s:?} is not ADDR or ADDR:PORT"))
+}
 
 fn parse_peers(v: &[String]) -> anyhow::Result<BTreeMap<String, SocketAddr>> {
     v.iter()
@@ -237,10 +268,11 @@ fn spawn_pool_watch(client: Client, changed: Arc<Notify>) -> Optional<IPAddressP
     )
 }
 
-/// Serves /metrics and /healthz.
+/// Serves /metrics, /healthz and /readyz (200 once the speaker takes part in elections).
 async fn serve_metrics(
     listen: SocketAddr,
     m: Arc<SpeakerMetrics>,
+    ready: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<SocketAddr> {
     use axum::routing::get;
@@ -260,7 +292,23 @@ async fn serve_metrics(
                 }
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.load(Ordering::Relaxed);
+                async move {
+                    if ready {
+                        (axum::http::StatusCode::OK, "ok\n")
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "not taking part in elections yet\n",
+                        )
+                    }
+                }
+            }),
+        );
     let l = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("Cannot listen on {listen} for metrics"))?;
@@ -310,6 +358,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let me = args.node_name.clone();
     anyhow::ensure!(!me.is_empty(), "--node-name is required");
+    let auth = match (&args.membership_key_file, args.membership_insecure) {
+        (Some(path), _) => wire::Auth::Keys(wire::Keyring::load(path)?),
+        (None, true) => {
+            warn!("--membership-insecure: membership datagrams are not authenticated");
+            wire::Auth::Insecure
+        }
+        (None, false) => anyhow::bail!(
+            "--membership-key-file is required: membership datagrams must be authenticated (--membership-insecure runs without)"
+        ),
+    };
     let static_peers = parse_peers(&args.memberlist_peers)?;
     let sys = std::path::Path::new("/sys/class/net");
     let ifaces = iface::select(sys, &args.interfaces);
@@ -329,7 +387,14 @@ pub async fn run(
     info!(node = %me, interfaces = ?links.keys().collect::<Vec<_>>(), "Speaker starting");
 
     let m = Arc::new(SpeakerMetrics::default());
-    let addr = serve_metrics(args.metrics_listen, m.clone(), shutdown.clone()).await?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let addr = serve_metrics(
+        args.metrics_listen,
+        m.clone(),
+        ready.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     info!(address = %addr, "Serving /metrics and /healthz");
 
     // Packet threads: answer for what `announced` holds, nothing else.
@@ -371,25 +436,36 @@ pub async fn run(
     let sock = tokio::net::UdpSocket::bind(args.memberlist_bind)
         .await
         .with_context(|| format!("Cannot bind the memberlist socket {}", args.memberlist_bind))?;
-    let inc = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1);
+    info!(address = %args.memberlist_bind, keys = ?match &auth {
+        wire::Auth::Keys(k) => k.fingerprints.clone(),
+        wire::Auth::Insecure => vec![],
+    }, "Membership listening");
+    let (auth_tx, auth_rx) = watch::channel(auth);
+    if let Some(path) = args.membership_key_file.clone() {
+        tokio::spawn(reload_keys(path, auth_tx, shutdown.clone()));
+    }
+    // The epoch: a new one at every start, so a restarted speaker is never taken for a
+    // replay of its previous life.
+    let epoch = wire::wall_ms().max(1);
+    info!(epoch, "Membership epoch");
     let swim = membership::Swim::new(
         &me,
-        inc,
+        epoch,
         membership::Timing {
             probe_interval: args.probe_interval,
             suspect_timeout: args.suspect_timeout,
         },
+        Instant::now(),
     );
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let (live_tx, mut live_rx) = watch::channel(BTreeSet::new());
     let member_task = tokio::spawn(membership::run(
         sock,
         swim,
+        auth_rx,
         ctl_rx,
         live_tx,
+        m.membership.clone(),
         shutdown.clone(),
     ));
     if !static_peers.is_empty() {
@@ -430,6 +506,13 @@ pub async fn run(
     }
     let _ = ctl_tx.send(membership::Control::Ready(true));
     info!("Caches synced; taking part in elections");
+    let (reports_tx, reports_rx) = watch::channel(report::Reports::new());
+    let reporter = tokio::spawn(report::run(
+        client.clone(),
+        me.clone(),
+        reports_rx,
+        shutdown.clone(),
+    ));
 
     let recorder = Recorder::new(
         client.clone(),
@@ -445,13 +528,13 @@ pub async fn run(
         current: BTreeMap::new(),
         rounds: BTreeMap::new(),
         periodic_at: Instant::now(),
-        written: HashSet::new(),
+        told: HashSet::new(),
+        reports: reports_tx,
         peers: BTreeMap::new(),
         prev: None,
         holding: BTreeMap::new(),
         link_up: BTreeMap::new(),
         m: m.clone(),
-        client,
         recorder,
         args: args.clone(),
     };
@@ -480,7 +563,7 @@ pub async fn run(
         if dirty {
             dirty = false;
             let live = live_rx.borrow().clone();
-            m.members_alive.set(live.len() as i64);
+            ready.store(live.contains(&me), Ordering::Relaxed);
             if static_peers.is_empty() {
                 let peers = discovered_peers(&w.nodes, args.memberlist_bind.port());
                 if peers != state.peers {
@@ -489,8 +572,15 @@ pub async fn run(
                 }
             }
             if !live.contains(&me) {
-                // Not taking part yet (or any more): an election now would see VIPs with no
-                // winner and take them over without a handover delay later.
+                // Not taking part (not ready, cut off from the other speakers, or just told
+                // it was declared dead): answer for nothing, and when back, wait for a
+                // handover as at start-up.
+                if !state.current.is_empty() {
+                    info!("Out of the live set; not announcing");
+                    state.release_all();
+                }
+                state.prev = None;
+                state.holding.clear();
                 dirty = true;
                 state.gratuitous_due();
                 continue;
@@ -529,8 +619,10 @@ pub async fn run(
     }
     // Stop answering at once, then say goodbye (the membership task sends Leave).
     state.release_all();
+    ready.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let _ = member_task.await;
+    let _ = reporter.await;
     for t in threads {
         let _ = t.join();
     }
@@ -560,8 +652,10 @@ struct Announcer {
     /// (VIP, interface) → (rounds left, next round at).
     rounds: BTreeMap<(IpAddr, String), (u32, Instant)>,
     periodic_at: Instant,
-    /// (Service, node) annotation writes done or in flight.
-    written: HashSet<(String, String)>,
+    /// (Service, VIP) whose `NodeAssigned` event was published since we took the VIP.
+    told: HashSet<(String, String)>,
+    /// What we announce, per Service, for [`report`].
+    reports: watch::Sender<report::Reports>,
     peers: BTreeMap<String, SocketAddr>,
     /// The previous election's winners; None before the first one (or after a link flap).
     prev: Option<BTreeMap<IpAddr, String>>,
@@ -570,7 +664,6 @@ struct Announcer {
     /// Carrier of each link at the last look.
     link_up: BTreeMap<String, bool>,
     m: Arc<SpeakerMetrics>,
-    client: Client,
     recorder: Recorder,
     args: SpeakerArgs,
 }
@@ -687,7 +780,7 @@ impl Announcer {
                 if !want.contains_key(ip) {
                     info!(%ip, "No longer announcing");
                     self.m.releases.inc();
-                    self.written.retain(|(_, v)| v != &ip.to_string());
+                    self.told.retain(|(_, v)| v != &ip.to_string());
                 }
                 self.set_multicast(*ip, &ifs, false);
                 self.rounds.retain(|(i, _), _| i != ip);
@@ -715,30 +808,51 @@ impl Announcer {
             self.publish();
             self.gratuitous_due();
         }
-        // Visibility: annotate (and tell) every Service of a VIP we announce whose
-        // annotation does not name us yet. Writes happen only when an assignment changes.
+        // Visibility: a NodeAssigned event per Service of a VIP we took, and the reports.
         let by_key: HashMap<String, &Arc<Service>> =
             services.iter().map(|s| (view::key(s), s)).collect();
+        let mut reports = report::Reports::new();
         for (ip, (ifs, a)) in &want {
             for k in &a.services {
                 let Some(svc) = by_key.get(k) else { continue };
-                let current = svc.annotations().get(ANNOUNCING_ANNOTATION);
-                if current == Some(&self.me) {
-                    continue;
+                let r = reports.entry(k.clone()).or_insert_with(|| report::Report {
+                    namespace: svc.namespace().unwrap_or_default(),
+                    name: svc.name_any(),
+                    uid: svc.uid().unwrap_or_default(),
+                    vips: vec![],
+                    interfaces: vec![],
+                });
+                r.vips.push(ip.to_string());
+                for i in ifs {
+                    if !r.interfaces.contains(i) {
+                        r.interfaces.push(i.clone());
+                    }
                 }
-                if !self.written.insert((k.clone(), ip.to_string())) {
+                if !self.told.insert((k.clone(), ip.to_string())) {
                     continue;
                 }
                 let svc = (*svc).as_ref().clone();
-                let (client, recorder, me) =
-                    (self.client.clone(), self.recorder.clone(), self.me.clone());
+                let recorder = self.recorder.clone();
                 let note = format!(
-                    "announcing {ip} from node {me} on interface {}",
+                    "announcing {ip} from node {} on interface {}",
+                    self.me,
                     ifs.iter().cloned().collect::<Vec<_>>().join(",")
                 );
-                tokio::spawn(async move { mark(client, recorder, svc, me, note).await });
+                tokio::spawn(async move { tell(recorder, svc, note).await });
             }
         }
+        for r in reports.values_mut() {
+            r.vips.sort();
+            r.interfaces.sort();
+        }
+        self.reports.send_if_modified(|cur| {
+            if *cur != reports {
+                *cur = reports;
+                true
+            } else {
+                false
+            }
+        });
     }
 
     /// Sends the gratuitous rounds that are due (takeover rounds, then periodic ones).
@@ -779,27 +893,21 @@ impl Announcer {
         let all: Vec<(IpAddr, BTreeSet<String>)> =
             std::mem::take(&mut self.current).into_iter().collect();
         self.publish();
+        self.rounds.clear();
+        self.told.clear();
+        self.reports.send_if_modified(|cur| {
+            let changed = !cur.is_empty();
+            cur.clear();
+            changed
+        });
         for (ip, ifs) in all {
             self.set_multicast(ip, &ifs, false);
         }
     }
 }
 
-/// Writes `berth.io/announcing-node` and publishes `NodeAssigned` on a Service.
-async fn mark(client: Client, recorder: Recorder, svc: Service, me: String, note: String) {
-    let ns = svc.namespace().unwrap_or_default();
-    let api: Api<Service> = Api::namespaced(client, &ns);
-    let patch = serde_json::json!({"metadata": {"annotations": {ANNOUNCING_ANNOTATION: me}}});
-    if let Err(e) = api
-        .patch(
-            &svc.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        warn!(service = %view::key(&svc), error = %e, "Cannot annotate the Service");
-    }
+/// Publishes `NodeAssigned` on a Service.
+async fn tell(recorder: Recorder, svc: Service, note: String) {
     let ev = Event {
         type_: EventType::Normal,
         reason: NODE_ASSIGNED.into(),
@@ -809,6 +917,34 @@ async fn mark(client: Client, recorder: Recorder, svc: Service, me: String, note
     };
     if let Err(e) = recorder.publish(&ev, &svc.object_ref(&())).await {
         warn!(service = %view::key(&svc), error = %e, "Cannot publish event");
+    }
+}
+
+/// Re-reads the key file every second; a changed, valid file replaces the keys (an invalid
+/// one is reported and the keys in use are kept).
+async fn reload_keys(
+    path: PathBuf,
+    tx: watch::Sender<wire::Auth>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last = std::fs::read(&path).ok();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let now = std::fs::read(&path).ok();
+        if now == last {
+            continue;
+        }
+        last = now;
+        match wire::Keyring::load(&path) {
+            Ok(k) => {
+                info!(keys = ?k.fingerprints, "Membership keys reloaded");
+                tx.send_replace(wire::Auth::Keys(k));
+            }
+            Err(e) => warn!(error = %e, "Keeping the membership keys in use"),
+        }
     }
 }
 
@@ -822,5 +958,26 @@ mod tests {
         assert_eq!(p["a"], "10.0.0.1:7946".parse().unwrap());
         assert_eq!(p["b"], "10.0.0.2:1".parse().unwrap());
         assert!(parse_peers(&["10.0.0.1:7946".into()]).is_err());
+    }
+
+    #[test]
+    fn bind_takes_an_address_with_or_without_a_port() {
+        assert_eq!(
+            parse_bind("10.0.0.1").unwrap(),
+            "10.0.0.1:7946".parse().unwrap()
+        );
+        assert_eq!(
+            parse_bind("10.0.0.1:1").unwrap(),
+            "10.0.0.1:1".parse().unwrap()
+        );
+        assert_eq!(
+            parse_bind("fd00::1").unwrap(),
+            "[fd00::1]:7946".parse().unwrap()
+        );
+        assert_eq!(
+            parse_bind("[fd00::1]:2").unwrap(),
+            "[fd00::1]:2".parse().unwrap()
+        );
+        assert!(parse_bind("node-1").is_err());
     }
 }

@@ -43,6 +43,8 @@ pub struct ApiServer {
     pub verbs: std::sync::Mutex<HashMap<&'static str, u64>>,
     /// Authentication and RBAC authorization (`mock-cloud serve --rbac`); None: open.
     pub rbac: Option<Arc<super::rbac::Rbac>>,
+    /// Every write request with its bearer token (`GET /mock-cloud/v1/audit`).
+    pub audit: crate::audit::Audit,
 }
 
 impl ApiServer {
@@ -237,12 +239,58 @@ async fn handle(State(srv): State<Arc<ApiServer>>, req: Request) -> Response {
     {
         return e.into_response();
     }
+    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::too_large(format!(
+                "the request body exceeds the limit of {MAX_BODY} bytes"
+            ))
+            .into_response();
+        }
+    };
+    let mut audited = None;
     if let Route::Resource(rp) = &route {
         let verb = verb_of(&method, rp, &query);
         if let Ok(mut m) = srv.verbs.lock() {
             *m.entry(verb).or_default() += 1;
         }
-        if let Some(Injected::Error { code, retry_after }) = srv.faults.apply(&path, verb).await {
+        if is_write(verb) {
+            let auth = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            let seq = srv.audit.begin(verb, &path, crate::audit::bearer(auth));
+            audited = Some(seq);
+        }
+    }
+    let response = dispatch(&srv, route, &method, &path, &query, &headers, body).await;
+    if let Some(seq) = audited {
+        srv.audit.finish(seq, response.status().as_u16());
+    }
+    response
+}
+
+fn is_write(verb: &str) -> bool {
+    matches!(
+        verb,
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    )
+}
+
+/// Injects faults, then serves the request.
+async fn dispatch(
+    srv: &Arc<ApiServer>,
+    route: Route,
+    method: &Method,
+    path: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Route::Resource(rp) = &route {
+        let verb = verb_of(method, rp, query);
+        if let Some(Injected::Error { code, retry_after }) =
+            srv.faults.apply(path, verb, &body).await
+        {
             let mut e = if code == 429 {
                 ApiError::too_many_requests(retry_after)
             } else {
@@ -258,15 +306,6 @@ async fn handle(State(srv): State<Arc<ApiServer>>, req: Request) -> Response {
             return e.into_response();
         }
     }
-    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
-            return ApiError::too_large(format!(
-                "the request body exceeds the limit of {MAX_BODY} bytes"
-            ))
-            .into_response();
-        }
-    };
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -307,9 +346,9 @@ async fn handle(State(srv): State<Arc<ApiServer>>, req: Request) -> Response {
             Some(doc) => json_response(200, &doc),
             None => not_found_path().into_response(),
         },
-        Route::Admin(rest) => admin(&srv, &method, &rest, &body),
+        Route::Admin(rest) => admin(srv, method, &rest, query, &body),
         Route::Resource(rp) => {
-            match resource(&srv, &method, *rp, &query, &headers, &accept, body).await {
+            match resource(srv, method, *rp, query, headers, &accept, body).await {
                 Ok(r) => r,
                 Err(e) => e.into_response(),
             }
@@ -369,7 +408,18 @@ fn verb_of(method: &Method, rp: &ResourcePath, q: &HashMap<String, String>) -> &
     }
 }
 
-fn admin(srv: &ApiServer, method: &Method, rest: &[String], body: &Bytes) -> Response {
+/// `?after=SEQ` of `GET /mock-cloud/v1/audit` (default 0: everything kept).
+fn audit_after(query: &HashMap<String, String>) -> u64 {
+    query.get("after").and_then(|a| a.parse().ok()).unwrap_or(0)
+}
+
+fn admin(
+    srv: &ApiServer,
+    method: &Method,
+    rest: &[String],
+    query: &HashMap<String, String>,
+    body: &Bytes,
+) -> Response {
     let r: Vec<&str> = rest.iter().map(String::as_str).collect();
     match (method.clone(), r.as_slice()) {
         (Method::GET, ["v1", "faults"]) => json_response(
@@ -430,6 +480,9 @@ fn admin(srv: &ApiServer, method: &Method, rest: &[String], body: &Bytes) -> Res
                 r.clear_denials();
             }
             json_response(200, &json!({"items": []}))
+        }
+        (Method::GET, ["v1", "audit"]) => {
+            json_response(200, &json!(srv.audit.since(audit_after(query))))
         }
         (Method::GET, ["v1", "stats"]) => json_response(
             200,

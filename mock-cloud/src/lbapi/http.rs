@@ -182,6 +182,20 @@ async fn admin(inner: &Inner, req: Request, rest: &[String]) -> Response {
             json_response(StatusCode::OK, &v, None)
         }
         (_, ["stats"]) => method_not_allowed("GET"),
+        (Method::GET, ["audit"]) => {
+            let after = req
+                .uri()
+                .query()
+                .and_then(|q| serde_urlencoded::from_str::<HashMap<String, String>>(q).ok())
+                .and_then(|q| q.get("after").and_then(|a| a.parse().ok()))
+                .unwrap_or(0);
+            json_response(
+                StatusCode::OK,
+                &serde_json::to_value(inner.audit.since(after)).unwrap_or_default(),
+                None,
+            )
+        }
+        (_, ["audit"]) => method_not_allowed("GET"),
         _ => not_found("no such admin path"),
     }
 }
@@ -216,7 +230,51 @@ async fn api(inner: &Inner, req: Request, id: Option<String>) -> Response {
         (_, None) => return method_not_allowed("GET"),
         (_, Some(_)) => return method_not_allowed("GET, PUT, DELETE"),
     };
-    if let Some(Injected::Error { code, retry_after }) = inner.faults.apply(&path, verb).await {
+    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            if method == Method::PUT {
+                inner.stats().puts += 1;
+            }
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("the request body is unreadable or larger than {MAX_BODY} bytes"),
+                None,
+                None,
+            );
+        }
+    };
+    let audited = matches!(method, Method::PUT | Method::DELETE).then(|| {
+        let verb = if method == Method::PUT {
+            "put"
+        } else {
+            "delete"
+        };
+        let token = crate::audit::bearer(header_str(&headers, header::AUTHORIZATION));
+        inner.audit.begin(verb, &path, token)
+    });
+    let response = serve(inner, method, id, &path, &query, &headers, verb, body).await;
+    if let Some(seq) = audited {
+        inner.audit.finish(seq, response.status().as_u16());
+    }
+    response
+}
+
+/// Injects faults, then serves an authorized request.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    inner: &Inner,
+    method: Method,
+    id: Option<String>,
+    path: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    verb: &str,
+    body: bytes::Bytes,
+) -> Response {
+    if let Some(Injected::Error { code, retry_after }) = inner.faults.apply(path, verb, &body).await
+    {
         return match code {
             429 => error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -253,7 +311,7 @@ async fn api(inner: &Inner, req: Request, id: Option<String>) -> Response {
         },
         (Method::DELETE, Some(id)) => {
             match inner
-                .delete(&id, header_str(&headers, header::IF_MATCH))
+                .delete(&id, header_str(headers, header::IF_MATCH))
                 .await
             {
                 Ok(()) => Response::builder()
@@ -263,12 +321,12 @@ async fn api(inner: &Inner, req: Request, id: Option<String>) -> Response {
                 Err(f) => failure(f),
             }
         }
-        (Method::PUT, Some(id)) => put(inner, req, &id, &headers).await,
+        (Method::PUT, Some(id)) => put(inner, &body, &id, headers).await,
         _ => method_not_allowed("GET, PUT, DELETE"),
     }
 }
 
-async fn put(inner: &Inner, req: Request, id: &str, headers: &HeaderMap) -> Response {
+async fn put(inner: &Inner, body: &[u8], id: &str, headers: &HeaderMap) -> Response {
     if !super::spec::valid_id(id) {
         inner.stats().puts += 1;
         return failure(Failure::Invalid(super::spec::Invalid {
@@ -278,20 +336,7 @@ async fn put(inner: &Inner, req: Request, id: &str, headers: &HeaderMap) -> Resp
             ),
         }));
     }
-    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
-            inner.stats().puts += 1;
-            return error(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                format!("the request body is unreadable or larger than {MAX_BODY} bytes"),
-                None,
-                None,
-            );
-        }
-    };
-    let value: Value = match serde_json::from_slice(&body) {
+    let value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
             inner.stats().puts += 1;

@@ -3,7 +3,8 @@
 //! TCP and UDP listeners proxy to healthy targets.
 //!
 //! Admin endpoints on the same listener (never faulted, never authenticated):
-//! `GET/PUT /mock-cloud/v1/faults` and `GET /mock-cloud/v1/stats`.
+//! `GET/PUT /mock-cloud/v1/faults`, `GET /mock-cloud/v1/stats` and
+//! `GET /mock-cloud/v1/audit[?after=SEQ]` (every PUT and DELETE with its bearer token).
 
 pub mod affinity;
 pub mod cidr;
@@ -68,6 +69,8 @@ pub struct LbStats {
     pub deletes: u64,
     /// DELETEs that removed a load balancer.
     pub deleted: u64,
+    /// DELETE requests per load balancer id (any outcome).
+    pub deletes_by_id: BTreeMap<String, u64>,
     /// Writes per load balancer id (kept after deletion).
     pub writes_by_id: BTreeMap<String, u64>,
     /// GETs of one load balancer.
@@ -105,6 +108,8 @@ pub(crate) struct Inner {
     gate: tokio::sync::Mutex<()>,
     stats: Mutex<LbStats>,
     closed: AtomicBool,
+    /// Every PUT and DELETE with its bearer token.
+    audit: crate::audit::Audit,
 }
 
 /// Why a request failed, in the contract's terms.
@@ -349,7 +354,11 @@ impl Inner {
     }
 
     pub(crate) async fn delete(&self, id: &str, if_match: Option<&str>) -> Result<(), Failure> {
-        self.stats().deletes += 1;
+        {
+            let mut s = self.stats();
+            s.deletes += 1;
+            *s.deletes_by_id.entry(id.to_string()).or_default() += 1;
+        }
         let _gate = self.gate.lock().await;
         let plane = {
             let mut st = self.state();
@@ -431,6 +440,7 @@ impl LbApi {
             gate: tokio::sync::Mutex::new(()),
             stats: Mutex::new(LbStats::default()),
             closed: AtomicBool::new(false),
+            audit: Default::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
         let app = http::router(inner.clone());

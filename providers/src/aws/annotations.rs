@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::bounds::{check_health_check_path, quote};
 use crate::{HealthCheck, HealthProtocol, ProviderError};
 
 const PREFIX: &str = "service.beta.kubernetes.io/aws-load-balancer-";
@@ -151,7 +152,10 @@ fn field(key: &str) -> String {
 }
 
 fn bad(key: &str, raw: &str, accepted: &str) -> ProviderError {
-    ProviderError::invalid(field(key), format!("invalid value {raw:?}: {accepted}"))
+    ProviderError::invalid(
+        field(key),
+        format!("invalid value {}: {accepted}", quote(raw)),
+    )
 }
 
 fn number(
@@ -196,13 +200,13 @@ fn pairs(
         let accepted = format!("accepted values are comma-separated {what} as key=value");
         let (k, v) = item
             .split_once('=')
-            .ok_or_else(|| bad(key, raw, &format!("{item:?} has no '='; {accepted}")))?;
+            .ok_or_else(|| bad(key, raw, &format!("{} has no '='; {accepted}", quote(item))))?;
         let (k, v) = (k.trim(), v.trim());
         if k.is_empty() {
             return Err(bad(
                 key,
                 raw,
-                &format!("{item:?} has an empty key; {accepted}"),
+                &format!("{} has an empty key; {accepted}", quote(item)),
             ));
         }
         check(k, v).map_err(|m| bad(key, raw, &format!("{m}; {accepted}")))?;
@@ -210,7 +214,7 @@ fn pairs(
             return Err(bad(
                 key,
                 raw,
-                &format!("key {k:?} appears twice; {accepted}"),
+                &format!("key {} appears twice; {accepted}", quote(k)),
             ));
         }
     }
@@ -220,14 +224,18 @@ fn pairs(
 fn check_tag(k: &str, v: &str) -> Result<(), String> {
     if k.len() > 128 || v.len() > 256 {
         return Err(format!(
-            "tag {k:?} is too long (keys up to 128, values up to 256 characters)"
+            "tag {} is too long (keys up to 128, values up to 256 characters)",
+            quote(k)
         ));
     }
     if k.to_ascii_lowercase().starts_with("aws:") {
-        return Err(format!("tag {k:?} uses the reserved prefix aws:"));
+        return Err(format!("tag {} uses the reserved prefix aws:", quote(k)));
     }
     if k.starts_with("berth.io/") {
-        return Err(format!("tag {k:?} uses berth's own prefix berth.io/"));
+        return Err(format!(
+            "tag {} uses berth's own prefix berth.io/",
+            quote(k)
+        ));
     }
     Ok(())
 }
@@ -238,11 +246,12 @@ fn check_attribute(k: &str, v: &str) -> Result<(), String> {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
         return Err(format!(
-            "attribute {k:?} may contain only letters, digits, '.', '_' and '-'"
+            "attribute {} may contain only letters, digits, '.', '_' and '-'",
+            quote(k)
         ));
     }
     if v.is_empty() {
-        return Err(format!("attribute {k:?} has an empty value"));
+        return Err(format!("attribute {} has an empty value", quote(k)));
     }
     Ok(())
 }
@@ -331,13 +340,8 @@ pub fn parse(
     }
     if let Some(raw) = ann.get(HC_PATH) {
         let p = raw.trim();
-        if !p.starts_with('/') || p.len() > 1024 || p.chars().any(char::is_whitespace) {
-            return Err(bad(
-                HC_PATH,
-                raw,
-                "accepted values are HTTP paths starting with '/', at most 1024 characters",
-            ));
-        }
+        check_health_check_path(p)
+            .map_err(|message| ProviderError::invalid(field(HC_PATH), message))?;
         health.path = Some(p.to_string());
     }
     if let Some(v) = number(ann, HC_INTERVAL, 5..=300)? {
@@ -487,8 +491,14 @@ mod tests {
             (HC_PORT, "0", "traffic-port"),
             (HC_PORT, "70000", "traffic-port"),
             (HC_PORT, "http", "traffic-port"),
-            (HC_PATH, "healthz", "starting with '/'"),
-            (HC_PATH, "/a b", "starting with '/'"),
+            (HC_PATH, "healthz", "starting with \"/\""),
+            (HC_PATH, "/a b", "starting with \"/\""),
+            (HC_PATH, "/a\u{1}b", "control characters"),
+            (
+                HC_PATH,
+                &format!("/{}", "x".repeat(1024)),
+                "at most 1024 characters",
+            ),
             (HC_INTERVAL, "4", "from 5 to 300"),
             (HC_INTERVAL, "10s", "from 5 to 300"),
             (HC_TIMEOUT, "121", "from 2 to 120"),
@@ -514,6 +524,24 @@ mod tests {
                 }
                 other => panic!("{key}={value:?}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn long_values_are_quoted_in_part() {
+        let huge = "x".repeat(10 * 1024);
+        for (key, value) in [
+            (SCHEME, huge.clone()),
+            (HC_PATH, huge.clone()),
+            (HC_INTERVAL, huge.clone()),
+            (EXTRA_TAGS, format!("{huge}=1")),
+            (TG_ATTRIBUTES, huge.clone()),
+        ] {
+            let e = parse_one(key, &value).unwrap_err();
+            let text = e.to_string();
+            assert!(text.len() < 700, "{key}: {} bytes: {text}", text.len());
+            assert!(text.contains("bytes)"), "{key}: {text}");
+            assert!(text.contains("accepted values"), "{key}: {text}");
         }
     }
 

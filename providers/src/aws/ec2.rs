@@ -11,6 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use super::annotations::Scheme;
 use crate::ProviderError;
+use crate::bounds::{
+    self, BodyError, MAX_RESPONSE_BYTES, describe, redact_endpoint, server_message,
+};
 
 /// A subnet as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +49,9 @@ impl Ec2 {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
-            .map_err(|e| ProviderError::Permanent(format!("Cannot build the EC2 client: {e}")))?;
+            .map_err(|e| {
+                ProviderError::Permanent(format!("Cannot build the EC2 client: {}", describe(&e)))
+            })?;
         Ok(Self {
             http,
             endpoint,
@@ -111,7 +116,10 @@ impl Ec2 {
                     .map(|h| u.port().map_or(h.to_string(), |p| format!("{h}:{p}")))
             })
             .ok_or_else(|| {
-                ProviderError::Permanent(format!("Invalid EC2 endpoint {:?}", self.endpoint))
+                ProviderError::Permanent(format!(
+                    "Invalid EC2 endpoint {:?}",
+                    redact_endpoint(&self.endpoint)
+                ))
             })?;
         let headers = [("content-type", content_type), ("host", host.as_str())];
         let signable = SignableRequest::new(
@@ -136,25 +144,39 @@ impl Ec2 {
         let resp = req
             .send()
             .await
-            .map_err(|e| transient(format!("EC2 DescribeSubnets failed: {e}")))?;
+            .map_err(|e| transient(format!("EC2 DescribeSubnets failed: {}", describe(&e))))?;
         let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| transient(format!("EC2 DescribeSubnets failed: {e}")))?;
-        if status.is_success() {
-            Ok(text)
-        } else if status.as_u16() == 429
-            || status.is_server_error()
-            || text.contains("RequestLimitExceeded")
-        {
-            Err(transient(format!("EC2 DescribeSubnets failed ({status})")))
-        } else {
-            Err(ProviderError::Permanent(format!(
-                "EC2 DescribeSubnets failed ({status}): {}",
-                element_text(&text, "Message").unwrap_or_else(|| text.chars().take(300).collect())
-            )))
+        if !status.is_success() {
+            // Only the start matters: the error code and message come first.
+            let (body, _) = bounds::read_prefix(resp, bounds::MAX_ERROR_BODY_BYTES).await;
+            return Err(error_of(status, &String::from_utf8_lossy(&body)));
         }
+        let body = bounds::read_body(resp, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => ProviderError::Permanent(
+                    "EC2 DescribeSubnets response was larger than 1 MiB; berth stopped reading it"
+                        .into(),
+                ),
+                BodyError::Read(e) => {
+                    transient(format!("EC2 DescribeSubnets failed: {}", describe(&e)))
+                }
+            })?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+/// The error an EC2 error response stands for: throttling and 5xx are transient. The
+/// server's message is bounded.
+fn error_of(status: reqwest::StatusCode, text: &str) -> ProviderError {
+    if status.as_u16() == 429 || status.is_server_error() || text.contains("RequestLimitExceeded") {
+        transient(format!("EC2 DescribeSubnets failed ({status})"))
+    } else {
+        let message = element_text(text, "Message").unwrap_or_else(|| text.to_string());
+        ProviderError::Permanent(format!(
+            "EC2 DescribeSubnets failed ({status}): {}",
+            server_message(&message)
+        ))
     }
 }
 
@@ -342,7 +364,10 @@ pub fn choose(
                     .iter()
                     .find(|s| &s.id == want || s.tags.get("Name") == Some(want))
                     .ok_or_else(|| {
-                        format!("subnet {want:?} (from the subnets annotation) does not exist")
+                        format!(
+                            "subnet {} (from the subnets annotation) does not exist",
+                            bounds::quote(want)
+                        )
                     })?;
                 picked.push(s);
             }
@@ -456,6 +481,105 @@ mod tests {
             .as_deref(),
             Some("no")
         );
+    }
+
+    /// A server on 127.0.0.1 that answers every request with `head` and then `body` until
+    /// the client hangs up (at most `limit` bytes of body).
+    async fn raw_server(head: &'static str, body: &'static [u8], limit: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let _ = conn.read(&mut buf).await;
+                    if conn.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let mut sent = 0;
+                    while sent < limit && conn.write_all(body).await.is_ok() {
+                        sent += body.len();
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn client(endpoint: &str) -> Ec2 {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let creds = aws_credential_types::Credentials::new("AKID", "SECRET", None, None, "test");
+        Ec2::new(
+            Some(endpoint),
+            "us-east-1",
+            SharedCredentialsProvider::new(creds),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn huge_answers_are_refused_while_reading() {
+        // 4 KiB chunks, endlessly (up to 512 MiB): chunked, no Content-Length.
+        static CHUNK: [u8; 4104] = {
+            let mut c = [b'a'; 4104];
+            let head = *b"1000\r\n";
+            let mut i = 0;
+            while i < head.len() {
+                c[i] = head[i];
+                i += 1;
+            }
+            c[4102] = b'\r';
+            c[4103] = b'\n';
+            c
+        };
+        let chunked = raw_server(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &CHUNK,
+            512 << 20,
+        )
+        .await;
+        // A Content-Length of 200 MiB.
+        let declared = raw_server(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 209715200\r\n\r\n",
+            &[b'b'; 4096],
+            200 << 20,
+        )
+        .await;
+        for endpoint in [chunked, declared] {
+            match client(&endpoint).describe_subnets(&[]).await {
+                Err(ProviderError::Permanent(m)) => {
+                    assert!(m.contains("larger than 1 MiB"), "{endpoint}: {m}")
+                }
+                other => panic!("{endpoint}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn error_messages_are_bounded_and_endpoints_redacted() {
+        static HUGE: [u8; 65536] = [b'm'; 65536];
+        let endpoint = raw_server(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/xml\r\nContent-Length: 5000000\r\n\r\n<Response><Errors><Error><Code>InvalidParameterValue</Code><Message>",
+            &HUGE,
+            4_900_000,
+        )
+        .await;
+        let e = client(&endpoint).describe_subnets(&[]).await.unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("EC2 DescribeSubnets failed (400 Bad Request): "),
+            "{text}"
+        );
+        assert!(text.len() < 1024, "{} bytes", text.len());
+        assert_eq!(e.summary(), "EC2 DescribeSubnets failed (400 Bad Request)");
+
+        // Nothing listens on port 9 of 127.0.0.1 (discard, never bound in tests).
+        let e = client("http://ak:topsecret@127.0.0.1:9")
+            .describe_subnets(&[])
+            .await
+            .unwrap_err();
+        assert!(!e.to_string().contains("topsecret"), "{e}");
     }
 
     #[test]

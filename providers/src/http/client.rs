@@ -3,7 +3,6 @@
 
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use reqwest::{Method, Response, StatusCode, Url};
-use std::error::Error as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tracing::debug;
@@ -12,6 +11,7 @@ use super::retry::{Backoff, after_at_least, retry_after};
 use super::wire::ErrorBody;
 use super::{HttpProviderConfig, MetricsHook};
 use crate::ProviderError;
+use crate::bounds::{self, MAX_ERROR_BODY_BYTES, describe, redact_url, server_message};
 
 /// The longest `Retry-After` waited for inside one call. A longer one ends the call with
 /// [`ProviderError::Transient`] carrying it, so the controller requeues instead of holding
@@ -137,7 +137,7 @@ impl Api {
                     let message = format!(
                         "Cannot reach the load balancer API ({} {}): {}",
                         req.method,
-                        req.url,
+                        redact_url(&req.url),
                         describe(&e)
                     );
                     (ProviderError::transient(message), self.backoff.delay(retry))
@@ -145,7 +145,7 @@ impl Api {
                 Ok(resp) => {
                     let status = resp.status();
                     self.record(req.op, outcome(status), elapsed);
-                    debug!(op = req.op, url = %req.url, %status, ?elapsed, "Load balancer API answered");
+                    debug!(op = req.op, url = %redact_url(&req.url), %status, ?elapsed, "Load balancer API answered");
                     match verdict(status) {
                         Verdict::Done => return Ok(resp),
                         Verdict::Fail => return Err(error_of(resp).await),
@@ -238,19 +238,20 @@ fn outcome(status: StatusCode) -> &'static str {
     }
 }
 
-/// The error a non-retryable response stands for.
+/// The error a non-retryable response stands for. The stable part names the status; the
+/// server's (bounded) message follows it.
 async fn error_of(resp: Response) -> ProviderError {
     let status = resp.status();
     let (message, field) = detail_of(resp).await;
-    let said = |what: &str| format!("Load balancer API {what} ({status}): {message}");
+    let said = |what: &str| format!("Load balancer API {what}: {message}");
     match status.as_u16() {
-        401 | 403 => ProviderError::Permanent(said("refused the credentials")),
-        409 => ProviderError::Conflict(said("reported a conflict")),
+        401 | 403 => ProviderError::Permanent(said(&format!("refused the credentials ({status})"))),
+        409 => ProviderError::Conflict(said(&format!("reported a conflict ({status})"))),
         422 => ProviderError::Invalid {
             field: field.unwrap_or_else(|| "spec".into()),
             message,
         },
-        _ => ProviderError::Permanent(said("rejected the request")),
+        _ => ProviderError::Permanent(said(&format!("answered {status}"))),
     }
 }
 
@@ -262,45 +263,29 @@ async fn message_of(resp: Response) -> String {
 }
 
 /// The server's message and field from a contract `Error` body, or the start of whatever
-/// else it sent.
+/// else it sent; reads at most [`MAX_ERROR_BODY_BYTES`] and keeps at most
+/// [`bounds::MAX_MESSAGE_CHARS`] characters.
 async fn detail_of(resp: Response) -> (String, Option<String>) {
     let status = resp.status();
-    let body = resp.bytes().await.unwrap_or_default();
-    if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(&body) {
-        return (error.message, error.field.filter(|f| !f.is_empty()));
+    let (body, cut) = bounds::read_prefix(resp, MAX_ERROR_BODY_BYTES).await;
+    if !cut && let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(&body) {
+        let field = error
+            .field
+            .filter(|f| !f.is_empty())
+            .map(|f| bounds::truncate(&f, bounds::MAX_QUOTED_CHARS));
+        let message = server_message(&error.message);
+        if !message.is_empty() {
+            return (message, field);
+        }
     }
     let text = String::from_utf8_lossy(&body);
-    let text = text.trim();
-    let message = if text.is_empty() {
+    let message = if text.trim().is_empty() {
         status
             .canonical_reason()
             .unwrap_or("no message")
             .to_string()
     } else {
-        text.chars().take(200).collect()
+        server_message(&text)
     };
     (message, None)
-}
-
-/// An error's causes, outermost first, without the URL reqwest adds (the caller names it)
-/// and without repeats.
-pub(super) fn describe(e: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        // hyper-util's "client error (Connect)" says nothing its source does not.
-        let generic = text.starts_with("client error (");
-        if !generic && !parts.last().is_some_and(|last| last.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    if e.is_timeout() && !parts.iter().any(|p| p.contains("timed out")) {
-        parts.push("timed out".into());
-    }
-    if parts.is_empty() {
-        parts.push(e.to_string());
-    }
-    parts.join(": ")
 }

@@ -20,8 +20,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tracing::{debug, info, instrument};
+use tracing::{debug, info, instrument, warn};
 
+use crate::bounds::{self, BodyError, MAX_RESPONSE_BYTES, redact_endpoint, redact_url};
 use crate::{
     DesiredLoadBalancer, LABEL_CLUSTER, LABEL_SERVICE_UID, LoadBalancerRef, LoadBalancerStatus,
     NodeTarget, OwnedLoadBalancer, Provider, ProviderError,
@@ -73,6 +74,10 @@ pub struct HttpProvider {
     base: Url,
     /// The spec and ETag last read or written, per load balancer id.
     known: Mutex<HashMap<String, (Spec, String)>>,
+    /// Load balancers last seen absent whose creation then failed: the next attempt creates
+    /// straight away (`If-None-Match: *`, so one that appeared meanwhile is read instead),
+    /// halving the calls a Service whose creation keeps being refused costs.
+    absent: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A load balancer as read, with the ETag to write it back.
@@ -91,7 +96,8 @@ enum Precondition {
 
 impl HttpProvider {
     /// A provider for `cfg`. Reads the CA bundle once; fails on an unusable endpoint or
-    /// bundle, or when no rustls crypto provider is installed.
+    /// bundle, or when no rustls crypto provider is installed. Warns when a bearer token
+    /// would be sent over plain `http://`.
     pub fn new(cfg: HttpProviderConfig) -> Result<Self, ProviderError> {
         let base = Url::parse(&cfg.endpoint)
             .ok()
@@ -99,13 +105,21 @@ impl HttpProvider {
             .ok_or_else(|| {
                 ProviderError::Permanent(format!(
                     "Invalid http provider endpoint {:?}: expected an http:// or https:// URL",
-                    cfg.endpoint
+                    redact_endpoint(&cfg.endpoint)
                 ))
             })?;
+        if cfg.token_file.is_some() && base.scheme() == "http" {
+            warn!(
+                endpoint = %redact_url(&base),
+                "The bearer token from --http-token-file is sent over plain http://, readable \
+                 by anyone on the path; use an https:// endpoint"
+            );
+        }
         Ok(Self {
             api: Api::new(&cfg, &base)?,
             base,
             known: Mutex::default(),
+            absent: Mutex::default(),
         })
     }
 
@@ -115,7 +129,8 @@ impl HttpProvider {
         self
     }
 
-    /// The API's base URL.
+    /// The API's base URL, as configured: it may carry credentials, so print
+    /// [`bounds::redact_url`] of it, never the URL itself.
     pub fn endpoint(&self) -> &Url {
         &self.base
     }
@@ -163,6 +178,23 @@ impl HttpProvider {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        self.set_absent(id, false);
+    }
+
+    fn set_absent(&self, id: &str, absent: bool) {
+        let mut a = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+        if absent {
+            a.insert(id.to_string());
+        } else {
+            a.remove(id);
+        }
+    }
+
+    fn was_absent(&self, id: &str) -> bool {
+        self.absent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
     }
 
     async fn get(&self, id: &str) -> Result<Option<Current>, ProviderError> {
@@ -259,6 +291,20 @@ impl Provider for HttpProvider {
                 None => debug!("Load balancer changed behind berth's back; reading it"),
             }
         }
+        if self.was_absent(&lb.id) {
+            match self.put(&lb.id, &spec, Precondition::Absent).await? {
+                Some(written) => {
+                    info!("Created load balancer");
+                    self.set_absent(&lb.id, false);
+                    self.remember(&lb.id, &spec, written.etag.clone());
+                    return written.status.to_status();
+                }
+                None => {
+                    self.set_absent(&lb.id, false);
+                    debug!("Load balancer appeared since berth last looked; reading it");
+                }
+            }
+        }
         for _ in 0..=MAX_PRECONDITION_RETRIES {
             let precondition = match self.get(&lb.id).await? {
                 None => Precondition::Absent,
@@ -273,7 +319,11 @@ impl Provider for HttpProvider {
                 }
             };
             let creating = matches!(precondition, Precondition::Absent);
-            match self.put(&lb.id, &spec, precondition).await? {
+            let put = self.put(&lb.id, &spec, precondition).await;
+            if creating {
+                self.set_absent(&lb.id, put.is_err());
+            }
+            match put? {
                 Some(written) => {
                     if creating {
                         info!("Created load balancer");
@@ -340,6 +390,8 @@ impl Provider for HttpProvider {
         Ok(list
             .items
             .into_iter()
+            // berth's ids are DNS labels: anything else is not berth's (and is not logged).
+            .filter(|item| wire::is_valid_id(&item.id))
             .filter_map(|item| OwnedLoadBalancer::from_labels(item.id, item.spec.labels))
             // The server filters too; a server that ignores the query must not make berth
             // collect another cluster's load balancers.
@@ -371,16 +423,24 @@ fn etag(resp: &Response) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Reads and parses a response body of at most [`MAX_RESPONSE_BYTES`]; a larger one is an
+/// error as soon as it is known to be larger.
 async fn read_json<T: DeserializeOwned>(resp: Response, what: &str) -> Result<T, ProviderError> {
-    let body = resp.bytes().await.map_err(|e| {
-        ProviderError::transient(format!(
-            "Cannot read the {what} from the load balancer API: {}",
-            client::describe(&e)
-        ))
-    })?;
+    let body = bounds::read_body(resp, MAX_RESPONSE_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => ProviderError::Permanent(format!(
+                "Load balancer API response ({what}) was larger than 1 MiB; berth stopped reading it"
+            )),
+            BodyError::Read(e) => ProviderError::transient(format!(
+                "Cannot read the {what} from the load balancer API: {}",
+                bounds::describe(&e)
+            )),
+        })?;
     serde_json::from_slice(&body).map_err(|e| {
         ProviderError::Permanent(format!(
-            "Load balancer API returned an unreadable {what}: {e}"
+            "Load balancer API returned an unreadable {what}: {}",
+            bounds::server_message(&e.to_string())
         ))
     })
 }

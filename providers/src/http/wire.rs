@@ -190,6 +190,14 @@ impl Spec {
                 "Required for an HTTP health check, e.g. \"/healthz\"",
             ));
         }
+        if let Some(path) = hc
+            .path
+            .as_deref()
+            .filter(|_| hc.protocol == HealthProtocol::Http)
+        {
+            crate::bounds::check_health_check_path(path)
+                .map_err(|m| ProviderError::invalid("healthCheck.path", m))?;
+        }
         if hc.port == Some(0) {
             return Err(ProviderError::invalid(
                 "healthCheck.port",
@@ -251,6 +259,20 @@ impl Spec {
     }
 }
 
+/// Whether `h` can be a Service's `status.loadBalancer.ingress[].hostname`: a DNS name of
+/// at most 253 characters.
+fn is_dns_name(h: &str) -> bool {
+    h.len() <= 253
+        && h.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
 impl Status {
     /// The Service status to publish: every address, `ipMode: Proxy`.
     pub fn to_status(&self) -> Result<LoadBalancerStatus, ProviderError> {
@@ -264,14 +286,24 @@ impl Status {
                         .map(|ip| {
                             ip.parse::<IpAddr>().map_err(|_| {
                                 ProviderError::Permanent(format!(
-                                    "Load balancer API returned an invalid address {ip:?}"
+                                    "Load balancer API returned an invalid address: {}",
+                                    crate::bounds::quote(ip)
                                 ))
                             })
                         })
                         .transpose()?;
+                let hostname = a.hostname.clone().filter(|h| !h.is_empty());
+                if let Some(h) = &hostname
+                    && !is_dns_name(h)
+                {
+                    return Err(ProviderError::Permanent(format!(
+                        "Load balancer API returned an invalid hostname: {}",
+                        crate::bounds::quote(h)
+                    )));
+                }
                 Ok(Ingress {
                     ip,
-                    hostname: a.hostname.clone().filter(|h| !h.is_empty()),
+                    hostname,
                     ip_mode: IpMode::Proxy,
                 })
             })
@@ -281,7 +313,7 @@ impl Status {
 }
 
 /// The contract's id pattern: `^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`.
-fn is_valid_id(id: &str) -> bool {
+pub(crate) fn is_valid_id(id: &str) -> bool {
     (1..=63).contains(&id.len())
         && id
             .bytes()
@@ -454,7 +486,7 @@ mod tests {
     #[test]
     fn rejects_what_the_api_cannot_serve() {
         type Mutation = fn(&mut DesiredLoadBalancer);
-        let cases: [(Mutation, &str, &str); 8] = [
+        let cases: [(Mutation, &str, &str); 10] = [
             (
                 |lb| lb.listeners[1].protocol = Protocol::Sctp,
                 "spec.ports[1].protocol",
@@ -485,6 +517,16 @@ mod tests {
                 |lb| lb.health_check.path = None,
                 "healthCheck.path",
                 "\"/healthz\"",
+            ),
+            (
+                |lb| lb.health_check.path = Some("/a b".into()),
+                "healthCheck.path",
+                "starting with \"/\"",
+            ),
+            (
+                |lb| lb.health_check.path = Some(format!("/{}", "p".repeat(5000))),
+                "healthCheck.path",
+                "(5001 bytes)",
             ),
             (|lb| lb.id = "Not_A_Label".into(), "id", "DNS label"),
         ];
@@ -533,5 +575,24 @@ mod tests {
         );
         let bad: Status = serde_json::from_value(json!({"addresses": [{"ip": "nope"}]})).unwrap();
         assert!(matches!(bad.to_status(), Err(ProviderError::Permanent(_))));
+        // Server-provided text is checked and quoted in part, never published whole.
+        for address in [
+            json!({"ip": "x".repeat(100_000)}),
+            json!({"hostname": "h".repeat(100_000)}),
+            json!({"hostname": "bad host"}),
+            json!({"hostname": "-a.example"}),
+        ] {
+            let bad: Status = serde_json::from_value(json!({"addresses": [address]})).unwrap();
+            match bad.to_status() {
+                Err(e @ ProviderError::Permanent(_)) => {
+                    assert!(e.to_string().len() < 200, "{e}");
+                    assert!(
+                        e.summary()
+                            .starts_with("Load balancer API returned an invalid")
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

@@ -100,6 +100,60 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
+/// The speakers' membership key as the DaemonSet mounts it at `path`: the Secret its volume
+/// names, created by the controller (the l2 overlay ships no key), read as an administrator
+/// and written to a file. When the controller cannot create it (a removed permission), a
+/// key of the test's own, so the rest of the lifecycle still runs.
+fn membership_key_file(cloud: &Cloud, pod: &Value, path: &str) -> PathBuf {
+    let dir = Path::new(path)
+        .parent()
+        .expect("a directory")
+        .to_str()
+        .expect("utf-8");
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("nothing is mounted at {dir}"));
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume");
+    let secret = volume["secret"]["secretName"]
+        .as_str()
+        .expect("a Secret volume");
+    let item = Path::new(path)
+        .file_name()
+        .expect("a file")
+        .to_str()
+        .expect("utf-8");
+    let key = poll(Duration::from_secs(10), &|| false, || {
+        let s = cloud
+            .try_kubectl(&["get", "secret", "-n", NS, secret, "-o", "json"])
+            .ok()?;
+        let v: Value = serde_json::from_str(&s).ok()?;
+        let b64 = v["data"][item].as_str()?.to_string();
+        let out = Command::new("base64")
+            .arg("-d")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        use std::io::Write;
+        let mut out = out;
+        out.stdin.take()?.write_all(b64.as_bytes()).ok()?;
+        let o = out.wait_with_output().ok()?;
+        String::from_utf8(o.stdout).ok()
+    });
+    let text = key.unwrap_or_else(|| "membership-key-of-the-test-0123456789abcdef\n".to_string());
+    let f = cloud.dir.join("membership-key");
+    std::fs::write(&f, text).expect("write the key file");
+    f
+}
+
 /// A `berth speaker` process.
 struct Speaker {
     proc: Proc,
@@ -156,13 +210,22 @@ fn start_speaker(
             } else if a.starts_with("--metrics-listen=") {
                 rewritten += 1;
                 "--metrics-listen=127.0.0.1:0".into()
+            } else if let Some(path) = a.strip_prefix("--membership-key-file=") {
+                rewritten += 1;
+                format!(
+                    "--membership-key-file={}",
+                    membership_key_file(cloud, pod, path).display()
+                )
             } else {
                 a.to_string()
             }
         })
         .collect();
     assert_eq!(args[0], "speaker");
-    assert_eq!(rewritten, 2, "memberlist and metrics addresses: {args:?}");
+    assert_eq!(
+        rewritten, 3,
+        "memberlist and metrics addresses, membership key: {args:?}"
+    );
     args.push(format!("--interfaces={iface}"));
     args.push(format!("--memberlist-peers={NODE}={bind}"));
     args.push(format!("--kubeconfig={}", kubeconfig.display()));
@@ -175,6 +238,7 @@ fn start_speaker(
         let name = e["name"].as_str().expect("name");
         match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
             Some("spec.nodeName") => cmd.env(name, NODE),
+            Some("status.hostIP") => cmd.env(name, "127.0.0.1"),
             _ => panic!("unexpected speaker environment {e}"),
         };
     }
@@ -288,6 +352,16 @@ fn lifecycle(
     step!(
         "announcing-node annotation",
         wait(&mut || announcer(cloud, "web").as_deref() == Some(NODE))
+    );
+    step!(
+        "ServiceL2Status of web",
+        wait(&mut || {
+            cloud
+                .try_get("servicel2status", &format!("web-{NODE}"))
+                .ok()
+                .flatten()
+                .is_some_and(|s| s["spec"]["node"] == NODE)
+        })
     );
     step!(
         "NodeAssigned event",
@@ -415,6 +489,12 @@ pub(super) fn rbac_is_sufficient_and_every_rule_is_needed() {
     let mut r = L2Run::start(&docs, &docs, &veth.name, None);
     eprintln!("berth {}", controller_args(&r.cloud, &docs, &[]).join(" "));
     let failed = lifecycle(&r.cloud, &r.speaker, DEADLINE, &|| false);
+    assert!(
+        r.cloud
+            .try_kubectl(&["get", "secret", "-n", NS, "berth-memberlist"])
+            .is_ok(),
+        "the controller did not create the membership key Secret"
+    );
     let d = denials(&r.cloud);
     let by_user = &http_json(&r.cloud.api, "GET", "/mock-cloud/v1/denials", None)["requestsByUser"];
     for sa in [SA, SPEAKER_SA] {

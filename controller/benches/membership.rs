@@ -1,0 +1,205 @@
+//! The speakers' membership protocol alone, at scale: N members in one process, each on its
+//! own loopback address (127.77.x.y:7946) with real UDP sockets, HMAC-signed datagrams and the
+//! speaker's own driver (`berth::speaker::membership::run`).
+//!
+//! `cargo bench -p berth --bench membership [-- --sizes 3,30,300 --kills N --window-s N]`
+//!
+//! For each size: datagrams sent per member per second in a quiet window, then `--kills`
+//! times one random member is killed (its task aborted, as SIGKILL: no goodbye) and the time
+//! until every other member has it out of its live set is measured (median and p99 over the
+//! kills, and over every member's own detection); the member restarts (new epoch) and the
+//! next kill waits until everyone counts it again.
+
+use berth::speaker::membership::{self, Control, Metrics, Swim, Timing};
+use berth::speaker::wire::{self, Auth, Keyring};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+struct Args {
+    sizes: Vec<usize>,
+    kills: usize,
+    window: Duration,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        sizes: vec![3, 30, 300],
+        kills: 10,
+        window: Duration::from_secs(10),
+    };
+    let v: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < v.len() {
+        let next = v.get(i + 1).cloned().unwrap_or_default();
+        match v[i].as_str() {
+            "--sizes" => {
+                a.sizes = next
+                    .split(',')
+                    .map(|s| s.parse().expect("--sizes N,N"))
+                    .collect();
+                i += 1;
+            }
+            "--kills" => {
+                a.kills = next.parse().expect("--kills N");
+                i += 1;
+            }
+            "--window-s" => {
+                a.window = Duration::from_secs(next.parse().expect("--window-s N"));
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    a
+}
+
+const TIMING: Timing = Timing {
+    probe_interval: Duration::from_millis(200),
+    suspect_timeout: Duration::from_millis(400),
+};
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(127, 77, (i / 250) as u8, (i % 250) as u8 + 1)),
+        7946,
+    )
+}
+
+struct Member {
+    task: tokio::task::JoinHandle<()>,
+    live: watch::Receiver<BTreeSet<String>>,
+    metrics: Arc<Metrics>,
+    _stop: watch::Sender<bool>,
+}
+
+async fn start(i: usize, peers: &BTreeMap<String, SocketAddr>, auth: &Auth) -> Member {
+    let name = format!("m{i}");
+    let sock = tokio::net::UdpSocket::bind(addr(i))
+        .await
+        .expect("bind a loopback address");
+    let mut swim = Swim::new(&name, wire::wall_ms(), TIMING, Instant::now());
+    swim.set_peers(Instant::now(), peers);
+    swim.set_ready(true);
+    let (_, auth_rx) = watch::channel(auth.clone());
+    let (_, ctl_rx) = mpsc::unbounded_channel::<Control>();
+    let (live_tx, live) = watch::channel(BTreeSet::new());
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(membership::run(
+        sock,
+        swim,
+        auth_rx,
+        ctl_rx,
+        live_tx,
+        metrics.clone(),
+        stop_rx,
+    ));
+    Member {
+        task,
+        live,
+        metrics,
+        _stop: stop_tx,
+    }
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+async fn wait_all(members: &[Option<Member>], what: &str, f: impl Fn(&BTreeSet<String>) -> bool) {
+    let t0 = Instant::now();
+    loop {
+        if members.iter().flatten().all(|m| f(&m.live.borrow())) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn run_size(n: usize, a: &Args, auth: &Auth) {
+    let peers: BTreeMap<String, SocketAddr> = (0..n).map(|i| (format!("m{i}"), addr(i))).collect();
+    let mut members: Vec<Option<Member>> = Vec::new();
+    for i in 0..n {
+        members.push(Some(start(i, &peers, auth).await));
+    }
+    let all: BTreeSet<String> = peers.keys().cloned().collect();
+    wait_all(&members, "every member to see every member", |l| *l == all).await;
+    // A quiet window.
+    let sent =
+        |ms: &[Option<Member>]| -> u64 { ms.iter().flatten().map(|m| m.metrics.sent.get()).sum() };
+    let s0 = sent(&members);
+    let t0 = Instant::now();
+    tokio::time::sleep(a.window).await;
+    let rate = (sent(&members) - s0) as f64 / t0.elapsed().as_secs_f64() / n as f64;
+    // Kills.
+    let mut agreed = Vec::new();
+    let mut each = Vec::new();
+    let mut first = Vec::new();
+    for k in 0..a.kills {
+        let victim = (k * 7919 + 13) % n;
+        let vname = format!("m{victim}");
+        let m = members[victim].take().expect("running");
+        m.task.abort();
+        let _ = m.task.await;
+        let t0 = Instant::now();
+        let mut seen: BTreeMap<usize, Duration> = BTreeMap::new();
+        while seen.len() < n - 1 {
+            for (i, m) in members.iter().enumerate() {
+                if let Some(m) = m
+                    && !seen.contains_key(&i)
+                    && !m.live.borrow().contains(&vname)
+                {
+                    seen.insert(i, t0.elapsed());
+                }
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "no agreement");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let times: Vec<Duration> = seen.values().copied().collect();
+        agreed.push(*times.iter().max().expect("members"));
+        first.push(*times.iter().min().expect("members"));
+        each.extend(times);
+        members[victim] = Some(start(victim, &peers, auth).await);
+        wait_all(&members, "the restarted member to be counted", |l| {
+            *l == all
+        })
+        .await;
+    }
+    let (agreed_med, agreed_p99) = (pct(&mut agreed, 0.5), pct(&mut agreed, 0.99));
+    let (each_med, each_p99) = (pct(&mut each, 0.5), pct(&mut each, 0.99));
+    let first_med = pct(&mut first, 0.5);
+    println!(
+        "membership n={n}: {rate:.1} datagrams/s sent per member (quiet, {:?}); kill → every member agrees it is dead: median {agreed_med:?}, p99 {agreed_p99:?} ({} kills); per member: median {each_med:?}, p99 {each_p99:?}; first to declare: median {first_med:?}",
+        a.window, a.kills
+    );
+    for m in members.into_iter().flatten() {
+        m.task.abort();
+    }
+}
+
+fn main() {
+    let a = args();
+    let auth = Auth::Keys(
+        Keyring::parse("bench-membership-key-0123456789abcdef", "bench").expect("a key"),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        for n in &a.sizes {
+            run_size(*n, &a, &auth).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
