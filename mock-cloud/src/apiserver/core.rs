@@ -15,7 +15,7 @@ use base64::Engine;
 use rand::Rng;
 use serde_json::{Map, Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Options of a write request.
 #[derive(Debug, Clone, Default)]
@@ -104,11 +104,16 @@ impl Default for CoreConfig {
     }
 }
 
+/// What writes change besides the store, reachable only through the write lock.
+struct WriteState {
+    ipam: ServiceIpam,
+}
+
 pub struct ApiCore {
     pub store: Store,
     pub registry: Registry,
-    ipam: Mutex<ServiceIpam>,
-    write_lock: Mutex<()>,
+    /// Every write holds this for its whole read-check-write sequence.
+    write: Mutex<WriteState>,
     /// Writes that reached the store, for tests and benchmarks.
     pub writes: AtomicU64,
     /// What the simulated pods answered (`kubectl logs`).
@@ -212,8 +217,7 @@ impl ApiCore {
         let core = ApiCore {
             store: Store::new(cfg.watch_history),
             registry: Registry::with_builtins(),
-            ipam: Mutex::new(ipam),
-            write_lock: Mutex::new(()),
+            write: Mutex::new(WriteState { ipam }),
             writes: AtomicU64::new(0),
             pod_logs: Default::default(),
         };
@@ -245,8 +249,8 @@ impl ApiCore {
         self.registry.get(group, version, resource)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, WriteState> {
+        self.write.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn get(&self, info: &ResourceInfo, ns: &str, name: &str) -> Result<Arc<Value>, ApiError> {
@@ -298,12 +302,13 @@ impl ApiCore {
         obj: Value,
         opts: &WriteOptions,
     ) -> Result<Arc<Value>, ApiError> {
-        let _guard = self.lock();
-        self.create_locked(info, ns, obj, opts)
+        let mut w = self.lock();
+        self.create_with(&mut w, info, ns, obj, opts)
     }
 
-    fn create_locked(
+    fn create_with(
         &self,
+        w: &mut WriteState,
         info: &ResourceInfo,
         ns: &str,
         mut obj: Value,
@@ -351,13 +356,13 @@ impl ApiCore {
             }
             let mut candidate = obj.clone();
             prepare_create_meta(info, &mut candidate, &ns, &name);
-            self.on_create(info, &mut candidate, opts)?;
+            self.on_create(w, info, &mut candidate, opts)?;
             if let Some(manager) = &opts.field_manager {
                 candidate =
                     patch::record_update(&info.api_version(), None, candidate, manager, &now());
             }
             if opts.dry_run {
-                self.on_create_rollback(info, &candidate);
+                self.on_create_rollback(w, info, &candidate);
                 return Ok(Arc::new(candidate));
             }
             let stored = self
@@ -381,7 +386,7 @@ impl ApiCore {
         status: bool,
         opts: &WriteOptions,
     ) -> Result<Arc<Value>, ApiError> {
-        let _guard = self.lock();
+        let mut w = self.lock();
         let ns = if info.namespaced { ns } else { "" };
         let mut obj = obj;
         check_type_meta(info, &mut obj)?;
@@ -404,7 +409,7 @@ impl ApiCore {
             ));
         }
         let obj = to_storage(info, obj);
-        self.update_locked(info, ns, &old, obj, status, opts)
+        self.update_with(&mut w, info, ns, &old, obj, status, opts)
     }
 
     /// Patches an object (or its status when `status` is true). Server-side apply creates
@@ -420,7 +425,7 @@ impl ApiCore {
         status: bool,
         opts: &WriteOptions,
     ) -> Result<Arc<Value>, ApiError> {
-        let _guard = self.lock();
+        let mut w = self.lock();
         let ns_eff = if info.namespaced { ns } else { "" };
         let old = self.store.get(&storage_gr(info), ns_eff, name);
         let old_served = old.as_ref().map(|o| from_storage(info, o));
@@ -460,7 +465,7 @@ impl ApiCore {
                         field_manager: None,
                         ..opts.clone()
                     };
-                    self.create_locked(info, ns, applied, &opts)
+                    self.create_with(&mut w, info, ns, applied, &opts)
                 }
                 Some(old) => {
                     check_patched_identity(info, &old, &applied, name)?;
@@ -468,7 +473,7 @@ impl ApiCore {
                         field_manager: None,
                         ..opts.clone()
                     };
-                    self.update_locked(info, ns_eff, &old, applied, status, &opts)
+                    self.update_with(&mut w, info, ns_eff, &old, applied, status, &opts)
                 }
             };
         }
@@ -478,11 +483,13 @@ impl ApiCore {
             patch::apply_patch(pt, &info.group, &info.kind, &served, body).map_err(kind_err)?;
         check_patched_identity(info, &old, &patched, name)?;
         let patched = to_storage(info, patched);
-        self.update_locked(info, ns_eff, &old, patched, status, opts)
+        self.update_with(&mut w, info, ns_eff, &old, patched, status, opts)
     }
 
-    fn update_locked(
+    #[allow(clippy::too_many_arguments)]
+    fn update_with(
         &self,
+        w: &mut WriteState,
         info: &ResourceInfo,
         ns: &str,
         old: &Arc<Value>,
@@ -546,7 +553,7 @@ impl ApiCore {
             }
         }
         if !status {
-            self.on_update(info, old, &mut new, opts)?;
+            self.on_update(w, info, old, &mut new, opts)?;
             if old.get("spec") != new.get("spec")
                 && meta(old).is_some_and(|m| m.contains_key("generation"))
             {
@@ -565,7 +572,7 @@ impl ApiCore {
         let unchanged = strip_rv(old) == strip_rv(&new);
         if opts.dry_run {
             if !status {
-                self.on_update_rollback(info, old, &new);
+                self.on_update_rollback(w, info, old, &new);
             }
             return Ok(Arc::new(new));
         }
@@ -574,7 +581,7 @@ impl ApiCore {
         }
         let deleting = meta(&new).is_some_and(|m| m.contains_key("deletionTimestamp"));
         if deleting && finalizers(&new).is_empty() {
-            let gone = self.remove_locked(info, ns, &name)?;
+            let gone = self.remove_with(w, info, ns, &name)?;
             return Ok(gone);
         }
         let stored = self
@@ -594,12 +601,13 @@ impl ApiCore {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Deleted, ApiError> {
-        let _guard = self.lock();
-        self.delete_locked(info, ns, name, opts)
+        let mut w = self.lock();
+        self.delete_with(&mut w, info, ns, name, opts)
     }
 
-    fn delete_locked(
+    fn delete_with(
         &self,
+        w: &mut WriteState,
         info: &ResourceInfo,
         ns: &str,
         name: &str,
@@ -668,9 +676,9 @@ impl ApiCore {
                 .map_err(|e| store_error(info, name, e))?;
             self.writes.fetch_add(1, Ordering::Relaxed);
             if is_namespace {
-                self.empty_namespace(name);
+                self.empty_namespace(w, name);
                 if self.namespace_is_empty(name) {
-                    let gone = self.remove_locked(info, "", name)?;
+                    let gone = self.remove_with(w, info, "", name)?;
                     return Ok(Deleted {
                         object: gone,
                         gone: true,
@@ -682,7 +690,7 @@ impl ApiCore {
                 gone: false,
             });
         }
-        let gone = self.remove_locked(info, ns, name)?;
+        let gone = self.remove_with(w, info, ns, name)?;
         Ok(Deleted {
             object: gone,
             gone: true,
@@ -698,12 +706,12 @@ impl ApiCore {
         opts: &DeleteOptions,
     ) -> Result<Vec<Arc<Value>>, ApiError> {
         let items = self.list(info, ns, list)?.items;
-        let _guard = self.lock();
+        let mut w = self.lock();
         let mut out = Vec::new();
         for item in items {
             let ns = meta_str(&item, "namespace").unwrap_or("").to_string();
             let name = meta_str(&item, "name").unwrap_or("").to_string();
-            match self.delete_locked(info, &ns, &name, opts) {
+            match self.delete_with(&mut w, info, &ns, &name, opts) {
                 Ok(d) => out.push(d.object),
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -713,8 +721,9 @@ impl ApiCore {
     }
 
     /// Removes an object from storage for good and runs the kind's clean-up.
-    fn remove_locked(
+    fn remove_with(
         &self,
+        w: &mut WriteState,
         info: &ResourceInfo,
         ns: &str,
         name: &str,
@@ -724,10 +733,10 @@ impl ApiCore {
             .delete(&storage_gr(info), ns, name, None)
             .map_err(|e| store_error(info, name, e))?;
         self.writes.fetch_add(1, Ordering::Relaxed);
-        self.after_remove(info, &gone);
+        self.after_remove(w, info, &gone);
         if info.namespaced && self.namespace_terminating(ns) && self.namespace_is_empty(ns) {
             let ns_info = self.info("", "v1", "namespaces").expect("builtin");
-            let _ = self.remove_locked(&ns_info, "", ns);
+            let _ = self.remove_with(w, &ns_info, "", ns);
         }
         Ok(gone)
     }
@@ -782,7 +791,7 @@ impl ApiCore {
     }
 
     /// Deletes everything in a terminating namespace (objects with finalizers linger).
-    fn empty_namespace(&self, ns: &str) {
+    fn empty_namespace(&self, w: &mut WriteState, ns: &str) {
         let mut seen = std::collections::HashSet::new();
         for info in self.registry.all().iter().filter(|i| i.namespaced) {
             if !seen.insert(storage_gr(info)) {
@@ -791,7 +800,7 @@ impl ApiCore {
             let (items, _) = self.store.list(&storage_gr(info), Some(ns));
             for item in items {
                 let name = meta_str(&item, "name").unwrap_or("").to_string();
-                let _ = self.delete_locked(info, ns, &name, &DeleteOptions::default());
+                let _ = self.delete_with(w, info, ns, &name, &DeleteOptions::default());
             }
         }
     }
@@ -800,6 +809,7 @@ impl ApiCore {
 
     fn on_create(
         &self,
+        w: &mut WriteState,
         info: &ResourceInfo,
         obj: &mut Value,
         _opts: &WriteOptions,
@@ -807,8 +817,8 @@ impl ApiCore {
         let name = meta_str(obj, "name").unwrap_or("").to_string();
         match (info.group.as_str(), info.resource.as_str()) {
             ("", "services") => {
-                let mut ipam = self.ipam.lock().unwrap_or_else(|e| e.into_inner());
-                ipam.create(obj)
+                w.ipam
+                    .create(obj)
                     .map_err(|errs| service_invalid(&name, errs))?;
             }
             ("", "namespaces") => {
@@ -834,17 +844,15 @@ impl ApiCore {
     }
 
     /// Undoes `on_create`'s allocations for a dry run.
-    fn on_create_rollback(&self, info: &ResourceInfo, obj: &Value) {
+    fn on_create_rollback(&self, w: &mut WriteState, info: &ResourceInfo, obj: &Value) {
         if info.group.is_empty() && info.resource == "services" {
-            self.ipam
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .release(obj);
+            w.ipam.release(obj);
         }
     }
 
     fn on_update(
         &self,
+        w: &mut WriteState,
         info: &ResourceInfo,
         old: &Value,
         new: &mut Value,
@@ -853,8 +861,8 @@ impl ApiCore {
         let name = meta_str(old, "name").unwrap_or("").to_string();
         match (info.group.as_str(), info.resource.as_str()) {
             ("", "services") => {
-                let mut ipam = self.ipam.lock().unwrap_or_else(|e| e.into_inner());
-                ipam.update(old, new)
+                w.ipam
+                    .update(old, new)
                     .map_err(|errs| service_invalid(&name, errs))?;
             }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
@@ -874,11 +882,16 @@ impl ApiCore {
     }
 
     /// Undoes `on_update`'s allocations for a dry run.
-    fn on_update_rollback(&self, info: &ResourceInfo, old: &Value, new: &Value) {
+    fn on_update_rollback(
+        &self,
+        w: &mut WriteState,
+        info: &ResourceInfo,
+        old: &Value,
+        new: &Value,
+    ) {
         if info.group.is_empty() && info.resource == "services" {
-            let mut ipam = self.ipam.lock().unwrap_or_else(|e| e.into_inner());
             let mut back = old.clone();
-            let _ = ipam.update(new, &mut back);
+            let _ = w.ipam.update(new, &mut back);
         }
     }
 
@@ -931,13 +944,10 @@ impl ApiCore {
         self.after_create(info, obj);
     }
 
-    fn after_remove(&self, info: &ResourceInfo, obj: &Value) {
+    fn after_remove(&self, w: &mut WriteState, info: &ResourceInfo, obj: &Value) {
         match (info.group.as_str(), info.resource.as_str()) {
             ("", "services") => {
-                self.ipam
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .release(obj);
+                w.ipam.release(obj);
             }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 let name = meta_str(obj, "name").unwrap_or("");
