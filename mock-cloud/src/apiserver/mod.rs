@@ -4,6 +4,8 @@ pub mod convert;
 pub mod core;
 pub mod error;
 pub mod http;
+mod kinds;
+mod objmeta;
 pub mod protobuf;
 pub mod rbac;
 pub mod subresources;
