@@ -2,13 +2,14 @@
 //! watch streams. Semantics live in [`super::core`].
 
 use super::convert::from_storage;
-use super::core::{ApiCore, DeleteOptions, ListOptions, Propagation, WriteOptions, storage_gr};
+use super::core::{ApiCore, DeleteOptions, ListOptions, Propagation, WriteOptions};
 use super::error::{ApiError, success_status};
+use super::route::{ResourcePath, Route, not_found_path, parse_route};
+use super::watches::watch;
 use crate::faults::{Faults, Injected};
 use crate::patch::PatchType;
 use crate::registry::ResourceInfo;
 use crate::selector::{FieldSelector, LabelSelector, supported_fields};
-use crate::store::{Event, EventType, StoreError};
 use crate::{discovery, openapi, table};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -17,12 +18,10 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 
 /// Largest request body accepted, as kube-apiserver (3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -90,128 +89,6 @@ fn aggregated_response(doc: Value) -> Response {
     r
 }
 
-/// A parsed request path.
-#[derive(Debug)]
-enum Route {
-    Version,
-    Api,
-    Apis,
-    Group(String),
-    GroupVersion(String, String),
-    OpenApiV3Root,
-    OpenApiV3(String),
-    OpenApiV2,
-    Health,
-    Admin(Vec<String>),
-    Resource(Box<ResourcePath>),
-}
-
-#[derive(Debug)]
-struct ResourcePath {
-    info: ResourceInfo,
-    namespace: Option<String>,
-    name: Option<String>,
-    sub: Option<String>,
-    legacy_watch: bool,
-}
-
-fn parse_route(core: &ApiCore, path: &str) -> Result<Route, ApiError> {
-    let segs: Vec<String> = path
-        .trim_end_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(percent_decode)
-        .collect();
-    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
-    match s.as_slice() {
-        ["version"] => return Ok(Route::Version),
-        ["healthz" | "readyz" | "livez", ..] => return Ok(Route::Health),
-        ["api"] => return Ok(Route::Api),
-        ["apis"] => return Ok(Route::Apis),
-        ["openapi", "v3"] => return Ok(Route::OpenApiV3Root),
-        ["openapi", "v3", rest @ ..] => return Ok(Route::OpenApiV3(rest.join("/"))),
-        ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] | ["swagger.json"] => {
-            return Ok(Route::OpenApiV2);
-        }
-        ["mock-cloud", rest @ ..] => {
-            return Ok(Route::Admin(rest.iter().map(|x| x.to_string()).collect()));
-        }
-        ["apis", group] => return Ok(Route::Group(group.to_string())),
-        ["api", version] => return Ok(Route::GroupVersion(String::new(), version.to_string())),
-        ["apis", group, version] => {
-            return Ok(Route::GroupVersion(group.to_string(), version.to_string()));
-        }
-        _ => {}
-    }
-    let (group, version, rest) = match s.as_slice() {
-        ["api", v, rest @ ..] => ("", *v, rest),
-        ["apis", g, v, rest @ ..] => (*g, *v, rest),
-        _ => return Err(not_found_path()),
-    };
-    let (legacy_watch, rest) = match rest {
-        ["watch", rest @ ..] => (true, rest),
-        _ => (false, rest),
-    };
-    let lookup = |r: &str| core.info(group, version, r);
-    let rp = |info: ResourceInfo, ns: Option<&str>, name: Option<&str>, sub: Option<&str>| {
-        ResourcePath {
-            info,
-            namespace: ns.map(str::to_string),
-            name: name.map(str::to_string),
-            sub: sub.map(str::to_string),
-            legacy_watch,
-        }
-    };
-    let route = match rest {
-        ["namespaces", ns, r, tail @ ..] if lookup(r).is_some_and(|i| i.namespaced) => {
-            let info = lookup(r).expect("checked");
-            match tail {
-                [] => rp(info, Some(ns), None, None),
-                [name] => rp(info, Some(ns), Some(name), None),
-                [name, sub] => rp(info, Some(ns), Some(name), Some(sub)),
-                _ => return Err(not_found_path()),
-            }
-        }
-        [r, tail @ ..] => {
-            let info = lookup(r).ok_or_else(not_found_path)?;
-            match tail {
-                [] => rp(info, None, None, None),
-                [name] if !info.namespaced => rp(info, None, Some(name), None),
-                [name, sub] if !info.namespaced => rp(info, None, Some(name), Some(sub)),
-                _ => return Err(not_found_path()),
-            }
-        }
-        [] => return Err(not_found_path()),
-    };
-    Ok(Route::Resource(Box::new(route)))
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn not_found_path() -> ApiError {
-    let mut e = ApiError::not_found("", "");
-    e.message = "the server could not find the requested resource".into();
-    e.details = None;
-    e
-}
-
 fn query_map(query: Option<&str>) -> HashMap<String, String> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(query.unwrap_or(""))
         .unwrap_or_default()
@@ -219,7 +96,7 @@ fn query_map(query: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
-fn truthy(q: &HashMap<String, String>, key: &str) -> bool {
+pub(super) fn truthy(q: &HashMap<String, String>, key: &str) -> bool {
     q.get(key)
         .is_some_and(|v| v == "true" || v == "1" || v.is_empty())
 }
@@ -523,7 +400,10 @@ fn write_options(q: &HashMap<String, String>) -> Result<WriteOptions, ApiError> 
     })
 }
 
-fn list_options(info: &ResourceInfo, q: &HashMap<String, String>) -> Result<ListOptions, ApiError> {
+pub(super) fn list_options(
+    info: &ResourceInfo,
+    q: &HashMap<String, String>,
+) -> Result<ListOptions, ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
         .map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(
@@ -626,7 +506,7 @@ fn check_accept(accept: &str) -> Result<(), ApiError> {
     }
 }
 
-fn render(info: &ResourceInfo, obj: &Value) -> Value {
+pub(super) fn render(info: &ResourceInfo, obj: &Value) -> Value {
     from_storage(info, obj)
 }
 
@@ -896,250 +776,4 @@ fn delete_options(q: &HashMap<String, String>, body: &Bytes) -> Result<DeleteOpt
         }
     }
     Ok(opts)
-}
-
-/// How a watch begins.
-enum WatchStart {
-    /// Synthetic ADDED events for the current state, then changes.
-    FromNow { initial_events_end: bool },
-    /// Changes after this resourceVersion.
-    From(u64),
-}
-
-struct WatchFilter {
-    info: ResourceInfo,
-    gr: (String, String),
-    namespace: Option<String>,
-    labels: LabelSelector,
-    fields: FieldSelector,
-}
-
-impl WatchFilter {
-    fn matches(&self, obj: &Value) -> bool {
-        if let Some(ns) = &self.namespace
-            && obj.pointer("/metadata/namespace").and_then(Value::as_str) != Some(ns.as_str())
-        {
-            return false;
-        }
-        self.labels.matches(obj) && self.fields.matches(obj)
-    }
-
-    /// The event a watcher with this filter sees for a store event, if any: an object that
-    /// starts matching is ADDED, one that stops matching is DELETED.
-    fn translate(&self, ev: &Event) -> Option<(EventType, Arc<Value>)> {
-        if ev.gr != self.gr {
-            return None;
-        }
-        let now = self.matches(&ev.object);
-        let before = ev.prev.as_ref().is_some_and(|p| self.matches(p));
-        match ev.type_ {
-            EventType::Added if now => Some((EventType::Added, ev.object.clone())),
-            EventType::Modified if now && before => Some((EventType::Modified, ev.object.clone())),
-            EventType::Modified if now => Some((EventType::Added, ev.object.clone())),
-            EventType::Modified if before => Some((EventType::Deleted, ev.object.clone())),
-            EventType::Deleted if before || now => Some((EventType::Deleted, ev.object.clone())),
-            _ => None,
-        }
-    }
-}
-
-fn watch(
-    srv: &Arc<ApiServer>,
-    rp: &ResourcePath,
-    q: &HashMap<String, String>,
-    as_table: bool,
-) -> Result<Response, ApiError> {
-    let info = rp.info.clone();
-    let opts = list_options(&info, q)?;
-    let filter = WatchFilter {
-        gr: storage_gr(&info),
-        info: info.clone(),
-        namespace: rp.namespace.clone(),
-        labels: opts.labels,
-        fields: opts.fields,
-    };
-    let send_initial = truthy(q, "sendInitialEvents");
-    let start = match q.get("resourceVersion").map(String::as_str) {
-        None | Some("") | Some("0") => WatchStart::FromNow {
-            initial_events_end: send_initial,
-        },
-        Some(rv) if send_initial => {
-            let _ = rv;
-            WatchStart::FromNow {
-                initial_events_end: true,
-            }
-        }
-        Some(rv) => WatchStart::From(rv.parse().map_err(|_| {
-            ApiError::bad_request(format!("resourceVersion: Invalid value: {rv:?}"))
-        })?),
-    };
-    let bookmarks = truthy(q, "allowWatchBookmarks");
-    let timeout = q
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .filter(|t| *t > 0)
-        .map(Duration::from_secs);
-    let include_object = q
-        .get("includeObject")
-        .cloned()
-        .unwrap_or_else(|| "Metadata".into());
-    // Start the watch synchronously, so 410 can still be a plain response... kube-apiserver
-    // sends it as an ERROR event on a 200 stream, and so do we.
-    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
-    let (initial, mut live, mut last_rv, expired) = match start {
-        WatchStart::FromNow { .. } => {
-            let (items, rv, live) = srv.core.store.list_and_subscribe(&filter.gr);
-            let items: Vec<Arc<Value>> = items.into_iter().filter(|o| filter.matches(o)).collect();
-            (
-                items
-                    .into_iter()
-                    .map(|o| (EventType::Added, o))
-                    .collect::<Vec<_>>(),
-                Some(live),
-                rv,
-                None,
-            )
-        }
-        WatchStart::From(rv) => match srv.core.store.watch_from(rv) {
-            Ok(w) => {
-                let mut last = rv;
-                let mut evs = Vec::new();
-                for e in &w.replay {
-                    last = e.rv;
-                    if let Some(t) = filter.translate(e) {
-                        evs.push(t);
-                    }
-                }
-                (evs, Some(w.live), last, None)
-            }
-            Err(StoreError::Expired { requested, oldest }) => (
-                Vec::new(),
-                None,
-                rv,
-                Some(format!("too old resource version: {requested} ({oldest})")),
-            ),
-            Err(e) => return Err(ApiError::internal(e.to_string())),
-        },
-    };
-    let initial_end = matches!(
-        start,
-        WatchStart::FromNow {
-            initial_events_end: true
-        }
-    );
-    let srv2 = srv.clone();
-    srv.open_watches.fetch_add(1, Ordering::Relaxed);
-    tokio::spawn(async move {
-        let mut drops = srv2.faults.watch_drops();
-        drops.borrow_and_update();
-        let mut shutdown = srv2.shutdown.clone();
-        let mut enc = Encoder {
-            info: filter.info.clone(),
-            as_table,
-            include_object,
-            headers_sent: false,
-        };
-        let result: Result<(), ()> = async {
-            if let Some(msg) = expired {
-                let status = ApiError::gone(msg).status();
-                send(&tx, &json!({"type": "ERROR", "object": status})).await?;
-                return Ok(());
-            }
-            for (t, obj) in &initial {
-                send(&tx, &enc.event(t.as_str(), obj)).await?;
-            }
-            if initial_end {
-                send(&tx, &enc.bookmark(last_rv, true)).await?;
-            }
-            let mut live = live.take().expect("live channel");
-            let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-            let mut tick = tokio::time::interval(srv2.bookmark_interval);
-            tick.tick().await;
-            loop {
-                let sleep_until = async {
-                    match deadline {
-                        Some(d) => tokio::time::sleep_until(d).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    ev = live.recv() => match ev {
-                        Ok(ev) => {
-                            if ev.rv <= last_rv { continue; }
-                            last_rv = ev.rv;
-                            if let Some((t, obj)) = filter.translate(&ev) {
-                                send(&tx, &enc.event(t.as_str(), &obj)).await?;
-                            }
-                        }
-                        // Too far behind: end the stream; the client resumes from its last version.
-                        Err(broadcast::error::RecvError::Lagged(_)) => return Ok(()),
-                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
-                    },
-                    _ = tick.tick(), if bookmarks => {
-                        send(&tx, &enc.bookmark(last_rv, false)).await?;
-                    }
-                    _ = drops.changed() => return Ok(()),
-                    _ = shutdown.changed() => return Ok(()),
-                    _ = sleep_until => return Ok(()),
-                    _ = tx.closed() => return Err(()),
-                }
-            }
-        }
-        .await;
-        let _ = result;
-        srv2.open_watches.fetch_sub(1, Ordering::Relaxed);
-    });
-    let body = Body::from_stream(ReceiverStream::new(rx));
-    Ok(Response::builder()
-        .status(200)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CACHE_CONTROL, "no-cache, private")
-        .body(body)
-        .expect("valid response"))
-}
-
-async fn send(tx: &mpsc::Sender<Result<Bytes, Infallible>>, v: &Value) -> Result<(), ()> {
-    let mut line = serde_json::to_vec(v).unwrap_or_default();
-    line.push(b'\n');
-    tx.send(Ok(Bytes::from(line))).await.map_err(|_| ())
-}
-
-struct Encoder {
-    info: ResourceInfo,
-    as_table: bool,
-    include_object: String,
-    headers_sent: bool,
-}
-
-impl Encoder {
-    fn event(&mut self, type_: &str, obj: &Value) -> Value {
-        let obj = render(&self.info, obj);
-        if self.as_table {
-            let meta = json!({"resourceVersion": obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""))});
-            let t = table::to_table(
-                &self.info,
-                &[&obj],
-                !self.headers_sent,
-                &self.include_object,
-                meta,
-                chrono::Utc::now(),
-            );
-            self.headers_sent = true;
-            return json!({"type": type_, "object": t});
-        }
-        json!({"type": type_, "object": obj})
-    }
-
-    fn bookmark(&self, rv: u64, initial_end: bool) -> Value {
-        let mut meta = json!({"resourceVersion": rv.to_string()});
-        if initial_end {
-            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
-        }
-        let obj = if self.as_table {
-            json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": [], "rows": []})
-        } else {
-            json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": meta})
-        };
-        json!({"type": "BOOKMARK", "object": obj})
-    }
 }

@@ -8,7 +8,9 @@ mod kinds;
 mod objmeta;
 pub mod protobuf;
 pub mod rbac;
+mod route;
 pub mod subresources;
+mod watches;
 
 pub use self::core::{ApiCore, CoreConfig, DeleteOptions, ListOptions, Propagation, WriteOptions};
 pub use self::error::ApiError;
