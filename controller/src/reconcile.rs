@@ -73,7 +73,7 @@ impl Error {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::Provider(ProviderError::Transient { retry_after, .. }) => *retry_after,
+            Error::Provider(e) => e.retry_after(),
             _ => None,
         }
     }
