@@ -256,12 +256,13 @@ async fn run_size(n: usize, a: &Args, auth: &Auth) {
                 }
             });
         }
-        let times: Vec<Duration> = tokio::time::timeout(Duration::from_secs(60), watchers.join_all())
-            .await
-            .expect("every member agrees within 60 s")
-            .into_iter()
-            .map(|t| t.expect("a member stopped"))
-            .collect();
+        let times: Vec<Duration> =
+            tokio::time::timeout(Duration::from_secs(60), watchers.join_all())
+                .await
+                .expect("every member agrees within 60 s")
+                .into_iter()
+                .map(|t| t.expect("a member stopped"))
+                .collect();
         agreed.push(*times.iter().max().expect("members"));
         first.push(*times.iter().min().expect("members"));
         each.extend(times);
