@@ -2,13 +2,17 @@
 //! own loopback address (127.77.x.y:7946) with real UDP sockets, HMAC-signed datagrams and the
 //! speaker's own driver (`berth::speaker::membership::run`).
 //!
-//! `cargo bench -p berth --bench membership [-- --sizes 3,30,300 --kills N --window-s N]`
+//! `cargo bench -p berth --bench membership [-- --sizes 3,30,300 --kills N --window-s N
+//! --settle-s N]`
 //!
-//! For each size: datagrams sent per member per second in a quiet window, then `--kills`
+//! For each size: once every member has counted every member for 3 s on end, and `--settle-s`
+//! more, datagrams sent per member per second in a quiet window, then `--kills`
 //! times one random member is killed (its task aborted, as SIGKILL: no goodbye) and the time
 //! until every other member has it out of its live set is measured (median and p99 over the
 //! kills, and over every member's own detection); the member restarts (new epoch) and the
-//! next kill waits until everyone counts it again.
+//! next kill waits until everyone counts it again. The process's CPU time is printed too: all
+//! members share this process, so a build without optimisations runs out of CPU long before
+//! the protocol does (300 members need more than two cores of a debug build; see README).
 
 use berth::speaker::membership::{self, Control, Metrics, ReasonLabels, Swim, Timing};
 use berth::speaker::wire::{self, Auth, Keyring};
@@ -22,6 +26,7 @@ struct Args {
     sizes: Vec<usize>,
     kills: usize,
     window: Duration,
+    settle: Duration,
 }
 
 fn args() -> Args {
@@ -29,6 +34,7 @@ fn args() -> Args {
         sizes: vec![3, 30, 300],
         kills: 10,
         window: Duration::from_secs(10),
+        settle: Duration::from_secs(10),
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -44,6 +50,10 @@ fn args() -> Args {
             }
             "--kills" => {
                 a.kills = next.parse().expect("--kills N");
+                i += 1;
+            }
+            "--settle-s" => {
+                a.settle = Duration::from_secs(next.parse().expect("--settle-s N"));
                 i += 1;
             }
             "--window-s" => {
@@ -220,7 +230,8 @@ async fn run_size(n: usize, a: &Args, auth: &Auth) {
         );
     }
     eprintln!("  n={n}: stable after {:.1?}", t_start.elapsed());
-    // A quiet window.
+    // Start-up news takes a few seconds more to be spread and forgotten: then a quiet window.
+    tokio::time::sleep(a.settle).await;
     let sent =
         |ms: &[Option<Member>]| -> u64 { ms.iter().flatten().map(|m| m.metrics.sent.get()).sum() };
     let s0 = sent(&members);

@@ -13,14 +13,18 @@
 //!   epoch is the process's start time, so a restart supersedes whatever was said before.
 //! * **Dissemination.** Alive/suspect/dead/left news is piggybacked on every probe message
 //!   (the freshest first, each retransmitted `4·⌈log10(n+1)⌉` times), and pushed to
-//!   [`FANOUT`] random members at once when a death is declared (then every half interval
-//!   while news is pending). Every live speaker converges on the same member list, so
+//!   [`FANOUT`] random members at once when a suspicion or death is declared (then every half
+//!   interval while such news is pending). Every live speaker converges on the same member list, so
 //!   ownership — the rendezvous-hash winner among the live set — is the same everywhere.
 //!   A joining speaker learns from the first members it talks to which members are not alive
 //!   and ready (what it presumes of all of them).
 //! * **Cost per speaker** is flat in the cluster size: one probe and one ack per interval
 //!   each way, one probe of a random dead member per second (how a healed partition finds
-//!   its way back), news only while there is news.
+//!   its way back), news only while there is news — pushed at once only when it is a
+//!   suspicion, a death, a departure or a refutation; a speaker starting is spread on probes.
+//!   CPU is flat too: the driver wakes when a timer is due ([`Swim::next_wake`]), not on a
+//!   fixed tick, and nothing per datagram walks the member list (the live set is rebuilt only
+//!   when it can have changed).
 //! * **Local health** (a Lifeguard idea). A speaker with at least two peers that hears from
 //!   nobody for `probe interval + suspect timeout / 2` is *isolated*: it leaves the live set
 //!   at once (so it stops announcing before the others can declare it dead), declares
