@@ -85,7 +85,7 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
 #[test]
 fn hmac_sha256_matches_rfc_4231() {
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    // Test case 2 (short key), 4 (data longer than a block is not covered; 6: key > block).
+    // RFC 4231 cases 2 (short key) and 6 (key longer than a block); SHA-256 of nothing.
     assert_eq!(
         hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
