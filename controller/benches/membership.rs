@@ -3,9 +3,10 @@
 //! speaker's own driver (`berth::speaker::membership::run`).
 //!
 //! `cargo bench -p berth --bench membership [-- --sizes 3,30,300 --kills N --window-s N
-//! --settle-s N]`
+//! --settle-s N --stagger-ms N]`
 //!
-//! For each size: once every member has counted every member for 3 s on end, and `--settle-s`
+//! For each size: members start `--stagger-ms` apart (0: at once, the hardest case); once
+//! every member has counted every member for 3 s on end, and `--settle-s`
 //! more, datagrams sent per member per second in a quiet window, then `--kills`
 //! times one random member is killed (its task aborted, as SIGKILL: no goodbye) and the time
 //! until every other member has it out of its live set is measured (median and p99 over the
@@ -27,6 +28,7 @@ struct Args {
     kills: usize,
     window: Duration,
     settle: Duration,
+    stagger: Duration,
 }
 
 fn args() -> Args {
@@ -35,6 +37,7 @@ fn args() -> Args {
         kills: 10,
         window: Duration::from_secs(10),
         settle: Duration::from_secs(10),
+        stagger: Duration::ZERO,
     };
     let v: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -50,6 +53,10 @@ fn args() -> Args {
             }
             "--kills" => {
                 a.kills = next.parse().expect("--kills N");
+                i += 1;
+            }
+            "--stagger-ms" => {
+                a.stagger = Duration::from_millis(next.parse().expect("--stagger-ms N"));
                 i += 1;
             }
             "--settle-s" => {
@@ -205,6 +212,7 @@ async fn run_size(n: usize, a: &Args, auth: &Auth) {
     let mut members: Vec<Option<Member>> = Vec::new();
     for i in 0..n {
         members.push(Some(start(i, &peers, auth).await));
+        tokio::time::sleep(a.stagger).await;
     }
     let all: BTreeSet<String> = peers.keys().cloned().collect();
     // Members presume every peer alive until it fails a probe, so "every live set is
