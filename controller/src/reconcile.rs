@@ -73,7 +73,7 @@ impl Error {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::Provider(ProviderError::Transient { retry_after, .. }) => *retry_after,
+            Error::Provider(e) => e.retry_after(),
             _ => None,
         }
     }
@@ -334,19 +334,105 @@ impl Done {
     }
 }
 
+/// Which branch a reconcile takes (the pure first decision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Branch {
+    /// Not this class's, nothing of ours to clean up: forget it.
+    Ignore,
+    /// It does not want this class's load balancer (any more) and this class may own one:
+    /// delete it, clear the status, remove the finalizer(s).
+    CleanUp,
+    /// It wants a load balancer from this class but has no finalizer of ours yet: add it
+    /// before anything is created.
+    AddFinalizer,
+    /// It wants a load balancer from this class: make it so.
+    Apply,
+}
+
+/// The first decision of a reconcile, from the Service and the class alone.
+pub fn branch(classes: &ClassFilter, svc: &Service) -> Branch {
+    if classes.wants_load_balancer(svc) {
+        if classes.has_finalizer(svc) {
+            Branch::Apply
+        } else {
+            Branch::AddFinalizer
+        }
+    } else if classes.claims(svc) {
+        Branch::CleanUp
+    } else {
+        Branch::Ignore
+    }
+}
+
+/// What must happen to a valid Service's load balancer, given what berth last ensured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnsurePlan {
+    /// As berth last ensured it, with an address, within the resync period: no call.
+    UpToDate,
+    /// Call the provider; `change` says what the owner is told.
+    Call(Change),
+}
+
+/// Why the provider is called, which decides the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Never ensured by this process, or its spec changed: `EnsuringLoadBalancer`, then
+    /// `EnsuredLoadBalancer` (or `SyncLoadBalancerFailed`).
+    Spec,
+    /// Only the targets changed: `UpdatedLoadBalancer` (or `UpdateLoadBalancerFailed`).
+    Targets,
+    /// Nothing changed, but it is time to look again (resync, address still pending, the
+    /// provider's facts changed): no event unless it fails.
+    Recheck,
+}
+
+/// The pure second decision: call the provider or not, and why.
+pub fn plan_ensure(
+    desired: &DesiredLoadBalancer,
+    previous: Option<(&DesiredLoadBalancer, bool, Duration)>,
+    resync: Duration,
+    facts_changed: bool,
+) -> EnsurePlan {
+    let Some((prev, has_address, age)) = previous else {
+        return EnsurePlan::Call(Change::Spec);
+    };
+    if prev == desired {
+        if has_address && age < resync && !facts_changed {
+            EnsurePlan::UpToDate
+        } else {
+            EnsurePlan::Call(Change::Recheck)
+        }
+    } else {
+        let mut same_but_targets = prev.clone();
+        same_but_targets.targets = desired.targets.clone();
+        if same_but_targets == *desired {
+            EnsurePlan::Call(Change::Targets)
+        } else {
+            EnsurePlan::Call(Change::Spec)
+        }
+    }
+}
+
 /// Reconciles one Service.
 pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     ctx.metrics.in_flight(1);
     let work = async {
         ctx.fence.check().map_err(|_| Error::Fenced)?;
-        if ctx.settings.classes.wants_load_balancer(&svc) {
-            apply(&svc, &ctx).await
-        } else if ctx.settings.classes.claims(&svc) {
-            cleanup(&svc, &ctx).await
-        } else {
-            forget_service(&ctx, &uid(&svc));
-            Done::ok(Action::await_change())
+        match branch(&ctx.settings.classes, &svc) {
+            Branch::AddFinalizer => {
+                add_finalizer(&svc, &ctx).await?;
+                // The finalizer's own watch event brings the Service back at once; carrying
+                // on here as well would call the provider twice for every new Service (and
+                // for a failing one, twice before any backoff).
+                Done::ok(Action::requeue(Duration::from_secs(1)))
+            }
+            Branch::Apply => apply(&svc, &ctx).await,
+            Branch::CleanUp => cleanup(&svc, &ctx).await,
+            Branch::Ignore => {
+                forget_service(&ctx, &uid(&svc));
+                Done::ok(Action::await_change())
+            }
         }
     };
     // Leadership lost mid-way: drop the reconcile (and its in-flight requests) at once.
@@ -485,13 +571,6 @@ async fn remove_finalizers(svc: &Service, ctx: &Context) -> Result<(), Error> {
 
 async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
     let mut svc = svc.clone();
-    if !ctx.settings.classes.has_finalizer(&svc) {
-        add_finalizer(&svc, ctx).await?;
-        // The finalizer's own watch event brings the Service back at once; carrying on here
-        // as well would call the provider twice for every new Service (and for a failing
-        // one, twice before any backoff).
-        return Done::ok(Action::requeue(Duration::from_secs(1)));
-    }
     if ctx.provider.needs_node_ports() {
         match nodeports::ensure_node_ports(&ctx.client, &svc, &ctx.settings.node_port_range).await {
             Ok(Some(updated)) => svc = updated,
@@ -526,21 +605,23 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
     let id = uid(&svc);
     let facts_changed = ctx.service_hook.as_ref().is_some_and(|h| h(&svc));
     let previous = ctx.lock_ensured().get(&id).cloned();
-    let fresh = !facts_changed
-        && previous.as_ref().is_some_and(|p| {
-            p.desired == desired
-                && !p.status.ingress.is_empty()
-                && p.at.elapsed() < ctx.settings.resync
-        });
-    let lb_status = if let Some(p) = previous.as_ref().filter(|_| fresh) {
+    let plan = plan_ensure(
+        &desired,
+        previous
+            .as_ref()
+            .map(|p| (&p.desired, !p.status.ingress.is_empty(), p.at.elapsed())),
+        ctx.settings.resync,
+        facts_changed,
+    );
+    let lb_status = if let (EnsurePlan::UpToDate, Some(p)) = (plan, previous.as_ref()) {
         p.status.clone()
     } else {
-        let only_targets = previous.as_ref().is_some_and(|p| {
-            let mut a = p.desired.clone();
-            a.targets = desired.targets.clone();
-            a == desired && p.desired.targets != desired.targets
-        });
-        let changed = previous.as_ref().is_none_or(|p| p.desired != desired);
+        let change = match plan {
+            EnsurePlan::Call(c) => c,
+            EnsurePlan::UpToDate => Change::Recheck,
+        };
+        let only_targets = change == Change::Targets;
+        let changed = change != Change::Recheck;
         if targets.is_empty() {
             ctx.warn_once(
                 &svc,
@@ -751,6 +832,159 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Done, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::service::tests::SvcB;
+    use crate::service::{LEGACY_FINALIZER, finalizer_for};
+    use berth_providers::NodeTarget;
+
+    fn with_finalizer(mut s: Service, f: &str) -> Service {
+        s.metadata
+            .finalizers
+            .get_or_insert_with(Vec::new)
+            .push(f.into());
+        s
+    }
+
+    #[test]
+    fn branch_table() {
+        let a = ClassFilter::new("berth.io/http", true);
+        let ours = SvcB::lb("s").port(80, "TCP", 30080).svc();
+        let deleted = {
+            let mut s = with_finalizer(ours.clone(), &a.finalizer);
+            s.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::now(),
+                ));
+            s
+        };
+        let cases: Vec<(&str, Service, Branch)> = vec![
+            ("new Service of ours", ours.clone(), Branch::AddFinalizer),
+            (
+                "ours with our finalizer",
+                with_finalizer(ours.clone(), &a.finalizer),
+                Branch::Apply,
+            ),
+            (
+                "ours with only the legacy finalizer gets ours too",
+                with_finalizer(ours.clone(), LEGACY_FINALIZER),
+                Branch::AddFinalizer,
+            ),
+            ("deleted, ours", deleted, Branch::CleanUp),
+            (
+                "type changed, ours",
+                with_finalizer(SvcB::lb("s").type_("ClusterIP").svc(), &a.finalizer),
+                Branch::CleanUp,
+            ),
+            (
+                "type changed, never ours",
+                SvcB::lb("s").type_("ClusterIP").svc(),
+                Branch::Ignore,
+            ),
+            (
+                "another class, its finalizer",
+                with_finalizer(
+                    SvcB::lb("s").class("example.com/b").svc(),
+                    &finalizer_for("example.com/b"),
+                ),
+                Branch::Ignore,
+            ),
+            (
+                "another class, legacy finalizer",
+                with_finalizer(SvcB::lb("s").class("example.com/b").svc(), LEGACY_FINALIZER),
+                Branch::Ignore,
+            ),
+        ];
+        for (what, svc, want) in cases {
+            assert_eq!(branch(&a, &svc), want, "{what}");
+        }
+    }
+
+    fn desired(port: i32, nodes: &[&str]) -> DesiredLoadBalancer {
+        let targets: Vec<NodeTarget> = nodes
+            .iter()
+            .map(|n| NodeTarget {
+                name: n.to_string(),
+                internal_ip: Some("127.0.0.1".parse().unwrap()),
+                provider_id: None,
+                zone: None,
+            })
+            .collect();
+        crate::desired::desired_load_balancer(
+            &SvcB::lb("s").port(port, "TCP", 30080).svc(),
+            &targets,
+            "c",
+            true,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn plan_ensure_table() {
+        let resync = Duration::from_secs(300);
+        let d = desired(80, &["n1", "n2"]);
+        let fresh = Duration::from_secs(1);
+        let old = Duration::from_secs(301);
+        let cases: Vec<(&str, EnsurePlan, EnsurePlan)> = vec![
+            (
+                "never ensured",
+                plan_ensure(&d, None, resync, false),
+                EnsurePlan::Call(Change::Spec),
+            ),
+            (
+                "unchanged, fresh, with an address",
+                plan_ensure(&d, Some((&d, true, fresh)), resync, false),
+                EnsurePlan::UpToDate,
+            ),
+            (
+                "unchanged but the resync is due",
+                plan_ensure(&d, Some((&d, true, old)), resync, false),
+                EnsurePlan::Call(Change::Recheck),
+            ),
+            (
+                "unchanged, address still pending",
+                plan_ensure(&d, Some((&d, false, fresh)), resync, false),
+                EnsurePlan::Call(Change::Recheck),
+            ),
+            (
+                "unchanged, the provider's facts changed",
+                plan_ensure(&d, Some((&d, true, fresh)), resync, true),
+                EnsurePlan::Call(Change::Recheck),
+            ),
+            (
+                "a node joined",
+                plan_ensure(
+                    &desired(80, &["n1", "n2", "n3"]),
+                    Some((&d, true, fresh)),
+                    resync,
+                    false,
+                ),
+                EnsurePlan::Call(Change::Targets),
+            ),
+            (
+                "a port changed",
+                plan_ensure(
+                    &desired(81, &["n1", "n2"]),
+                    Some((&d, true, fresh)),
+                    resync,
+                    false,
+                ),
+                EnsurePlan::Call(Change::Spec),
+            ),
+            (
+                "a port and the nodes changed",
+                plan_ensure(
+                    &desired(81, &["n1"]),
+                    Some((&d, true, fresh)),
+                    resync,
+                    false,
+                ),
+                EnsurePlan::Call(Change::Spec),
+            ),
+        ];
+        for (what, got, want) in cases {
+            assert_eq!(got, want, "{what}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_to_the_cap_with_jitter() {

@@ -5,7 +5,7 @@
 use crate::admin::{self, Health};
 use crate::gc::Collector;
 use crate::kube_util::fenced_client;
-pub use crate::kube_util::{stopped, store_ready};
+use crate::kube_util::{stopped, store_ready};
 use crate::leader::{Fence, LeaderElector, LeaseSettings};
 use crate::metrics::{ClassMetrics, Metrics};
 use crate::nodes;

@@ -17,8 +17,9 @@ pub mod crd;
 mod status;
 
 use crate::desired::desired_load_balancer;
+use crate::kube_util::stopped;
 use crate::reconcile::{Context, ServiceHook};
-use crate::run::{Extension, stopped};
+use crate::run::Extension;
 use berth_providers::l2::{AllocEvent, L2Provider, PoolSpec, ServiceFacts};
 use crd::IPAddressPool;
 use futures::future::BoxFuture;

@@ -13,13 +13,18 @@
 //!   epoch is the process's start time, so a restart supersedes whatever was said before.
 //! * **Dissemination.** Alive/suspect/dead/left news is piggybacked on every probe message
 //!   (the freshest first, each retransmitted `4·⌈log10(n+1)⌉` times), and pushed to
-//!   [`FANOUT`] random members at once when a death is declared (then every half interval
-//!   while news is pending). Every live speaker converges on the same member list, so
+//!   [`FANOUT`] random members at once when a suspicion or death is declared (then every half
+//!   interval while such news is pending). Every live speaker converges on the same member list, so
 //!   ownership — the rendezvous-hash winner among the live set — is the same everywhere.
-//!   A joining speaker gets the full member list from the first members it talks to.
+//!   A joining speaker learns from the first members it talks to which members are not alive
+//!   and ready (what it presumes of all of them).
 //! * **Cost per speaker** is flat in the cluster size: one probe and one ack per interval
 //!   each way, one probe of a random dead member per second (how a healed partition finds
-//!   its way back), news only while there is news.
+//!   its way back), news only while there is news — pushed at once only when it is a
+//!   suspicion, a death, a departure or a refutation; a speaker starting is spread on probes.
+//!   CPU is flat too: the driver wakes when a timer is due ([`Swim::next_wake`]), not on a
+//!   fixed tick, and nothing per datagram walks the member list (the live set is rebuilt only
+//!   when it can have changed).
 //! * **Local health** (a Lifeguard idea). A speaker with at least two peers that hears from
 //!   nobody for `probe interval + suspect timeout / 2` is *isolated*: it leaves the live set
 //!   at once (so it stops announcing before the others can declare it dead), declares
@@ -81,7 +86,7 @@ pub enum Msg {
     },
     /// News only.
     Gossip,
-    /// Part of the full member list, for a speaker that just started.
+    /// Part of the member list, for a speaker that just started (see `Swim::sync_to`).
     Sync,
     /// The sender shuts down.
     Leave,
@@ -213,6 +218,10 @@ pub struct Swim {
     pub wall_ms: u64,
     /// Direct probe round trips since the last [`Swim::take_rtts`].
     rtts: Vec<Duration>,
+    /// Something [`Swim::live`] depends on changed since the last [`Swim::take_changed`].
+    changed: bool,
+    /// The earliest a suspect may become dead (None: no suspect).
+    next_deadline: Option<Instant>,
 }
 
 impl Swim {
@@ -242,6 +251,8 @@ impl Swim {
             rng: SmallRng::seed_from_u64(seed),
             wall_ms: epoch,
             rtts: Vec::new(),
+            changed: true,
+            next_deadline: None,
         }
     }
 
@@ -257,6 +268,7 @@ impl Swim {
     pub fn set_ready(&mut self, ready: bool) {
         if ready != self.ready {
             self.ready = ready;
+            self.changed = true;
             self.bump();
         }
     }
@@ -293,13 +305,23 @@ impl Swim {
             .filter(|(_, m)| m.ready && matches!(m.state, State::Alive | State::Suspect))
             .map(|(n, _)| n.clone())
             .collect();
-        let held = self
-            .told_dead
-            .is_some_and(|t| now.duration_since(t) < self.timing.dead_hold());
-        if self.ready && !self.is_isolated() && !held {
+        if self.ready && !self.is_isolated() && !self.held(now) {
             out.insert(self.me.clone());
         }
         out
+    }
+
+    /// Told it was dead a moment ago: out of elections for a while.
+    pub fn held(&self, now: Instant) -> bool {
+        self.told_dead
+            .is_some_and(|t| now.duration_since(t) < self.timing.dead_hold())
+    }
+
+    /// Whether [`Swim::live`] may have changed since the last call (apart from [`Swim::held`]
+    /// running out, which depends on time alone). Recomputing it is O(members), so the driver
+    /// does it only then (and [`Swim::counts`] once a second).
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
     }
 
     pub fn counts(&self) -> Counts {
@@ -329,6 +351,7 @@ impl Swim {
     /// Sets the members: the Nodes (or `--memberlist-peers`) at their addresses. New ones
     /// are presumed alive until probed.
     pub fn set_peers(&mut self, now: Instant, peers: &BTreeMap<String, SocketAddr>) {
+        self.changed = true;
         for (name, addr) in peers {
             if *name == self.me {
                 continue;
@@ -502,7 +525,7 @@ impl Swim {
         let give_up = self
             .isolated_since
             .is_none_or(|s| now.duration_since(s) >= ISOLATION_GIVE_UP);
-        if give_up {
+        if give_up && self.next_deadline.is_some_and(|d| now >= d) {
             let due: Vec<String> = self
                 .members
                 .iter()
@@ -518,11 +541,15 @@ impl Swim {
                 let u = self.state_of(&n).expect("a member");
                 self.enqueue(u);
                 self.gossip_now = true;
+                self.changed = true;
             }
+            self.next_deadline = self.members.values().filter_map(|m| m.deadline).min();
         }
         // News.
-        if !self.queue.is_empty() && (self.gossip_now || self.next_gossip.is_none_or(|g| now >= g))
-        {
+        let periodic = self.next_gossip.is_some_and(|g| now >= g);
+        if periodic && !self.gossip_now && !self.urgent() {
+            self.next_gossip = None;
+        } else if self.gossip_now || periodic {
             self.gossip_now = false;
             self.next_gossip = Some(now + t.gossip_interval());
             for n in self.random_alive(FANOUT, "") {
@@ -531,10 +558,66 @@ impl Swim {
                 }
                 self.send(&mut out, &n, Msg::Gossip);
             }
+            if self.queue.is_empty() {
+                self.next_gossip = None;
+            }
         }
         self.relays
             .retain(|_, r| now.duration_since(r.3) < t.probe_interval * 2);
         out
+    }
+
+    /// News worth pushing instead of waiting for the next probe: a suspicion, a death, a
+    /// departure, or this speaker's own refutation. Plain "alive" news (a speaker starting,
+    /// say) rides on probes only, so a cluster starting at once is not flooded.
+    fn urgent(&self) -> bool {
+        self.queue
+            .iter()
+            .any(|q| q.update.state != State::Alive || q.update.name == self.me)
+    }
+
+    /// When [`Swim::tick`] next has something to do (O(1): no member is looked at). Waking
+    /// only then, instead of every few milliseconds, is most of what a quiet speaker costs.
+    pub fn next_wake(&self, now: Instant) -> Instant {
+        let t = self.timing;
+        let mut at = now + t.probe_interval;
+        let mut at_most = |i: Instant| at = at.min(i);
+        if self.gossip_now {
+            at_most(now);
+        }
+        match &self.probe {
+            Some(p) => {
+                if !p.acked && !p.indirect {
+                    at_most(p.sent + t.probe_timeout());
+                }
+                at_most(p.sent + t.probe_interval);
+            }
+            None => at_most(self.next_probe.unwrap_or(now)),
+        }
+        at_most(self.next_dead_probe.unwrap_or(now));
+        if let Some(g) = self.next_gossip {
+            at_most(g);
+        }
+        // Suspects die only once isolation is given up; isolation starts after a silence.
+        let give_up = self.isolated_since.map(|s| s + ISOLATION_GIVE_UP);
+        if give_up.is_none_or(|g| now >= g)
+            && let Some(d) = self.next_deadline
+        {
+            at_most(d);
+        }
+        let silence = self.last_heard.unwrap_or(self.started) + t.isolation_after();
+        for i in [give_up, Some(silence)].into_iter().flatten() {
+            if i > now {
+                at_most(i);
+            }
+        }
+        if let Some(told) = self.told_dead
+            && now < told + t.dead_hold()
+        {
+            at_most(told + t.dead_hold());
+        }
+        // Never a busy loop, whatever is overdue.
+        at.max(now + Duration::from_millis(2))
     }
 
     fn next_target(&mut self) -> Option<String> {
@@ -565,12 +648,15 @@ impl Swim {
     fn check_isolation(&mut self, now: Instant) {
         let heard = self.last_heard.unwrap_or(self.started);
         let silent = now.duration_since(heard) >= self.timing.isolation_after();
-        if self.probeable() >= 2 && silent {
+        // probeable() is O(members): only asked when silent.
+        if silent && self.probeable() >= 2 {
             if self.isolated_since.is_none() {
                 warn!("Heard from no other speaker; not announcing until one answers");
                 self.isolated_since = Some(now);
+                self.changed = true;
             }
         } else if let Some(since) = self.isolated_since.take() {
+            self.changed = true;
             if silent {
                 // Nobody left to hear from: we are the survivor, not cut off.
                 info!("No other live speaker; announcing alone");
@@ -591,6 +677,7 @@ impl Swim {
                 m.deadline = None;
                 m.changed = now;
                 revived.push(n.clone());
+                self.changed = true;
             }
         }
         self.queue.retain(|q| !revived.contains(&q.update.name));
@@ -605,6 +692,7 @@ impl Swim {
         self.revive_since(now, self.started);
         self.last_heard = Some(now);
         self.isolated_since = None;
+        self.changed = true;
         self.bump();
     }
 
@@ -618,7 +706,9 @@ impl Swim {
         debug!(peer = %name, "Speaker suspect");
         m.state = State::Suspect;
         m.changed = now;
-        m.deadline = Some(now + self.timing.suspect_timeout);
+        let deadline = now + self.timing.suspect_timeout;
+        m.deadline = Some(deadline);
+        self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
         let u = self.state_of(name).expect("a member");
         self.enqueue(u);
         self.gossip_now = true;
@@ -637,11 +727,24 @@ impl Swim {
                 if matches!(u.state, State::Dead | State::Left) {
                     warn!("Declared dead by another speaker; refuting");
                     self.told_dead = Some(now);
+                    self.changed = true;
                 } else {
                     debug!("Suspected; refuting");
                 }
                 self.inc = u.inc;
                 self.bump();
+            } else if u.epoch < self.epoch && u.state != State::Alive {
+                // Said of an earlier life of ours, or by someone who never heard from us
+                // (epoch 0): our epoch supersedes it, it only has to reach them.
+                if matches!(u.state, State::Dead | State::Left) {
+                    self.told_dead = Some(now);
+                    self.changed = true;
+                }
+                if !self.queue.iter().any(|q| q.update.name == self.me) {
+                    let me = self.about_me();
+                    self.enqueue(me);
+                    self.gossip_now = true;
+                }
             }
             return false;
         }
@@ -665,6 +768,11 @@ impl Swim {
             return false;
         }
         let was = m.state;
+        let counted =
+            |state: State, ready: bool| ready && matches!(state, State::Alive | State::Suspect);
+        if counted(was, m.ready) != counted(u.state, u.ready) {
+            self.changed = true;
+        }
         let restarted = u.epoch != m.epoch && m.epoch != 0;
         m.epoch = u.epoch;
         m.inc = u.inc;
@@ -672,6 +780,9 @@ impl Swim {
         m.state = u.state;
         m.changed = now;
         m.deadline = (u.state == State::Suspect).then(|| now + suspect_timeout);
+        if let Some(d) = m.deadline {
+            self.next_deadline = Some(self.next_deadline.map_or(d, |n| n.min(d)));
+        }
         match (was, u.state) {
             (State::Dead | State::Left, State::Alive) => info!(peer = %u.name, "Speaker alive"),
             (_, State::Dead) if was != State::Dead => info!(peer = %u.name, "Speaker dead"),
@@ -777,13 +888,19 @@ impl Swim {
         out
     }
 
-    /// The whole member list to `to`, in as many datagrams as it takes.
+    /// What a starting speaker cannot presume about the members, to `to`, in as many datagrams
+    /// as it takes.
+    ///
+    /// A starting speaker presumes every member alive and ready, so only the others need
+    /// saying: the suspect, dead, departed and not ready. In a healthy cluster that is one
+    /// small datagram, however large the cluster; a whole cluster starting at once would
+    /// otherwise send every member the whole list several times over.
     fn sync_to(&mut self, out: &mut Vec<(SocketAddr, Envelope)>, to: &str, addr: SocketAddr) {
         let mut all: Vec<Update> = self
             .members
-            .keys()
-            .filter(|n| *n != to)
-            .filter_map(|n| self.state_of(n))
+            .iter()
+            .filter(|(n, m)| *n != to && !(m.state == State::Alive && m.ready))
+            .filter_map(|(n, _)| self.state_of(n))
             .collect();
         all.push(self.about_me());
         let mut chunk = Vec::new();
@@ -926,13 +1043,12 @@ pub async fn run(
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let step = (swim.timing.probe_interval / 10)
-        .clamp(Duration::from_millis(5), Duration::from_millis(25));
-    let mut ticker = tokio::time::interval(step);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wake = Instant::now();
     let mut buf = vec![0u8; wire::MAX_RECEIVED + 1];
     let mut guard = ReplayGuard::default();
     let mut control_open = true;
+    let mut was_held = false;
+    let mut next_counts = Instant::now();
     let send = |sock: &UdpSocket, out: Vec<(SocketAddr, Envelope)>| {
         let a = auth.borrow().clone();
         for (to, env) in out {
@@ -951,7 +1067,7 @@ pub async fn run(
     loop {
         swim.wall_ms = wire::wall_ms();
         tokio::select! {
-            _ = ticker.tick() => {
+            _ = tokio::time::sleep_until(wake.into()) => {
                 let out = swim.tick(Instant::now());
                 send(&sock, out);
             }
@@ -1005,11 +1121,21 @@ pub async fn run(
         for d in swim.take_rtts() {
             metrics.rtt.observe(d.as_secs_f64());
         }
-        let c = swim.counts();
-        metrics.alive.set(c.alive as i64);
-        metrics.suspect.set(c.suspect as i64);
-        metrics.dead.set(c.dead as i64);
-        let now_live = swim.live(Instant::now());
+        let now = Instant::now();
+        wake = swim.next_wake(now);
+        if now >= next_counts {
+            next_counts = now + Duration::from_secs(1);
+            let c = swim.counts();
+            metrics.alive.set(c.alive as i64);
+            metrics.suspect.set(c.suspect as i64);
+            metrics.dead.set(c.dead as i64);
+        }
+        let held = swim.held(now);
+        if !swim.take_changed() && held == was_held {
+            continue;
+        }
+        was_held = held;
+        let now_live = swim.live(now);
         live.send_if_modified(|cur| {
             if *cur != now_live {
                 *cur = now_live;
@@ -1384,5 +1510,30 @@ mod tests {
             large <= small * 1.5,
             "3 members: {small}/s each; 60: {large}/s"
         );
+    }
+
+    /// 300 speakers starting at once (simulated network, simulated time): every piece of
+    /// start-up news is spread and forgotten, nobody is suspected, and the steady traffic
+    /// per speaker is what it is at 3.
+    #[test]
+    fn three_hundred_speakers_starting_at_once_settle() {
+        let n = 300;
+        let mut net = Net::new(n);
+        net.run_for(Duration::from_secs(10));
+        let queued: usize = net.nodes.iter().map(|s| s.queue.len()).sum();
+        assert_eq!(queued, 0, "news still queued after 10 s");
+        for (i, s) in net.nodes.iter().enumerate() {
+            let c = s.counts();
+            assert_eq!((c.alive, c.suspect, c.dead), (n, 0, 0), "view of n{i}");
+        }
+        let rate = |net: &mut Net| {
+            let before: u64 = net.sent.iter().sum();
+            net.run_for(Duration::from_secs(2));
+            (net.sent.iter().sum::<u64>() - before) as f64 / 2.0 / net.nodes.len() as f64
+        };
+        let mut small = Net::new(3);
+        small.run_for(Duration::from_secs(2));
+        let (r3, r300) = (rate(&mut small), rate(&mut net));
+        assert!(r300 <= r3 * 1.5, "3 speakers: {r3}/s each; 300: {r300}/s");
     }
 }

@@ -39,7 +39,6 @@ pub fn require_root_and_tools() {
         ("ndisc6", "ndisc6"),
         ("bash", "bash"),
         ("nft", "nftables"),
-        ("openssl", "openssl"),
     ] {
         let found = std::env::var_os("PATH")
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
