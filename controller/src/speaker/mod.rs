@@ -140,9 +140,30 @@ fn parse_peers(v: &[String]) -> anyhow::Result<BTreeMap<String, SocketAddr>> {
         .collect()
 }
 
-/// One of berth's own resources by `namespace/name`: None until known; Some(None) when the
-/// resource is not served (its CRD is not installed).
-type Optional<T> = Arc<Mutex<Option<Option<BTreeMap<String, T>>>>>;
+/// What a watch of one of berth's own resources knows: nothing yet, that the resource is not
+/// served (its CRD is not installed), or its objects by `namespace/name`.
+#[derive(Debug, Clone)]
+enum CrdState<T> {
+    Unknown,
+    NotServed,
+    Objects(BTreeMap<String, T>),
+}
+
+impl<T> CrdState<T> {
+    fn is_unknown(&self) -> bool {
+        matches!(self, CrdState::Unknown)
+    }
+
+    fn objects(&self) -> Option<&BTreeMap<String, T>> {
+        match self {
+            CrdState::Objects(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// A [`CrdState`] kept up to date by a watch.
+type Watched<T> = Arc<Mutex<CrdState<T>>>;
 
 /// What the packet threads consult: interface → addresses announced there now.
 type Announced = Arc<RwLock<HashMap<String, HashSet<IpAddr>>>>;
@@ -151,8 +172,8 @@ struct Watches {
     nodes: Store<Node>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
-    advertisements: Optional<election::Advertisement>,
-    pools: Optional<IPAddressPool>,
+    advertisements: Watched<election::Advertisement>,
+    pools: Watched<IPAddressPool>,
 }
 
 fn spawn_watch<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
@@ -183,25 +204,25 @@ where
 }
 
 /// Watches one of berth's optional resources (L2Advertisements, IPAddressPools) into an
-/// [`Optional`] of `read(object)`: a cluster without the CRD is a state, not an error.
+/// [`Watched`] `read(object)`: a cluster without the CRD is a state, not an error.
 fn spawn_optional_watch<K, T>(
     api: Api<K>,
     kind: &'static str,
     if_absent: &'static str,
     read: fn(&K) -> T,
     changed: Arc<Notify>,
-) -> Optional<T>
+) -> Watched<T>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     T: Clone + Send + 'static,
 {
-    let state: Optional<T> = Arc::new(Mutex::new(None));
+    let state: Watched<T> = Arc::new(Mutex::new(CrdState::Unknown));
     let st = state.clone();
     tokio::spawn(async move {
         let stream = watcher(api, watcher::Config::default()).default_backoff();
         let mut stream = std::pin::pin!(stream);
         let mut building: BTreeMap<String, T> = BTreeMap::new();
-        let set = |v: Option<Option<BTreeMap<String, T>>>| {
+        let set = |v: CrdState<T>| {
             *st.lock().unwrap_or_else(|e| e.into_inner()) = v;
             changed.notify_one();
         };
@@ -212,24 +233,25 @@ where
                 Ok(watcher::Event::InitApply(o)) => {
                     building.insert(name(&o), read(&o));
                 }
-                Ok(watcher::Event::InitDone) => set(Some(Some(building.clone()))),
+                Ok(watcher::Event::InitDone) => set(CrdState::Objects(building.clone())),
                 Ok(watcher::Event::Apply(o)) => {
                     building.insert(name(&o), read(&o));
-                    set(Some(Some(building.clone())));
+                    set(CrdState::Objects(building.clone()));
                 }
                 Ok(watcher::Event::Delete(o)) => {
                     building.remove(&name(&o));
-                    set(Some(Some(building.clone())));
+                    set(CrdState::Objects(building.clone()));
                 }
                 Err(e) => {
                     let msg = e.to_string();
-                    if msg.contains("404") || msg.contains("NotFound") || msg.contains("not found")
-                    {
-                        let known_absent =
-                            matches!(*st.lock().unwrap_or_else(|e| e.into_inner()), Some(None));
+                    if not_served(&e) {
+                        let known_absent = matches!(
+                            *st.lock().unwrap_or_else(|e| e.into_inner()),
+                            CrdState::NotServed
+                        );
                         if !known_absent {
                             info!("No {kind} resource is served; {if_absent}");
-                            set(Some(None));
+                            set(CrdState::NotServed);
                         }
                     } else {
                         warn!(error = %msg, "{kind} watch failed; retrying");
@@ -241,10 +263,22 @@ where
     state
 }
 
+/// Whether a watch failed because its resource is not served (its CRD is not installed):
+/// the API server answered 404.
+fn not_served(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 404,
+        watcher::Error::WatchError(s) => s.code == 404,
+        _ => false,
+    }
+}
+
 fn spawn_advertisement_watch(
     client: Client,
     changed: Arc<Notify>,
-) -> Optional<election::Advertisement> {
+) -> Watched<election::Advertisement> {
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("berth.io", "v1alpha1", "L2Advertisement"),
         "l2advertisements",
@@ -258,7 +292,7 @@ fn spawn_advertisement_watch(
     )
 }
 
-fn spawn_pool_watch(client: Client, changed: Arc<Notify>) -> Optional<IPAddressPool> {
+fn spawn_pool_watch(client: Client, changed: Arc<Notify>) -> Watched<IPAddressPool> {
     spawn_optional_watch(
         Api::<IPAddressPool>::all(client),
         "IPAddressPool",
@@ -495,8 +529,11 @@ pub async fn run(
         .advertisements
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .is_none()
-        || w.pools.lock().unwrap_or_else(|e| e.into_inner()).is_none())
+        .is_unknown()
+        || w.pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_unknown())
         && t0.elapsed() < Duration::from_secs(10)
     {
         if *shutdown.borrow() {
@@ -589,15 +626,14 @@ pub async fn run(
                 .advertisements
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .clone()
-                .flatten()
-                .map(|m| m.into_values().collect());
+                .objects()
+                .map(|m| m.values().cloned().collect());
             let specs = w
                 .pools
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .and_then(|p| p.as_ref().map(|p| view::pool_specs(p.values())))
+                .objects()
+                .map(|p| view::pool_specs(p.values()))
                 .unwrap_or_default();
             pools.set(specs);
             let nodes = w.nodes.state();
@@ -950,6 +986,28 @@ async fn reload_keys(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_missing_resource_is_told_by_its_status_code_not_its_text() {
+        let status = |code: u16, message: &str| {
+            serde_json::from_value(serde_json::json!({
+                "status": "Failure", "code": code, "reason": "x", "message": message,
+            }))
+            .unwrap()
+        };
+        let list = |code, m| watcher::Error::InitialListFailed(kube::Error::Api(status(code, m)));
+        assert!(not_served(&list(
+            404,
+            "the server could not find the requested resource"
+        )));
+        assert!(
+            !not_served(&list(500, "pool 404 not found in cache")),
+            "text is not a code"
+        );
+        assert!(!not_served(&list(403, "NotFound? no: forbidden")));
+        assert!(not_served(&watcher::Error::WatchError(status(404, ""))));
+        assert!(!not_served(&watcher::Error::NoResourceVersion));
+    }
+
     use super::*;
 
     #[test]
