@@ -64,7 +64,7 @@ impl Error {
     /// A short stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube(e) if crate::kube_util::is_fenced(e) => "fenced",
+            _ if self.is_fenced() => "fenced",
             Error::Kube(_) => "kube",
             Error::Provider(e) => e.metric_label(),
             Error::Fenced => "fenced",
@@ -79,7 +79,11 @@ impl Error {
     }
 
     fn is_fenced(&self) -> bool {
-        self.metric_label() == "fenced"
+        match self {
+            Error::Fenced => true,
+            Error::Kube(e) => crate::kube_util::is_fenced(e),
+            Error::Provider(_) => false,
+        }
     }
 }
 

@@ -19,29 +19,7 @@ pub fn bounded(s: &str, max: usize) -> String {
 /// replaced by `***`, and the values of query parameters that commonly carry secrets
 /// (`token`, `access_token`, `password`, `secret`, `key`, `sig`, `signature`) too.
 pub fn redact(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("://") {
-        let (before, after) = rest.split_at(i + 3);
-        out.push_str(before);
-        // The authority ends at the first '/', '?', '#', whitespace or quote.
-        let end = after
-            .find(|c: char| {
-                matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>') || c.is_whitespace()
-            })
-            .unwrap_or(after.len());
-        let authority = &after[..end];
-        match authority.rfind('@') {
-            Some(at) => {
-                out.push_str("***@");
-                out.push_str(&authority[at + 1..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &after[end..];
-    }
-    out.push_str(rest);
-    redact_query_secrets(&out)
+    redact_query_secrets(&berth_providers::bounds::replace_userinfo(s, "***@"))
 }
 
 fn redact_query_secrets(s: &str) -> String {

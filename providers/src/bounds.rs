@@ -66,6 +66,12 @@ pub fn redact_endpoint(endpoint: &str) -> String {
 
 /// `text` with the `user:password@` part of every `scheme://` authority removed.
 pub fn scrub_userinfo(text: &str) -> String {
+    replace_userinfo(text, "")
+}
+
+/// `text` with the `user:password@` part of every `scheme://` authority replaced by `with`
+/// (e.g. `""` or `"***@"`).
+pub fn replace_userinfo(text: &str, with: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {
@@ -73,12 +79,16 @@ pub fn scrub_userinfo(text: &str) -> String {
         out.push_str(before);
         let end = after
             .find(|c: char| {
-                matches!(c, '/' | '?' | '#' | ')' | '"' | '\'' | '>' | ',') || c.is_whitespace()
+                matches!(c, '/' | '?' | '#' | ')' | '"' | '\'' | '<' | '>' | ',')
+                    || c.is_whitespace()
             })
             .unwrap_or(after.len());
         let authority = &after[..end];
         match authority.rfind('@') {
-            Some(userinfo_end) => out.push_str(&authority[userinfo_end + 1..]),
+            Some(userinfo_end) => {
+                out.push_str(with);
+                out.push_str(&authority[userinfo_end + 1..]);
+            }
             None => out.push_str(authority),
         }
         rest = &after[end..];

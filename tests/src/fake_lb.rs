@@ -9,13 +9,12 @@
 //! message, or hangs up. It counts every request by method and path so a test can assert
 //! how often berth called.
 
-use crate::{Cloud, Controller, Proc, binary};
+use crate::{Cloud, Controller};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -478,34 +477,7 @@ pub fn start_controller(
     identity: &str,
     extra: &[&str],
 ) -> Controller {
-    let mut cmd = Command::new(binary("berth"));
-    cmd.arg("controller")
-        .arg("--kubeconfig")
-        .arg(&cloud.kubeconfig)
-        .args(["--provider", "http", "--http-endpoint", endpoint])
-        .args(["--cluster-name", "e2e-bounded", "--identity", identity])
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .args(["--leader-elect-namespace", "default"])
-        .args(["--resync", "5s", "--gc-interval", "2s"])
-        .args(extra)
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG");
-    let mut proc = Proc::spawn(
-        &format!("berth[{identity}]"),
-        cmd,
-        cloud.dir.join(format!("berth-{identity}.log")),
-    );
-    let line = proc.wait_for_line("Serving /metrics", Duration::from_secs(30));
-    let admin = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("address="))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    Controller {
-        proc,
-        identity: identity.into(),
-        admin,
-    }
+    Controller::start_with_endpoint(cloud, endpoint, "e2e-bounded", identity, extra)
 }
 
 /// A process's peak resident set size in bytes (`VmHWM` of `/proc/<pid>/status`).

@@ -907,11 +907,22 @@ impl Controller {
     /// CLUSTER --identity ID --metrics-listen 127.0.0.1:0 --leader-elect-namespace default
     /// --resync 5s --gc-interval 2s EXTRA...`
     pub fn start(cloud: &Cloud, cluster: &str, identity: &str, extra: &[&str]) -> Controller {
+        Controller::start_with_endpoint(cloud, &cloud.lb_url(), cluster, identity, extra)
+    }
+
+    /// [`Controller::start`] with another load balancer API than `cloud`'s.
+    pub fn start_with_endpoint(
+        cloud: &Cloud,
+        endpoint: &str,
+        cluster: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> Controller {
         let mut cmd = Command::new(binary("berth"));
         cmd.arg("controller")
             .arg("--kubeconfig")
             .arg(&cloud.kubeconfig)
-            .args(["--provider", "http", "--http-endpoint", &cloud.lb_url()])
+            .args(["--provider", "http", "--http-endpoint", endpoint])
             .args(["--cluster-name", cluster, "--identity", identity])
             .args(["--metrics-listen", "127.0.0.1:0"])
             .args(["--leader-elect-namespace", "default"])
