@@ -223,6 +223,66 @@ fn error_chain(e: &anyhow::Error) -> String {
     line
 }
 
+fn main() {
+    berth::install_crypto_provider();
+    let cli = match Cli::from_arg_matches(&cli_command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let default_filter = match cli.command {
+        // The demo prints its own summary; keep the log to what goes wrong.
+        Command::Demo(_) => "warn,kube_client=error",
+        _ => "info,kube_runtime=warn,kube_client=warn",
+    };
+    let filter = match &cli.log_level {
+        Some(level) => match tracing_subscriber::EnvFilter::try_new(level) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("berth: error: invalid --log-level {level:?}: {e}");
+                std::process::exit(2);
+            }
+        },
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| default_filter.into()),
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let res = rt.block_on(async {
+        match cli.command {
+            Command::Controller(a) => controller(*a).await,
+            Command::Demo(a) => demo::run(a).await,
+            Command::Crds => {
+                print!("{}", berth::pools::crd::crds_yaml());
+                Ok(())
+            }
+            Command::Speaker(a) => speaker(*a).await,
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    if let Err(e) = res {
+        eprintln!("berth: error: {}", error_chain(&e));
+        std::process::exit(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,68 +361,7 @@ mod tests {
         assert!(cli.log_format == LogFormat::Json);
         let err = cli_command()
             .try_get_matches_from(["berth", "--log-format", "xml", "crds"])
-            .err()
-            .expect("xml is refused");
+            .expect_err("xml is refused");
         assert!(err.to_string().contains("xml"), "{err}");
-    }
-}
-
-fn main() {
-    berth::install_crypto_provider();
-    let cli = match Cli::from_arg_matches(&cli_command().get_matches()) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
-    let default_filter = match cli.command {
-        // The demo prints its own summary; keep the log to what goes wrong.
-        Command::Demo(_) => "warn,kube_client=error",
-        _ => "info,kube_runtime=warn,kube_client=warn",
-    };
-    let filter = match &cli.log_level {
-        Some(level) => match tracing_subscriber::EnvFilter::try_new(level) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("berth: error: invalid --log-level {level:?}: {e}");
-                std::process::exit(2);
-            }
-        },
-        None => tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| default_filter.into()),
-    };
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-    }
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("berth: error: cannot start the runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    let res = rt.block_on(async {
-        match cli.command {
-            Command::Controller(a) => controller(*a).await,
-            Command::Demo(a) => demo::run(a).await,
-            Command::Crds => {
-                print!("{}", berth::pools::crd::crds_yaml());
-                Ok(())
-            }
-            Command::Speaker(a) => speaker(*a).await,
-        }
-    });
-    rt.shutdown_timeout(Duration::from_secs(2));
-    if let Err(e) = res {
-        eprintln!("berth: error: {}", error_chain(&e));
-        std::process::exit(1);
     }
 }
