@@ -85,6 +85,7 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Clie
             .await
             .context("No kubeconfig given and no in-cluster configuration found")?,
     };
+    tracing::info!(server = %config.cluster_url, "Kubernetes API server");
     kube::Client::try_from(config).context("Cannot build a Kubernetes client")
 }
 
@@ -231,8 +232,10 @@ fn main() {
     };
     let default_filter = match cli.command {
         // The demo prints its own summary; keep the log to what goes wrong.
-        Command::Demo(_) => "warn,kube_client=error",
-        _ => "info,kube_runtime=warn,kube_client=warn",
+        Command::Demo(_) => "warn,kube_client=error,kube_client::client::builder=off",
+        // kube's own request log says `client error (Connect)` without the server or the
+        // reason; berth logs both where it retries.
+        _ => "info,kube_runtime=warn,kube_client=warn,kube_client::client::builder=off",
     };
     let filter = match &cli.log_level {
         Some(level) => match tracing_subscriber::EnvFilter::try_new(level) {

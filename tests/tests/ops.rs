@@ -136,3 +136,50 @@ fn bad_log_settings_are_refused_with_the_reason() {
         assert!(out.stdout.is_empty(), "{args:?}: nothing printed on stdout");
     }
 }
+
+#[test]
+fn an_unreachable_api_server_is_named_with_the_reason_once_per_attempt() {
+    let dir = scratch_dir("ops-dead-apiserver");
+    let kubeconfig = dir.join("kubeconfig");
+    // Port 1 on loopback: nothing listens there, so every connect is refused at once.
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- cluster: {server: \"https://127.0.0.1:1\"}\n  name: dead\ncontexts:\n- context: {cluster: dead, user: u}\n  name: dead\ncurrent-context: dead\nusers:\n- name: u\n  user: {token: t}\n",
+    )
+    .expect("write kubeconfig");
+    let out = Command::new(binary("berth"))
+        .args([
+            "controller",
+            "--provider",
+            "http",
+            "--http-endpoint",
+            "http://127.0.0.1:9",
+        ])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("berth");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("https://127.0.0.1:1"),
+        "the server is named: {err}"
+    );
+    let bare = err
+        .lines()
+        .filter(|l| l.contains("client error (Connect)") && !l.contains("Connection refused"))
+        .count();
+    assert_eq!(bare, 0, "every failure says why: {err}");
+    let attempts = err
+        .lines()
+        .filter(|l| l.contains("Connection refused"))
+        .count();
+    assert!(
+        (2..=8).contains(&attempts),
+        "bounded retries, one line each: {err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
