@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 mod demo;
+mod migrate;
 
 #[derive(Parser)]
 #[command(
@@ -69,6 +70,8 @@ enum Command {
     Crds,
     /// Announce the l2 provider's VIPs from this node (ARP/NDP), with failover in about a second.
     Speaker(Box<berth::speaker::SpeakerArgs>),
+    /// Print berth manifests equivalent to another load balancer's (`berth migrate metallb -f FILE`).
+    Migrate(migrate::MigrateArgs),
 }
 
 /// A kube client from a kubeconfig file, or inferred (in-cluster, then $KUBECONFIG).
@@ -277,6 +280,7 @@ fn main() {
                 Ok(())
             }
             Command::Speaker(a) => speaker(*a).await,
+            Command::Migrate(a) => migrate::run(a),
         }
     });
     rt.shutdown_timeout(Duration::from_secs(2));
