@@ -37,7 +37,8 @@ fn migrate(file: &Path) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-fn start_l2(cloud: &Cloud) -> Proc {
+/// The l2 controller and its /metrics address.
+fn start_l2(cloud: &Cloud) -> (Proc, String) {
     let mut cmd = Command::new(binary("berth"));
     cmd.arg("controller")
         .arg("--kubeconfig")
@@ -48,8 +49,13 @@ fn start_l2(cloud: &Cloud) -> Proc {
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG");
     let mut proc = Proc::spawn("berth[migrate]", cmd, cloud.dir.join("berth-migrate.log"));
-    proc.wait_for_line("Serving /metrics", Duration::from_secs(60));
-    proc
+    let line = proc.wait_for_line("Serving /metrics", Duration::from_secs(60));
+    let admin = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("address="))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (proc, admin)
 }
 
 fn service(name: &str, pool: &str, labels: Value) -> Value {
@@ -131,7 +137,7 @@ fn migrated_metallb_manifests_apply_and_allocate_the_same_addresses() {
     let ads = cloud.kubectl_ok(&["get", "l2advertisements", "-o", "name"]);
     assert!(ads.contains("/example") && ads.contains("/rack-a"), "{ads}");
 
-    let _l2 = start_l2(&cloud);
+    let (_l2, admin) = start_l2(&cloud);
     let cases = [
         ("first", "first-pool", json!({}), "192.168.1.240"),
         ("dev", "development", json!({}), "192.168.9.1"),
@@ -158,6 +164,39 @@ fn migrated_metallb_manifests_apply_and_allocate_the_same_addresses() {
         );
         assert_eq!(got, want, "Service {name} in pool {pool}");
     }
+    // Pool usage metrics: first-pool holds 11 addresses, one in use; no IPv6 series for an
+    // IPv4-only pool; production is dual-stack (256 + 16).
+    let metric = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    };
+    let text = wait_for("pool metrics", DEADLINE, || {
+        let (code, body) = berth_tests::http(&admin, "GET", "/metrics", None).ok()?;
+        (code == 200
+            && body.contains("berth_pool_addresses_in_use{pool=\"first-pool\",family=\"ipv4\"} 1"))
+        .then_some(body)
+    });
+    let first = "{pool=\"first-pool\",family=\"ipv4\"}";
+    assert_eq!(
+        metric(&text, &format!("berth_pool_addresses_capacity{first}")),
+        Some(11.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &format!("berth_pool_addresses_available{first}")),
+        Some(10.0)
+    );
+    assert!(
+        !text.contains("pool=\"first-pool\",family=\"ipv6\""),
+        "{text}"
+    );
+    let prod6 = "{pool=\"production\",family=\"ipv6\"}";
+    assert_eq!(
+        metric(&text, &format!("berth_pool_addresses_capacity{prod6}")),
+        Some(16.0),
+        "{text}"
+    );
+
     // A Service the migrated serviceAllocation excludes gets nothing from that pool.
     cloud.apply(&[service("red", "team-pool", json!({"team": "red"}))]);
     wait_for("a Warning for the excluded Service", DEADLINE, || {
