@@ -519,6 +519,7 @@ pub async fn run(
             p = rx.recv() => {
                 let Some(p) = p else { return Ok(()) };
                 let now = Instant::now();
+                tracing::debug!(%peer, ?p, "bfd packet received");
                 if let Some(new) = s.receive(&p, now) {
                     changes += 1;
                     tracing::info!(%peer, state = ?new, "bfd state changed");
@@ -527,6 +528,12 @@ pub async fn run(
                 }
                 if s.final_pending() {
                     let _ = tx.send_to(&s.packet().to_bytes(), dest).await;
+                }
+                // The peer may have lowered its required interval (it asks for 1 s while not
+                // Up): never wait longer than the current interval.
+                let ival = s.tx_interval();
+                if next_tx > now + ival {
+                    next_tx = now + ival.mul_f64(rand::rng().random_range(0.75..1.0));
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
@@ -537,6 +544,7 @@ pub async fn run(
                     publish(new, changes);
                 }
                 if now >= next_tx {
+                    tracing::debug!(%peer, state = ?s.state, "bfd packet sent");
                     if let Err(e) = tx.send_to(&s.packet().to_bytes(), dest).await {
                         tracing::debug!(%peer, error = %e, "bfd send failed");
                     }
