@@ -526,8 +526,17 @@ impl Node {
 
     /// SIGTERM (graceful shutdown) and wait for the exit.
     pub fn sigterm(&mut self) -> std::process::ExitStatus {
-        // `ip netns exec` execs the binary, so the child's pid is the speaker's.
+        self.send_sigterm();
+        self.wait_exit()
+    }
+
+    /// SIGTERM without waiting. `ip netns exec` execs the binary, so the child's pid is the
+    /// speaker's.
+    pub fn send_sigterm(&self) {
         run(&["kill", "-TERM", &self.pid.to_string()]);
+    }
+
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().unwrap();
         let end = Instant::now() + Duration::from_secs(10);
         loop {
