@@ -509,8 +509,9 @@ pub async fn run(
             _ => next_tx,
         };
         tokio::select! {
-            _ = stop.changed() => {
-                if *stop.borrow() {
+            r = stop.changed() => {
+                // A dropped sender means the owner is gone: stop as well.
+                if r.is_err() || *stop.borrow() {
                     s.admin_down();
                     let _ = tx.send_to(&s.packet().to_bytes(), dest).await;
                     return Ok(());
@@ -600,6 +601,19 @@ mod tests {
             Some(State::Down)
         );
         assert_eq!(s.local_diag, diag::DETECT_EXPIRED);
+    }
+
+    #[test]
+    fn tx_interval_follows_the_peers_required_rx() {
+        let t0 = Instant::now();
+        let mut s = Session::new(BfdConfig::default(), 7);
+        let mut init = pkt(State::Init, 9, 7);
+        init.required_min_rx = 1_000_000;
+        s.receive(&init, t0);
+        assert_eq!(s.state, State::Up);
+        assert_eq!(s.tx_interval(), Duration::from_secs(1));
+        s.receive(&pkt(State::Up, 9, 7), t0);
+        assert_eq!(s.tx_interval(), Duration::from_millis(300));
     }
 
     #[test]

@@ -284,8 +284,14 @@ impl Peer {
                         Some(Ok(f)) => f,
                     };
                     let asn4 = peer.as_ref().is_some_and(|p| p.asn4);
-                    let msg = match wire::decode(&frame, asn4) {
-                        Ok(m) => m,
+                    let msg = match wire::decode_lenient(&frame, asn4) {
+                        Ok((m, ignored)) => {
+                            if !ignored.is_empty() {
+                                tracing::warn!(peer = %cfg.address, errors = ?ignored,
+                                    "malformed attributes in a received UPDATE: treated as withdraw (RFC 7606)");
+                            }
+                            m
+                        }
                         Err(n) => {
                             if frame.get(18) != Some(&3) {
                                 conn.notify(&n).await;
@@ -384,7 +390,8 @@ impl Peer {
                 }
                 r = self.routes.changed(), if established => {
                     if r.is_err() {
-                        continue;
+                        // The speaker is gone.
+                        break Outcome::Stopped;
                     }
                     let Some(p) = peer.as_ref() else { continue };
                     let table = self.routes.borrow_and_update().clone();

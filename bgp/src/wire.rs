@@ -160,6 +160,36 @@ pub fn decode(frame: &[u8], asn4: bool) -> Result<BgpMessage, Notify> {
     BgpMessage::parse(&mut reader, &mut ctx).map_err(parse_error_to_notify)
 }
 
+/// Like [`decode`], but malformed path attributes in an UPDATE are handled as RFC 7606
+/// says (attribute discard / treat-as-withdraw, done by netgauze) instead of resetting the
+/// session. Returns the message and the ignored attribute errors. Since the speaker ignores
+/// received routes, "treat-as-withdraw" only means the UPDATE is dropped with a log line.
+/// Errors that RFC 7606 still treats as fatal (e.g. an unparseable attribute length or NLRI)
+/// stay errors.
+pub fn decode_lenient(frame: &[u8], asn4: bool) -> Result<(BgpMessage, Vec<String>), Notify> {
+    if frame.len() > MAX_MESSAGE_LEN {
+        return Err(Notify::new(1, 2, vec![], "message too long"));
+    }
+    let mut ctx = BgpParsingContext::new(
+        asn4,
+        Default::default(),
+        Default::default(),
+        false,
+        false,
+        false,
+        false,
+    );
+    let mut reader = SliceReader::new(frame);
+    let msg = BgpMessage::parse(&mut reader, &mut ctx).map_err(parse_error_to_notify)?;
+    let ignored = ctx
+        .reset_parsing_errors()
+        .path_attr_errors()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    Ok((msg, ignored))
+}
+
 fn parse_error_to_notify(e: BgpMessageParsingError) -> Notify {
     use netgauze_bgp_pkt::wire::deserializer::open::BgpOpenMessageParsingError as O;
     let reason = e.to_string();
@@ -619,12 +649,37 @@ mod tests {
         assert_eq!((n.code, n.subcode), (2, 1));
     }
 
+    #[test]
+    fn malformed_origin_is_treated_as_withdraw_not_fatal() {
+        let ctx = UpdateCtx {
+            my_as: 65000,
+            ibgp: false,
+            asn4: true,
+        };
+        let mut r = route("10.1.0.7/32");
+        r.large_communities = vec![];
+        r.communities = vec![7];
+        let mut frame = encode(&announce(ctx, &r, "10.0.0.2".parse().unwrap()).unwrap()).unwrap();
+        // ORIGIN (flags 0x40, type 1, length 1) with the undefined value 7: RFC 7606 says
+        // treat-as-withdraw rather than a session reset.
+        let at = frame
+            .windows(4)
+            .position(|w| w == [0x40, 1, 1, 0])
+            .expect("origin attribute");
+        frame[at + 3] = 7;
+        assert!(decode(&frame, true).is_err());
+        let (msg, ignored) = decode_lenient(&frame, true).expect("kept the session");
+        assert!(matches!(msg, BgpMessage::Update(_)));
+        assert_eq!(ignored.len(), 1, "{ignored:?}");
+    }
+
     proptest! {
         #[test]
         fn frames_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = split_frame(&bytes);
             let _ = decode(&bytes, true);
             let _ = decode(&bytes, false);
+            let _ = decode_lenient(&bytes, true);
         }
 
         #[test]
@@ -636,6 +691,7 @@ mod tests {
             prop_assert_eq!(split_frame(&frame).unwrap(), Some(frame.len()));
             let _ = decode(&frame, true);
             let _ = decode(&frame, false);
+            let _ = decode_lenient(&frame, true);
         }
 
         #[test]
