@@ -482,6 +482,9 @@ pub struct Report {
     pub state: State,
     /// Count of state changes so far.
     pub changes: u64,
+    /// The last change to Down came from the peer signalling AdminDown, which is not a
+    /// failure (RFC 5882 section 3.2): clients keep their sessions.
+    pub peer_admin_down: bool,
 }
 
 /// Runs one session until `stop` turns true; state changes are published on `report`.
@@ -499,10 +502,14 @@ pub async fn run(
     let mut s = Session::new(cfg, rand::rng().random_range(1..u32::MAX));
     let mut next_tx = Instant::now();
     let mut changes = 0u64;
-    let publish = |s: State, changes: u64| {
-        report.send_replace(Report { state: s, changes });
+    let publish = |s: State, changes: u64, peer_admin_down: bool| {
+        report.send_replace(Report {
+            state: s,
+            changes,
+            peer_admin_down,
+        });
     };
-    publish(s.state, changes);
+    publish(s.state, changes, false);
     loop {
         let deadline = match s.detect_deadline() {
             Some(d) if d < next_tx => d,
@@ -524,7 +531,7 @@ pub async fn run(
                 if let Some(new) = s.receive(&p, now) {
                     changes += 1;
                     tracing::info!(%peer, state = ?new, "bfd state changed");
-                    publish(new, changes);
+                    publish(new, changes, p.state == State::AdminDown);
                     next_tx = now;
                 }
                 if s.final_pending() {
@@ -542,7 +549,7 @@ pub async fn run(
                 if let Some(new) = s.poll_timer(now) {
                     changes += 1;
                     tracing::info!(%peer, state = ?new, "bfd detection time expired");
-                    publish(new, changes);
+                    publish(new, changes, false);
                 }
                 if now >= next_tx {
                     tracing::debug!(%peer, state = ?s.state, "bfd packet sent");

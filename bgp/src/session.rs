@@ -215,8 +215,9 @@ impl Peer {
     async fn run_connection(&mut self, stream: TcpStream) -> Outcome {
         let cfg = self.cfg.clone();
         let ibgp = cfg.peer_as == cfg.my_as;
-        if !ibgp && !cfg.ebgp_multihop {
-            let _ = stream.set_ttl(1);
+        // Directly connected eBGP peers get TTL 1 (RFC 4271 5.1.3 practice), multihop ones 255.
+        if !ibgp {
+            let _ = stream.set_ttl(if cfg.ebgp_multihop { 255 } else { 1 });
         }
         let _ = stream.set_nodelay(true);
         let local = match stream.local_addr() {
@@ -347,7 +348,8 @@ impl Peer {
                                 break Outcome::Failed(e);
                             }
                             if let Some(bc) = cfg.bfd {
-                                bfd = Some(BfdRun::start(bc, local.ip(), cfg.address, self.mux.clone()));
+                                let base = self.status.borrow().bfd_state_changes;
+                                bfd = Some(BfdRun::start(bc, local.ip(), cfg.address, self.mux.clone(), base));
                             }
                         }
                         (SessionState::Established, BgpMessage::KeepAlive | BgpMessage::Update(_)) => {}
@@ -410,9 +412,9 @@ impl Peer {
                     b.last = Some(rep.state);
                     self.status.send_modify(|st| {
                         st.bfd_state = Some(rep.state);
-                        st.bfd_state_changes = rep.changes;
+                        st.bfd_state_changes = b.base + rep.changes;
                     });
-                    if was_up && rep.state == bfd::State::Down {
+                    if was_up && rep.state == bfd::State::Down && !rep.peer_admin_down {
                         let n = Notify::new(6, 10, vec![], "BFD session went down");
                         conn.notify(&n).await;
                         break Outcome::Failed(n.to_string());
@@ -507,13 +509,16 @@ struct BfdRun {
     report: watch::Receiver<bfd::Report>,
     stop: watch::Sender<bool>,
     last: Option<bfd::State>,
+    /// State changes counted by earlier BFD sessions of this peer (the counter is cumulative).
+    base: u64,
 }
 
 impl BfdRun {
-    fn start(cfg: bfd::BfdConfig, local: IpAddr, peer: IpAddr, mux: bfd::Mux) -> Self {
+    fn start(cfg: bfd::BfdConfig, local: IpAddr, peer: IpAddr, mux: bfd::Mux, base: u64) -> Self {
         let (report_tx, report) = watch::channel(bfd::Report {
             state: bfd::State::Down,
             changes: 0,
+            peer_admin_down: false,
         });
         let (stop, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
@@ -525,6 +530,7 @@ impl BfdRun {
             report,
             stop,
             last: None,
+            base,
         }
     }
 }

@@ -299,3 +299,99 @@ impl Scripted {
         self.send(&BgpMessage::KeepAlive).await;
     }
 }
+
+/// RFC 4271 6.8: the peer's connection arrives while ours is in OpenConfirm.
+struct Collision {
+    keep_ours: bool,
+    a: Scripted,
+    b: Scripted,
+    st: watch::Receiver<PeerStatus>,
+    _speaker: Speaker,
+}
+
+async fn collision(peer_id: Ipv4Addr) -> Collision {
+    let (sp, l, cfg) = scripted_peer(65000).await;
+    let bound = sp.listen((LO, 0).into()).await.unwrap();
+    let mut st = sp.add_peer(cfg).unwrap();
+    // Connection A, opened by the speaker, goes to OpenConfirm.
+    let mut a = accept(&l).await;
+    let BgpMessage::Open(_) = a.recv().await else {
+        panic!("no OPEN")
+    };
+    a.send(&wire::open(65000, 90, peer_id)).await;
+    assert_eq!(a.recv().await, BgpMessage::KeepAlive);
+    wait_state(&mut st, SessionState::OpenConfirm).await;
+    // Connection B, opened by the peer.
+    let b = Scripted {
+        s: TcpStream::connect(bound).await.unwrap(),
+        asn4: false,
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The speaker's id is 10.0.0.7: it keeps its own connection when it is the higher one.
+    let keep_ours = u32::from(Ipv4Addr::new(10, 0, 0, 7)) > u32::from(peer_id);
+    Collision {
+        keep_ours,
+        a,
+        b,
+        st,
+        _speaker: sp,
+    }
+}
+
+#[tokio::test]
+async fn collision_higher_peer_id_wins_with_its_connection() {
+    let Collision {
+        keep_ours,
+        mut a,
+        mut b,
+        mut st,
+        _speaker: _keep,
+    } = collision(Ipv4Addr::new(10, 255, 0, 1)).await;
+    assert!(!keep_ours);
+    // Ours is closed with Cease/Connection Collision Resolution; the peer's goes on.
+    assert_eq!(a.expect_notification().await, (6, 7));
+    b.send(&wire::open(65000, 90, Ipv4Addr::new(10, 255, 0, 1)))
+        .await;
+    b.establish_after_open().await;
+    wait_state(&mut st, SessionState::Established).await;
+}
+
+#[tokio::test]
+async fn collision_lower_peer_id_loses_its_connection() {
+    let Collision {
+        keep_ours,
+        mut a,
+        mut b,
+        mut st,
+        _speaker: _keep,
+    } = collision(Ipv4Addr::new(10, 0, 0, 1)).await;
+    assert!(keep_ours);
+    // The peer's connection is closed; ours reaches Established.
+    let r = timeout(T, wire::read_frame(&mut b.s)).await.unwrap();
+    assert!(matches!(r, Err(wire::ReadError::Closed)), "{r:?}");
+    a.asn4 = true;
+    a.send(&BgpMessage::KeepAlive).await;
+    wait_state(&mut st, SessionState::Established).await;
+}
+
+#[tokio::test]
+async fn update_peer_restarts_only_on_session_settings() {
+    let (sp, l, mut cfg) = scripted_peer(65001).await;
+    let mut st = sp.add_peer(cfg.clone()).unwrap();
+    let mut peer = accept(&l).await;
+    peer.establish(65000, 90).await;
+    wait_state(&mut st, SessionState::Established).await;
+    // Retry bounds are not negotiated: no reset.
+    cfg.connect_retry_max = Duration::from_millis(500);
+    sp.update_peer(cfg.clone()).await.unwrap();
+    // The hold time is: Cease/Other Configuration Change, then a new session.
+    cfg.hold_time = 30;
+    sp.update_peer(cfg).await.unwrap();
+    assert_eq!(peer.expect_notification().await, (6, 6));
+    let mut again = accept(&l).await;
+    again.establish(65000, 90).await;
+    timeout(T, st.wait_for(|s| s.established_count == 2))
+        .await
+        .unwrap()
+        .unwrap();
+}
