@@ -6,10 +6,11 @@
 //! because it is maintained, covers every message and attribute we need (OPEN with
 //! capabilities, UPDATE with MP_REACH/MP_UNREACH, communities and large communities,
 //! NOTIFICATION, ROUTE-REFRESH), keeps parsing separate from I/O (so our own framing with a
-//! 4096-byte cap sits in front of it) and is itself fuzzed upstream. zettabgp was the other
-//! candidate: it is smaller, but its message types are built around its own buffer handling
-//! and its NOTIFICATION and capability coverage is thinner, so we would have had to add
-//! encoding code of our own. Framing, the FSM, timers and BFD are ours.
+//! 4096-byte cap sits in front of it) and has fuzzing support upstream. zettabgp was the
+//! other candidate: it is lighter, but its message set stops at OPEN, UPDATE, NOTIFICATION
+//! and KEEPALIVE (no ROUTE-REFRESH, which we must receive), and its messages are written into
+//! caller-sized byte buffers with session parameters passed to every call, so we would have
+//! written part of the wire handling ourselves. Framing, the FSM, timers and BFD are ours.
 //!
 //! # What the speaker does
 //! - One task per peer runs the RFC 4271 FSM (Idle, Connect, Active, OpenSent, OpenConfirm,

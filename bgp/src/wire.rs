@@ -19,8 +19,9 @@ use netgauze_bgp_pkt::notification::{
 };
 use netgauze_bgp_pkt::open::{BgpOpenMessage, BgpOpenMessageParameter};
 use netgauze_bgp_pkt::path_attribute::{
-    As2PathSegment, As4PathSegment, AsPath, AsPathSegmentType, Communities, LargeCommunities,
-    LocalPreference, MpReach, MpUnreach, NextHop, Origin, PathAttribute, PathAttributeValue,
+    As2PathSegment, As4Path, As4PathSegment, AsPath, AsPathSegmentType, Communities,
+    LargeCommunities, LocalPreference, MpReach, MpUnreach, NextHop, Origin, PathAttribute,
+    PathAttributeValue,
 };
 use netgauze_bgp_pkt::update::BgpUpdateMessage;
 use netgauze_bgp_pkt::wire::deserializer::{BgpMessageParsingError, BgpParsingContext};
@@ -335,6 +336,18 @@ fn common_attrs(ctx: UpdateCtx, route: &Route) -> Vec<PathAttribute> {
         )]))
     };
     attrs.extend(attr(false, true, PathAttributeValue::AsPath(path)));
+    if !ctx.ibgp && !ctx.asn4 && ctx.my_as > u32::from(u16::MAX) {
+        // A 2-octet-only peer sees AS_TRANS in AS_PATH; the real AS goes in AS4_PATH
+        // (optional transitive, RFC 6793 section 4.2.2).
+        attrs.extend(attr(
+            true,
+            true,
+            PathAttributeValue::As4Path(As4Path::new(vec![As4PathSegment::new(
+                AsPathSegmentType::AsSequence,
+                vec![ctx.my_as],
+            )])),
+        ));
+    }
     if ctx.ibgp {
         // LOCAL_PREF goes to internal peers only (RFC 4271 5.1.5).
         let lp = route.local_pref.unwrap_or(100);
@@ -619,6 +632,26 @@ mod tests {
             let frame = encode(&msg).unwrap();
             assert_eq!(decode(&frame, true).unwrap(), msg);
         }
+    }
+
+    #[test]
+    fn two_octet_peer_gets_as_trans_and_as4_path() {
+        let ctx = UpdateCtx {
+            my_as: 4_200_000_000,
+            ibgp: false,
+            asn4: false,
+        };
+        let msg = announce(ctx, &route("10.1.0.7/32"), "10.0.0.2".parse().unwrap()).unwrap();
+        let frame = encode(&msg).unwrap();
+        let BgpMessage::Update(u) = decode(&frame, false).unwrap() else {
+            panic!()
+        };
+        let dbg = format!("{:?}", u.path_attributes());
+        assert!(dbg.contains("[23456]"), "{dbg}");
+        assert!(
+            dbg.contains("As4Path") && dbg.contains("4200000000"),
+            "{dbg}"
+        );
     }
 
     #[test]
