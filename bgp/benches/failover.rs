@@ -70,18 +70,18 @@ fn main() {
     let mut t = Topology::new(3);
     let neighbors = vec![
         FrrNeighbor {
-            addr: node_ip(0),
+            addr: node_ip(0).into(),
             bfd: true,
             timers: Some((30, 90)),
             ..Default::default()
         },
         FrrNeighbor {
-            addr: node_ip(1),
+            addr: node_ip(1).into(),
             timers: Some((3, 9)),
             ..Default::default()
         },
         FrrNeighbor {
-            addr: node_ip(2),
+            addr: node_ip(2).into(),
             timers: Some((3, 9)),
             ..Default::default()
         },

@@ -575,12 +575,12 @@ pub fn notification_codes(n: &BgpNotificationMessage) -> (u8, u8) {
     }
 }
 
-/// A helper for tests and the route refresh path: the unicast address family of a prefix.
+/// Whether a prefix is IPv6 (route refresh and family filtering).
 pub fn is_v6(p: &IpNet) -> bool {
     matches!(p, IpNet::V6(_))
 }
 
-/// Unused-address helper kept for the IPv6 link-local case: whether a next hop is usable.
+/// Whether an address can be a next hop (not unspecified, multicast, broadcast or loopback ::1).
 pub fn usable_next_hop(nh: IpAddr) -> bool {
     match nh {
         IpAddr::V4(a) => !a.is_unspecified() && !a.is_multicast() && !a.is_broadcast(),

@@ -30,7 +30,7 @@ fn ecmp_ipv6_attributes_withdraw_and_sigterm() {
     let mut t = Topology::new(3);
     let neighbors: Vec<FrrNeighbor> = (0..3)
         .map(|i| FrrNeighbor {
-            addr: node_ip(i),
+            addr: node_ip(i).into(),
             timers: Some((3, 9)),
             ..Default::default()
         })
@@ -151,7 +151,7 @@ fn md5_right_password_establishes_wrong_does_not() {
     let mut t = Topology::new(2);
     let neighbors: Vec<FrrNeighbor> = (0..2)
         .map(|i| FrrNeighbor {
-            addr: node_ip(i),
+            addr: node_ip(i).into(),
             password: Some("s3cret".into()),
             ..Default::default()
         })
@@ -194,7 +194,7 @@ fn bfd_link_down_removes_next_hop_before_hold_time() {
     // Hold time 90 s: only BFD can remove the next hop quickly.
     let neighbors: Vec<FrrNeighbor> = (0..3)
         .map(|i| FrrNeighbor {
-            addr: node_ip(i),
+            addr: node_ip(i).into(),
             bfd: true,
             timers: Some((30, 90)),
             ..Default::default()
@@ -254,5 +254,45 @@ fn bfd_link_down_removes_next_hop_before_hold_time() {
             == 3),
         "next hop did not come back: {}",
         t.kernel_route(VIP_ADDR, false)
+    );
+}
+
+#[test]
+fn ipv6_transport_session_and_aggregate() {
+    require(&["ip"]);
+    let mut t = Topology::new(1);
+    let frr = Frr::start(
+        &mut t,
+        &[FrrNeighbor {
+            addr: node_ip6(0).into(),
+            ..Default::default()
+        }],
+    );
+    // Session over IPv6; next hop defaults to the session's local address; a /64 aggregate.
+    let cfg = json!({
+        "listen": format!("[{}]:179", node_ip6(0)),
+        "peers": [{
+            "address": ROUTER6.to_string(), "peer_as": ROUTER_AS, "my_as": ROUTER_AS,
+            "router_id": node_ip(0).to_string(), "hold_time": 9,
+            "connect_retry_min": {"secs": 0, "nanos": 200_000_000},
+            "connect_retry_max": {"secs": 2, "nanos": 0},
+        }],
+        "routes": [{"prefix": "fd00:201::/64"}],
+    });
+    let _node = Node::start(&t, 0, &cfg);
+    assert!(
+        wait_until(LONG, STEP, || frr.peer_state(node_ip6(0)) == "Established"),
+        "{}",
+        frr.try_vtysh("show bgp summary").unwrap_or_default()
+    );
+    assert!(
+        wait_until(LONG, STEP, || frr.rib_next_hops("fd00:201::/64", true)
+            == vec![node_ip6(0).to_string()]),
+        "{}",
+        frr.try_vtysh("show ipv6 route").unwrap_or_default()
+    );
+    assert_eq!(
+        t.kernel_next_hops("fd00:201::/64", true),
+        vec![IpAddr::V6(node_ip6(0))]
     );
 }

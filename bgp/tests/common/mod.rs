@@ -236,7 +236,7 @@ impl Drop for Topology {
 /// FRR neighbour settings for one node.
 #[derive(Clone)]
 pub struct FrrNeighbor {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub password: Option<String>,
     pub bfd: bool,
     /// (keepalive, hold)
@@ -246,7 +246,7 @@ pub struct FrrNeighbor {
 impl Default for FrrNeighbor {
     fn default() -> Self {
         Self {
-            addr: Ipv4Addr::UNSPECIFIED,
+            addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             password: None,
             bfd: false,
             timers: None,
@@ -394,9 +394,15 @@ impl Frr {
     }
 
     /// BGP session state of a neighbour ("Established", "Active", ...).
-    pub fn peer_state(&self, addr: Ipv4Addr) -> String {
+    pub fn peer_state(&self, addr: impl Into<IpAddr>) -> String {
+        let addr: IpAddr = addr.into();
+        let af = if addr.is_ipv4() {
+            "ipv4Unicast"
+        } else {
+            "ipv6Unicast"
+        };
         let v = self.json("show bgp summary json");
-        v["ipv4Unicast"]["peers"][addr.to_string()]["state"]
+        v[af]["peers"][addr.to_string()]["state"]
             .as_str()
             .unwrap_or("")
             .to_string()
