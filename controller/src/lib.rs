@@ -13,7 +13,6 @@ pub mod pools;
 pub mod reconcile;
 pub mod run;
 pub mod service;
-pub mod speaker;
 pub mod status;
 pub mod text;
 
