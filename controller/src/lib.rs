@@ -3,7 +3,6 @@
 pub mod admin;
 pub mod cli;
 pub mod desired;
-pub mod exposition;
 pub mod gc;
 pub mod kube_util;
 pub mod leader;
@@ -14,7 +13,6 @@ pub mod pools;
 pub mod reconcile;
 pub mod run;
 pub mod service;
-pub mod speaker;
 pub mod status;
 pub mod text;
 

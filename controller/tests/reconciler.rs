@@ -1,11 +1,11 @@
 //! Reconciler scenarios, in-process and fast: mock-cloud's API server in this process, the
-//! controller as `berth::run::serve` runs it, and a recording fake provider. One test per
+//! controller as `berth_controller::run::serve` runs it, and a recording fake provider. One test per
 //! behaviour a Service's owner relies on, asserted on what they would see (status, condition,
 //! finalizer, events) and on what reached the provider.
 
 use async_trait::async_trait;
-use berth::cli::ControllerArgs;
-use berth::run::{ClassController, serve};
+use berth_controller::cli::ControllerArgs;
+use berth_controller::run::{ClassController, serve};
 use berth_providers::{
     DesiredLoadBalancer, Ingress, IpMode, LoadBalancerRef, LoadBalancerStatus, OwnedLoadBalancer,
     Provider, ProviderError,
@@ -102,14 +102,14 @@ struct Scenario {
     cloud: Option<mock_cloud::MockCloud>,
     client: kube::Client,
     fake: Arc<Fake>,
-    metrics: Arc<berth::metrics::Metrics>,
+    metrics: Arc<berth_controller::metrics::Metrics>,
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Scenario {
     async fn start() -> Scenario {
-        berth::install_crypto_provider();
+        berth_controller::install_crypto_provider();
         let cloud = mock_cloud::MockCloud::start(mock_cloud::Config {
             nodes: 3,
             dataplane: false,
@@ -133,7 +133,7 @@ impl Scenario {
         let opts = args.options().unwrap();
         let fake = Arc::new(Fake::default());
         let (stop, stop_rx) = watch::channel(false);
-        let metrics = Arc::new(berth::metrics::Metrics::default());
+        let metrics = Arc::new(berth_controller::metrics::Metrics::default());
         let task = tokio::spawn(serve(
             vec![ClassController {
                 client: client.clone(),

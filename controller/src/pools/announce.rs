@@ -5,7 +5,7 @@
 //! the same name) do not count; the garbage collector removes them (owner references).
 
 use super::crd::ServiceL2Status;
-use crate::speaker::ANNOUNCING_ANNOTATION;
+use berth_api::names::ANNOUNCING_ANNOTATION;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, Service};

@@ -13,7 +13,7 @@
 //! namespace (`$POD_NAMESPACE`) when absent ([`announce`]).
 
 pub mod announce;
-pub mod crd;
+pub use berth_api::crd;
 mod status;
 
 use crate::desired::desired_load_balancer;

@@ -1,8 +1,8 @@
 //! From watched objects to the election's inputs.
 
 use super::election::{Advertisement, Inputs, NodeView, ServiceView};
-use crate::nodes;
-use crate::pools::crd::IPAddressPool;
+use berth_api::crd::IPAddressPool;
+use berth_api::nodes;
 use berth_providers::l2::{AllocRequest, Allocator, PoolSpec};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;

@@ -2,7 +2,7 @@
 //! Services), per port change and per delete, next to the fewest writes each needs; and the
 //! time to converge 200 Services. Needs moto (`./scripts/moto-venv`, or BERTH_VENV).
 //!
-//! `cargo bench -p berth --bench aws_provider`
+//! `cargo bench -p berth-providers --bench aws_provider`
 
 #[path = "../../tests/tests/aws/moto.rs"]
 #[allow(dead_code)]

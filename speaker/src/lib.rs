@@ -14,7 +14,7 @@
 //!   Service announced ([`report`]; the l2 controller mirrors it into the
 //!   `berth.io/announcing-node` annotation — the speaker never writes Services).
 //!
-//! [`ServiceL2Status`]: crate::pools::crd::ServiceL2Status
+//! [`ServiceL2Status`]: berth_api::crd::ServiceL2Status
 
 pub mod election;
 pub mod frames;
@@ -27,9 +27,9 @@ mod sys;
 pub mod view;
 pub mod wire;
 
-use crate::cli::parse_duration;
-use crate::pools::crd::IPAddressPool;
 use anyhow::Context;
+use berth_api::crd::IPAddressPool;
+use berth_api::duration::parse_duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -49,11 +49,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 
-/// The annotation naming the node that announces a Service's VIP (written by the l2
-/// controller from the speakers' [`crate::pools::crd::ServiceL2Status`] objects).
-pub const ANNOUNCING_ANNOTATION: &str = "berth.io/announcing-node";
-/// The event reason on takeover.
-pub const NODE_ASSIGNED: &str = "NodeAssigned";
+pub use berth_api::names::{ANNOUNCING_ANNOTATION, NODE_ASSIGNED};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SpeakerArgs {
@@ -319,10 +315,10 @@ async fn serve_metrics(
                     let accept = headers
                         .get(axum::http::header::ACCEPT)
                         .and_then(|v| v.to_str().ok());
-                    let format = crate::exposition::negotiate(accept);
+                    let format = berth_api::exposition::negotiate(accept);
                     (
                         [(axum::http::header::CONTENT_TYPE, format.content_type())],
-                        crate::exposition::render(&m.encode(), format),
+                        berth_api::exposition::render(&m.encode(), format),
                     )
                 }
             }),
@@ -674,7 +670,7 @@ fn discovered_peers(nodes: &Store<Node>, port: u16) -> BTreeMap<String, SocketAd
         .filter_map(|n| {
             Some((
                 n.name_any(),
-                SocketAddr::new(crate::nodes::node_address(n)?, port),
+                SocketAddr::new(berth_api::nodes::node_address(n)?, port),
             ))
         })
         .collect()

@@ -1,8 +1,8 @@
 //! The speakers' membership protocol alone, at scale: N members in one process, each on its
 //! own loopback address (127.77.x.y:7946) with real UDP sockets, HMAC-signed datagrams and the
-//! speaker's own driver (`berth::speaker::membership::run`).
+//! speaker's own driver (`berth_speaker::membership::run`).
 //!
-//! `cargo bench -p berth --bench membership [-- --sizes 3,30,300 --kills N --window-s N
+//! `cargo bench -p berth-speaker --bench membership [-- --sizes 3,30,300 --kills N --window-s N
 //! --settle-s N --stagger-ms N]`
 //!
 //! For each size: members start `--stagger-ms` apart (0: at once, the hardest case); once
@@ -15,8 +15,8 @@
 //! members share this process, so a build without optimisations runs out of CPU long before
 //! the protocol does (300 members need more than two cores of a debug build; see README).
 
-use berth::speaker::membership::{self, Control, Metrics, ReasonLabels, Swim, Timing};
-use berth::speaker::wire::{self, Auth, Keyring};
+use berth_speaker::membership::{self, Control, Metrics, ReasonLabels, Swim, Timing};
+use berth_speaker::wire::{self, Auth, Keyring};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

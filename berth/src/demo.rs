@@ -3,7 +3,7 @@
 //! of it that answers on its own address.
 
 use anyhow::Context;
-use berth::run::{ControllerOptions, Running};
+use berth_controller::run::{ControllerOptions, Running};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
@@ -105,7 +105,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         .lb_api_url()
         .context("mock-cloud started without its load balancer API")?;
     let client = kube::Client::try_from(kube::Config::new(cloud.url().parse()?))?;
-    let cli = berth::cli::ControllerArgs {
+    let cli = berth_controller::cli::ControllerArgs {
         provider: Some("http".into()),
         http_endpoint: Some(lb_url.clone()),
         cluster_name: Some("demo".into()),
@@ -117,12 +117,12 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let opts: ControllerOptions = cli.options()?;
-    let metrics = Arc::new(berth::metrics::Metrics::default());
+    let metrics = Arc::new(berth_controller::metrics::Metrics::default());
     let spec = cli.class_specs()?.remove(0);
     let provider = crate::build_provider(&spec, metrics.for_class(&spec.class))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Running>();
-    let controller = tokio::spawn(berth::run::run(
+    let controller = tokio::spawn(berth_controller::run::run(
         client.clone(),
         provider,
         opts,

@@ -6,6 +6,7 @@
 // Several `printcolumn(...)` attributes are how kube-derive declares several columns.
 #![allow(clippy::duplicated_attributes)]
 
+#[cfg(feature = "l2")]
 use berth_providers::l2 as l2p;
 use kube::CustomResource;
 use kube::CustomResourceExt;
@@ -250,6 +251,7 @@ pub fn status_name(service: &str, node: &str) -> String {
     )
 }
 
+#[cfg(feature = "l2")]
 impl From<&LabelSelector> for l2p::LabelSelector {
     fn from(s: &LabelSelector) -> Self {
         l2p::LabelSelector {
@@ -267,6 +269,7 @@ impl From<&LabelSelector> for l2p::LabelSelector {
     }
 }
 
+#[cfg(feature = "l2")]
 impl IPAddressPool {
     /// The allocator's view of this pool.
     pub fn pool_spec(&self) -> l2p::PoolSpec {
@@ -328,6 +331,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "l2")]
     #[test]
     fn pools_deserialise_with_defaults_and_convert() {
         let p: IPAddressPool = serde_json::from_value(serde_json::json!({

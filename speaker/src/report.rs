@@ -8,7 +8,7 @@
 //! announces now (their speaker died or lost the VIP). Objects of deleted Services go with
 //! them (owner references). Failures are retried with backoff.
 
-use crate::pools::crd::{
+use berth_api::crd::{
     STATUS_NODE_LABEL, STATUS_SERVICE_LABEL, ServiceL2Status, ServiceL2StatusSpec, label_value,
     status_name,
 };

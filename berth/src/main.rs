@@ -1,7 +1,8 @@
-//! The `berth` binary: `berth controller` and `berth demo`.
+//! The `berth` binary: `berth controller`, `berth speaker`, `berth crds` and, when built
+//! with the default feature `demo`, `berth demo`.
 
 use anyhow::Context;
-use berth::cli::ControllerArgs;
+use berth_controller::cli::ControllerArgs;
 use berth_providers::Provider;
 use berth_providers::http::{HttpProvider, HttpProviderConfig};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+#[cfg(feature = "demo")]
 mod demo;
 mod migrate;
 
@@ -65,11 +67,12 @@ enum Command {
     /// Run the controller.
     Controller(Box<ControllerArgs>),
     /// Start mock-cloud, the controller and a LoadBalancer Service you can reach; run until Ctrl-C.
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
     /// Print berth's CustomResourceDefinitions (IPAddressPool, L2Advertisement) as YAML.
     Crds,
     /// Announce the l2 provider's VIPs from this node (ARP/NDP), with failover in about a second.
-    Speaker(Box<berth::speaker::SpeakerArgs>),
+    Speaker(Box<berth_speaker::SpeakerArgs>),
     /// Print berth manifests equivalent to another load balancer's (`berth migrate metallb -f FILE`).
     Migrate(migrate::MigrateArgs),
 }
@@ -94,8 +97,8 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Clie
 
 /// The provider of one class, reporting its requests to `metrics`.
 pub fn build_provider(
-    spec: &berth::cli::ClassSpec,
-    metrics: berth::metrics::ClassMetrics,
+    spec: &berth_controller::cli::ClassSpec,
+    metrics: berth_controller::metrics::ClassMetrics,
 ) -> anyhow::Result<Arc<dyn Provider>> {
     match spec.provider.as_str() {
         "http" => {
@@ -168,7 +171,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let args = args.merge_file()?;
     let specs = args.class_specs()?;
     let listen = args.metrics_listen()?;
-    let metrics = Arc::new(berth::metrics::Metrics::default());
+    let metrics = Arc::new(berth_controller::metrics::Metrics::default());
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let mut classes = Vec::new();
     for spec in &specs {
@@ -176,13 +179,13 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         opts.metrics_listen = None;
         let (provider, extension) = if spec.provider == "l2" {
             let l2 = Arc::new(berth_providers::l2::L2Provider::new());
-            let ext: Arc<dyn berth::run::Extension> =
-                Arc::new(berth::pools::L2Pools::new(l2.clone()));
+            let ext: Arc<dyn berth_controller::run::Extension> =
+                Arc::new(berth_controller::pools::L2Pools::new(l2.clone()));
             (l2 as Arc<dyn Provider>, Some(ext))
         } else {
             (build_provider(spec, metrics.for_class(&spec.class))?, None)
         };
-        classes.push(berth::run::ClassController {
+        classes.push(berth_controller::run::ClassController {
             client: client.clone(),
             provider,
             opts,
@@ -196,18 +199,18 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         if let Ok(r) = rx.await {
-            let r: berth::run::Running = r;
+            let r: berth_controller::run::Running = r;
             if let Some(a) = r.admin_addr {
                 tracing::info!(address = %a, "Serving /metrics, /healthz and /readyz");
             }
         }
     });
-    berth::run::serve(classes, listen, shutdown, Some(tx), metrics).await
+    berth_controller::run::serve(classes, listen, shutdown, Some(tx), metrics).await
 }
 
-async fn speaker(args: berth::speaker::SpeakerArgs) -> anyhow::Result<()> {
+async fn speaker(args: berth_speaker::SpeakerArgs) -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
-    berth::speaker::run(client, args, shutdown_on_signals()).await
+    berth_speaker::run(client, args, shutdown_on_signals()).await
 }
 
 /// An error and its causes on one line, leaving out a cause whose text the line already
@@ -228,13 +231,14 @@ fn error_chain(e: &anyhow::Error) -> String {
 }
 
 fn main() {
-    berth::install_crypto_provider();
+    berth_controller::install_crypto_provider();
     let cli = match Cli::from_arg_matches(&cli_command().get_matches()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
     let default_filter = match cli.command {
         // The demo prints its own summary; keep the log to what goes wrong.
+        #[cfg(feature = "demo")]
         Command::Demo(_) => "warn,kube_client=error,kube_client::client::builder=off",
         // kube's own request log says `client error (Connect)` without the server or the
         // reason; berth logs both where it retries.
@@ -274,9 +278,10 @@ fn main() {
     let res = rt.block_on(async {
         match cli.command {
             Command::Controller(a) => controller(*a).await,
+            #[cfg(feature = "demo")]
             Command::Demo(a) => demo::run(a).await,
             Command::Crds => {
-                print!("{}", berth::pools::crd::crds_yaml());
+                print!("{}", berth_api::crd::crds_yaml());
                 Ok(())
             }
             Command::Speaker(a) => speaker(*a).await,
