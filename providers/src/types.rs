@@ -101,6 +101,123 @@ impl DesiredLoadBalancer {
             service: self.service.clone(),
         }
     }
+
+    /// A load balancer for `service` in `cluster`, its id and ownership labels derived from
+    /// them; no listeners, targets, source ranges, families, requested addresses or
+    /// annotations; a TCP health check on the traffic port and no session affinity. The
+    /// builder's methods set the rest.
+    pub fn builder(cluster: &str, service: ServiceRef) -> DesiredLoadBalancerBuilder {
+        DesiredLoadBalancerBuilder(DesiredLoadBalancer {
+            id: crate::naming::load_balancer_id(
+                cluster,
+                &service.namespace,
+                &service.name,
+                &service.uid,
+            ),
+            cluster: cluster.to_string(),
+            labels: ownership_labels(cluster, &service),
+            service,
+            listeners: Vec::new(),
+            targets: Vec::new(),
+            health_check: HealthCheck::tcp_traffic_port(),
+            source_ranges: Vec::new(),
+            session_affinity: SessionAffinity::None,
+            ip_families: Vec::new(),
+            requested_addresses: Vec::new(),
+            annotations: BTreeMap::new(),
+        })
+    }
+}
+
+/// Builds a [`DesiredLoadBalancer`]; from [`DesiredLoadBalancer::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct DesiredLoadBalancerBuilder(DesiredLoadBalancer);
+
+impl DesiredLoadBalancerBuilder {
+    /// Adds a listener on `port` (after those added before).
+    pub fn listener(
+        mut self,
+        name: &str,
+        port: u16,
+        protocol: Protocol,
+        node_port: Option<u16>,
+    ) -> Self {
+        self.0.listeners.push(Listener {
+            name: name.to_string(),
+            port,
+            protocol,
+            node_port,
+        });
+        self
+    }
+
+    /// Adds a target (after those added before).
+    pub fn target(mut self, target: NodeTarget) -> Self {
+        self.0.targets.push(target);
+        self
+    }
+
+    /// Adds targets (after those added before).
+    pub fn targets(mut self, targets: impl IntoIterator<Item = NodeTarget>) -> Self {
+        self.0.targets.extend(targets);
+        self
+    }
+
+    /// Replaces the health check.
+    pub fn health_check(mut self, health_check: HealthCheck) -> Self {
+        self.0.health_check = health_check;
+        self
+    }
+
+    /// Adds an allowed client range.
+    pub fn source_range(mut self, range: Cidr) -> Self {
+        self.0.source_ranges.push(range);
+        self
+    }
+
+    /// Replaces the session affinity.
+    pub fn session_affinity(mut self, affinity: SessionAffinity) -> Self {
+        self.0.session_affinity = affinity;
+        self
+    }
+
+    /// Replaces the IP families, primary first.
+    pub fn ip_families(mut self, families: impl IntoIterator<Item = IpFamily>) -> Self {
+        self.0.ip_families = families.into_iter().collect();
+        self
+    }
+
+    /// Adds a requested address.
+    pub fn requested_address(mut self, ip: IpAddr) -> Self {
+        self.0.requested_addresses.push(ip);
+        self
+    }
+
+    /// Sets an annotation.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.0
+            .annotations
+            .insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// The load balancer.
+    pub fn build(self) -> DesiredLoadBalancer {
+        self.0
+    }
+}
+
+impl NodeTarget {
+    /// A node called `name` at `internal_ip`, with no provider id or zone.
+    pub fn new(name: &str, internal_ip: Option<IpAddr>) -> Self {
+        Self {
+            name: name.to_string(),
+            internal_ip,
+            provider_id: None,
+            zone: None,
+        }
+    }
 }
 
 /// The transport protocol of a Service port.
@@ -357,6 +474,39 @@ mod tests {
         assert_eq!(owned.cluster, "prod");
         assert_eq!(owned.service, svc());
         assert_eq!(owned.reference().id, "b-1");
+    }
+
+    #[test]
+    fn builder_fills_identity_and_defaults() {
+        let lb = DesiredLoadBalancer::builder("prod", svc())
+            .listener("http", 80, Protocol::Tcp, Some(30080))
+            .listener("dns", 53, Protocol::Udp, None)
+            .target(NodeTarget::new("b", None))
+            .targets([NodeTarget::new("a", Some("10.0.0.1".parse().unwrap()))])
+            .source_range("10.1.2.3/8".parse().unwrap())
+            .requested_address("192.0.2.1".parse().unwrap())
+            .ip_families([IpFamily::IPv6])
+            .annotation("k", "v")
+            .build();
+        assert_eq!(
+            lb.id,
+            crate::naming::load_balancer_id("prod", "shop", "web", "0f6c")
+        );
+        assert_eq!(lb.cluster, "prod");
+        assert_eq!(lb.labels, ownership_labels("prod", &svc()));
+        assert_eq!(lb.reference().service, svc());
+        let ports: Vec<_> = lb.listeners.iter().map(|l| (l.port, l.node_port)).collect();
+        assert_eq!(ports, vec![(80, Some(30080)), (53, None)]);
+        let names: Vec<_> = lb.targets.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, vec!["b", "a"]);
+        assert_eq!(lb.source_ranges[0].to_string(), "10.0.0.0/8");
+        assert_eq!(lb.ip_families, vec![IpFamily::IPv6]);
+        assert_eq!(lb.annotations["k"], "v");
+        assert_eq!(lb.health_check, HealthCheck::tcp_traffic_port());
+        assert_eq!(lb.session_affinity, SessionAffinity::None);
+        let bare = DesiredLoadBalancer::builder("prod", svc()).build();
+        assert!(bare.listeners.is_empty() && bare.targets.is_empty());
+        assert!(bare.source_ranges.is_empty() && bare.requested_addresses.is_empty());
     }
 
     #[test]

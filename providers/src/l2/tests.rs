@@ -1,6 +1,5 @@
 use super::*;
-use crate::naming;
-use crate::types::{HealthCheck, IpFamily, Listener, Protocol, SessionAffinity};
+use crate::types::{IpFamily, Protocol};
 
 fn lb(name: &str, port: u16, ann: &[(&str, &str)]) -> DesiredLoadBalancer {
     let service = ServiceRef {
@@ -8,28 +7,13 @@ fn lb(name: &str, port: u16, ann: &[(&str, &str)]) -> DesiredLoadBalancer {
         name: name.into(),
         uid: format!("uid-{name}"),
     };
-    DesiredLoadBalancer {
-        id: naming::load_balancer_id("c1", "default", name, &service.uid),
-        cluster: "c1".into(),
-        labels: ownership_labels("c1", &service),
-        service,
-        listeners: vec![Listener {
-            name: String::new(),
-            port,
-            protocol: Protocol::Tcp,
-            node_port: None,
-        }],
-        targets: vec![],
-        health_check: HealthCheck::tcp_traffic_port(),
-        source_ranges: vec![],
-        session_affinity: SessionAffinity::None,
-        ip_families: vec![IpFamily::IPv4],
-        requested_addresses: vec![],
-        annotations: ann
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    }
+    ann.iter()
+        .fold(DesiredLoadBalancer::builder("c1", service), |b, (k, v)| {
+            b.annotation(k, v)
+        })
+        .listener("", port, Protocol::Tcp, None)
+        .ip_families([IpFamily::IPv4])
+        .build()
 }
 
 fn provider() -> L2Provider {
