@@ -90,6 +90,19 @@ pub struct DesiredLoadBalancer {
     pub labels: BTreeMap<String, String>,
     /// The Service's annotations, for provider-specific settings.
     pub annotations: BTreeMap<String, String>,
+    /// The Service's own `metadata.labels` (the l2 provider's pools select Services by
+    /// them). Only providers whose [`Provider::reads_service_facts`] is true look at this
+    /// and the next two fields.
+    ///
+    /// [`Provider::reads_service_facts`]: crate::Provider::reads_service_facts
+    #[serde(default)]
+    pub service_labels: BTreeMap<String, String>,
+    /// The Service's `spec.selector` (its pods).
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// The Service's `spec.externalTrafficPolicy`.
+    #[serde(default)]
+    pub external_traffic_policy: TrafficPolicy,
 }
 
 impl DesiredLoadBalancer {
@@ -125,8 +138,38 @@ impl DesiredLoadBalancer {
             ip_families: Vec::new(),
             requested_addresses: Vec::new(),
             annotations: BTreeMap::new(),
+            service_labels: BTreeMap::new(),
+            selector: BTreeMap::new(),
+            external_traffic_policy: TrafficPolicy::Cluster,
         })
     }
+
+    /// Whether the Service's own facts (labels, selector, traffic policy) are the same in
+    /// `other`.
+    pub fn same_service_facts(&self, other: &Self) -> bool {
+        self.service_labels == other.service_labels
+            && self.selector == other.selector
+            && self.external_traffic_policy == other.external_traffic_policy
+    }
+
+    /// `self` with the Service's own facts of `other`.
+    pub fn with_service_facts_of(mut self, other: &Self) -> Self {
+        self.service_labels = other.service_labels.clone();
+        self.selector = other.selector.clone();
+        self.external_traffic_policy = other.external_traffic_policy;
+        self
+    }
+}
+
+/// A Service's `spec.externalTrafficPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum TrafficPolicy {
+    /// Any node may take the traffic and forward it (the default).
+    #[default]
+    Cluster,
+    /// Only nodes running one of the Service's pods take traffic (the client address is
+    /// kept).
+    Local,
 }
 
 /// Builds a [`DesiredLoadBalancer`]; from [`DesiredLoadBalancer::builder`].
@@ -199,6 +242,26 @@ impl DesiredLoadBalancerBuilder {
         self.0
             .annotations
             .insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Sets one of the Service's own labels.
+    pub fn service_label(mut self, key: &str, value: &str) -> Self {
+        self.0
+            .service_labels
+            .insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Sets one entry of the Service's selector.
+    pub fn selector(mut self, key: &str, value: &str) -> Self {
+        self.0.selector.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Replaces the external traffic policy.
+    pub fn external_traffic_policy(mut self, policy: TrafficPolicy) -> Self {
+        self.0.external_traffic_policy = policy;
         self
     }
 
@@ -507,6 +570,42 @@ mod tests {
         let bare = DesiredLoadBalancer::builder("prod", svc()).build();
         assert!(bare.listeners.is_empty() && bare.targets.is_empty());
         assert!(bare.source_ranges.is_empty() && bare.requested_addresses.is_empty());
+        assert_eq!(bare.external_traffic_policy, TrafficPolicy::Cluster);
+    }
+
+    #[test]
+    fn service_facts_compare_and_carry_over() {
+        let plain = DesiredLoadBalancer::builder("prod", svc()).build();
+        let local = DesiredLoadBalancer::builder("prod", svc())
+            .service_label("tier", "web")
+            .selector("app", "x")
+            .external_traffic_policy(TrafficPolicy::Local)
+            .build();
+        assert!(!plain.same_service_facts(&local));
+        let carried = plain.clone().with_service_facts_of(&local);
+        assert_eq!(carried, local);
+        assert!(carried.same_service_facts(&local));
+        for one in [
+            DesiredLoadBalancer::builder("prod", svc()).service_label("a", "b"),
+            DesiredLoadBalancer::builder("prod", svc()).selector("a", "b"),
+            DesiredLoadBalancer::builder("prod", svc())
+                .external_traffic_policy(TrafficPolicy::Local),
+        ] {
+            assert!(!one.build().same_service_facts(&plain));
+        }
+        // Desired states written before these fields existed still read.
+        let mut json = serde_json::to_value(&plain).unwrap();
+        for k in ["serviceLabels", "selector", "externalTrafficPolicy"] {
+            json.as_object_mut().unwrap().remove(k);
+        }
+        assert_eq!(
+            serde_json::from_value::<DesiredLoadBalancer>(json).unwrap(),
+            plain
+        );
+        assert_eq!(
+            serde_json::to_value(TrafficPolicy::Local).unwrap(),
+            serde_json::json!("Local")
+        );
     }
 
     #[test]

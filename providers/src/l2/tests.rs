@@ -105,22 +105,41 @@ async fn sharing_annotation_and_facts_flow_into_the_allocator() {
     let b = p.ensure(&lb("b", 443, &key)).await.unwrap();
     assert_eq!(a.ingress[0].ip, b.ingress[0].ip);
     // ETP=Local with another selector may not share: b moves once its facts change.
-    assert!(p.set_service_facts(
-        "uid-b",
-        ServiceFacts {
-            labels: Default::default(),
-            local_selector: Some([("app".to_string(), "b".to_string())].into()),
-        }
-    ));
-    assert!(!p.set_service_facts(
-        "uid-b",
-        ServiceFacts {
-            labels: Default::default(),
-            local_selector: Some([("app".to_string(), "b".to_string())].into()),
-        }
-    ));
-    let b2 = p.ensure(&lb("b", 443, &key)).await.unwrap();
+    let mut b_local = lb("b", 443, &key);
+    b_local.external_traffic_policy = TrafficPolicy::Local;
+    b_local.selector = [("app".to_string(), "b".to_string())].into();
+    assert!(p.reads_service_facts());
+    let b2 = p.ensure(&b_local).await.unwrap();
     assert_ne!(a.ingress[0].ip, b2.ingress[0].ip);
+    // A pool's serviceSelectors see the Service's own labels.
+    p.set_pools(&[
+        PoolSpec {
+            name: "default".into(),
+            addresses: vec!["198.51.100.0/30".into()],
+            auto_assign: true,
+            ..Default::default()
+        },
+        PoolSpec {
+            name: "web-only".into(),
+            addresses: vec!["203.0.113.0/30".into()],
+            auto_assign: false,
+            allocation: Some(ServiceAllocation {
+                service_selectors: vec![LabelSelector {
+                    match_labels: [("tier".to_string(), "web".to_string())].into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ]);
+    let pick = [(POOL_ANNOTATION, "web-only")];
+    let e = p.ensure(&lb("w", 80, &pick)).await.unwrap_err();
+    assert!(e.to_string().contains("web-only"), "{e}");
+    let mut labelled = lb("w", 80, &pick);
+    labelled.service_labels = [("tier".to_string(), "web".to_string())].into();
+    let w = p.ensure(&labelled).await.unwrap();
+    assert_eq!(w.ingress[0].ip, Some("203.0.113.0".parse().unwrap()));
     // The pool annotation.
     let e = p
         .ensure(&lb("c", 80, &[(POOL_ANNOTATION, "nope")]))
@@ -133,12 +152,7 @@ async fn sharing_annotation_and_facts_flow_into_the_allocator() {
 async fn restore_takes_addresses_back_before_allocating() {
     let p = provider();
     let d = lb("web", 80, &[]);
-    p.restore(
-        &d,
-        ServiceFacts::default(),
-        &["198.51.100.2".parse().unwrap()],
-    )
-    .unwrap();
+    p.restore(&d, &["198.51.100.2".parse().unwrap()]).unwrap();
     let st = p.ensure(&lb("other", 80, &[])).await.unwrap();
     assert_eq!(st.ingress[0].ip, Some("198.51.100.0".parse().unwrap()));
     let st = p.ensure(&d).await.unwrap();
