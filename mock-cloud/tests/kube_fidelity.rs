@@ -208,6 +208,14 @@ async fn bad_and_compacted_continue_tokens_are_refused_like_kube_apiserver() {
         .as_str()
         .unwrap_or("")
         .to_string();
+    // A token of one namespace's list does not continue another's.
+    let other = format!("/api/v1/namespaces/kube-system/configmaps?limit=2&continue={cont}");
+    let (code, status) = get(&mc, &other).await;
+    assert_eq!(
+        (code, &status["reason"]),
+        (400, &json!("BadRequest")),
+        "{status}"
+    );
     mc.core.store.compact();
     let (code, status) = get(&mc, &format!("{CMS}?limit=2&continue={cont}")).await;
     assert_eq!(code, 410, "{status}");

@@ -204,6 +204,13 @@ impl ApiCore {
             None => None,
             Some(tok) => Some(ContinueToken::decode(tok)?),
         };
+        if let (Some(t), Some(ns)) = (&token, ns)
+            && t.ns != ns
+        {
+            return Err(ApiError::bad_request(
+                "continue key is not valid: it continues a list of another namespace",
+            ));
+        }
         if let Some(t) = &token
             && t.rv.is_some_and(|rv| rv < self.store.oldest_rv())
         {
