@@ -14,7 +14,7 @@ pub mod fake_lb;
 
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -363,58 +363,20 @@ impl Drop for Proc {
 // Raw HTTP
 // ---------------------------------------------------------------------------------------
 
-/// A raw HTTP/1.1 request: Ok((status code, body)) or Err on a transport failure.
+/// A raw HTTP/1.1 request: Ok((status code, body)) or Err on a transport failure. The one
+/// raw client of the test suites (`mock_cloud::testing`), with JSON bodies.
 pub fn http(
     addr: &str,
     method: &str,
     path: &str,
     body: Option<&Value>,
 ) -> Result<(u16, String), String> {
-    let sa: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(5))
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(15))).ok();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())
-        .and_then(|_| s.write_all(body.as_bytes()))
-        .map_err(|e| format!("write to {addr}: {e}"))?;
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp)
-        .map_err(|e| format!("read from {addr}: {e}"))?;
-    let text = String::from_utf8_lossy(&resp).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no HTTP status from {addr}: {text:?}"))?;
-    let body = match text.split_once("\r\n\r\n") {
-        Some((h, b))
-            if h.to_ascii_lowercase()
-                .contains("transfer-encoding: chunked") =>
-        {
-            dechunk(b)
-        }
-        Some((_, b)) => b.to_string(),
-        None => String::new(),
+    let req = mock_cloud::testing::Request {
+        accept: "application/json, text/plain",
+        ..mock_cloud::testing::Request::json(method, path, body.as_bytes())
     };
-    Ok((code, body))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    mock_cloud::testing::http(addr, &req)
 }
 
 /// GET returning parsed JSON; panics on anything but 200.
