@@ -167,8 +167,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     }
     println!();
     println!("Deployment default/demo (2 replicas) behind Service demo (LoadBalancer) at {ip}:");
-    println!("  curl http://{ip}/                       # answers with the pod's name");
-    println!("  echo hi | nc -u -w1 {ip} 53              # UDP too");
+    for line in try_commands(&ip, on_path) {
+        println!("{line}");
+    }
     println!("  export KUBECONFIG={kc}");
     println!("  kubectl get all");
     println!("  kubectl scale deployment demo --replicas=4");
@@ -207,4 +208,65 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     cloud.shutdown().await;
     let _ = std::fs::remove_file(&kubeconfig);
     Ok(())
+}
+
+/// Whether `cmd` is an executable on $PATH.
+fn on_path(cmd: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| {
+            std::fs::metadata(d.join(cmd))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// The lines that show how to reach the demo Service, with the tools this machine has: curl
+/// or wget for HTTP, nc for UDP (bash's /dev/udp otherwise, which sends but cannot show the
+/// answer).
+fn try_commands(ip: impl std::fmt::Display, has: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut lines = Vec::new();
+    if has("curl") {
+        lines.push(format!(
+            "  curl http://{ip}/                       # answers with the pod's name"
+        ));
+    } else if has("wget") {
+        lines.push(format!(
+            "  wget -qO- http://{ip}/                  # answers with the pod's name"
+        ));
+    } else {
+        lines.push(format!(
+            "  http://{ip}/ in a browser               # answers with the pod's name"
+        ));
+    }
+    if has("nc") {
+        lines.push(format!(
+            "  echo hi | nc -u -w1 {ip} 53              # UDP too"
+        ));
+    } else if has("bash") {
+        lines.push(format!("  echo hi > /dev/udp/{ip}/53               # UDP too (bash; install nc to see the answer)"));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::try_commands;
+
+    #[test]
+    fn suggests_only_tools_the_machine_has() {
+        let all = try_commands("127.0.0.9", |_| true).join("\n");
+        assert!(
+            all.contains("curl http://127.0.0.9/") && all.contains("nc -u"),
+            "{all}"
+        );
+        let none = try_commands("127.0.0.9", |_| false).join("\n");
+        assert!(
+            !none.contains("curl") && !none.contains("nc ") && !none.contains("wget"),
+            "{none}"
+        );
+        let bash_wget = try_commands("127.0.0.9", |c| c == "bash" || c == "wget").join("\n");
+        assert!(bash_wget.contains("wget -qO-") && bash_wget.contains("/dev/udp/127.0.0.9/53"));
+        assert!(!bash_wget.contains("nc -u"));
+    }
 }

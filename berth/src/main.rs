@@ -5,7 +5,7 @@ use anyhow::Context;
 use berth_controller::cli::ControllerArgs;
 use berth_providers::Provider;
 use berth_providers::http::{HttpProvider, HttpProviderConfig};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 #[cfg(feature = "demo")]
 mod demo;
+mod migrate;
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +24,42 @@ mod demo;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format: `text` for people, `json` for log pipelines (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level (`error`, `warn`, `info`, `debug`, `trace`) or tracing filter directives
+    /// (`info,berth=debug`). Overrides RUST_LOG. Default: info (the demo: warn).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The environment variable that sets flag `--long` (every flag has one): `BERTH_` and the
+/// flag's name in upper case with `_` for `-`, e.g. `--metrics-listen` → `BERTH_METRICS_LISTEN`.
+fn env_name(long: &str) -> String {
+    format!("BERTH_{}", long.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// berth's command line, with every flag of every subcommand also read from its `BERTH_*`
+/// environment variable (a flag on the command line wins over the variable).
+fn cli_command() -> clap::Command {
+    fn with_env(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|a| match a.get_long() {
+            Some(long) if !matches!(long, "help" | "version") && a.get_env().is_none() => {
+                // clap keeps names as `&'static str`; built once per process.
+                let name: &'static str = Box::leak(env_name(long).into_boxed_str());
+                a.env(name)
+            }
+            _ => a,
+        })
+        .mut_subcommands(with_env)
+    }
+    with_env(Cli::command())
 }
 
 #[derive(Subcommand)]
@@ -36,6 +73,8 @@ enum Command {
     Crds,
     /// Announce the l2 provider's VIPs from this node (ARP/NDP), with failover in about a second.
     Speaker(Box<berth_speaker::SpeakerArgs>),
+    /// Print berth manifests equivalent to another load balancer's (`berth migrate metallb -f FILE`).
+    Migrate(migrate::MigrateArgs),
 }
 
 /// A kube client from a kubeconfig file, or inferred (in-cluster, then $KUBECONFIG).
@@ -52,6 +91,7 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Clie
             .await
             .context("No kubeconfig given and no in-cluster configuration found")?,
     };
+    tracing::info!(server = %config.cluster_url, "Kubernetes API server");
     kube::Client::try_from(config).context("Cannot build a Kubernetes client")
 }
 
@@ -173,23 +213,61 @@ async fn speaker(args: berth_speaker::SpeakerArgs) -> anyhow::Result<()> {
     berth_speaker::run(client, args, shutdown_on_signals()).await
 }
 
+/// An error and its causes on one line, leaving out a cause whose text the line already
+/// holds (libraries often repeat their source's message in their own).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 fn main() {
     berth_controller::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&cli_command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let default_filter = match cli.command {
         // The demo prints its own summary; keep the log to what goes wrong.
         #[cfg(feature = "demo")]
-        Command::Demo(_) => "warn,kube_client=error",
-        _ => "info,kube_runtime=warn,kube_client=warn",
+        Command::Demo(_) => "warn,kube_client=error,kube_client::client::builder=off",
+        // kube's own request log says `client error (Connect)` without the server or the
+        // reason; berth logs both where it retries.
+        _ => "info,kube_runtime=warn,kube_client=warn,kube_client::client::builder=off",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = match &cli.log_level {
+        Some(level) => match tracing_subscriber::EnvFilter::try_new(level) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("berth: error: invalid --log-level {level:?}: {e}");
+                std::process::exit(2);
+            }
+        },
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| default_filter.into()),
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -207,11 +285,95 @@ fn main() {
                 Ok(())
             }
             Command::Speaker(a) => speaker(*a).await,
+            Command::Migrate(a) => migrate::run(a),
         }
     });
     rt.shutdown_timeout(Duration::from_secs(2));
     if let Err(e) = res {
-        eprintln!("berth: error: {e:#}");
+        eprintln!("berth: error: {}", error_chain(&e));
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_chain_says_each_thing_once() {
+        let os = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "No such file or directory (os error 2)",
+        );
+        let e = anyhow::Error::new(os)
+            .context("failed to read /x/kubeconfig: No such file or directory (os error 2)")
+            .context("Cannot read kubeconfig /x/kubeconfig");
+        assert_eq!(
+            error_chain(&e),
+            "Cannot read kubeconfig /x/kubeconfig: failed to read /x/kubeconfig: No such file or directory (os error 2)"
+        );
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&e), "outer: inner");
+    }
+
+    /// Every flag of every subcommand has its `BERTH_*` variable, and the names are unique.
+    #[test]
+    fn every_flag_reads_its_environment_variable() {
+        fn walk(cmd: &clap::Command, seen: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let Some(long) = a.get_long() else { continue };
+                if matches!(long, "help" | "version") {
+                    continue;
+                }
+                let env = a.get_env().map(|e| e.to_string_lossy().into_owned());
+                // A flag that names its own conventional variable keeps it (the speaker's
+                // NODE_NAME from the downward API, KUBECONFIG).
+                let env =
+                    env.unwrap_or_else(|| panic!("{} --{long} has no variable", cmd.get_name()));
+                assert!(
+                    env == env_name(long) || matches!(env.as_str(), "NODE_NAME" | "KUBECONFIG"),
+                    "{} --{long}: {env}",
+                    cmd.get_name()
+                );
+                seen.push(format!("{} {env}", cmd.get_name()));
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, seen);
+            }
+        }
+        let cmd = cli_command();
+        cmd.clone().debug_assert();
+        let mut seen = Vec::new();
+        walk(&cmd, &mut seen);
+        for want in [
+            "controller BERTH_METRICS_LISTEN",
+            "controller BERTH_PROVIDER",
+            "speaker NODE_NAME",
+            "speaker BERTH_MEMBERSHIP_KEY_FILE",
+            "berth BERTH_LOG_FORMAT",
+            "berth BERTH_LOG_LEVEL",
+        ] {
+            assert!(
+                seen.iter().any(|s| s == want),
+                "{want} missing from {seen:?}"
+            );
+        }
+        assert_eq!(env_name("gc-max-deletes"), "BERTH_GC_MAX_DELETES");
+    }
+
+    #[test]
+    fn command_line_wins_over_the_environment() {
+        // Values through clap's own resolution: a flag beats the variable, which beats the
+        // default. (Setting the process environment in a test is unsafe; the end-to-end test
+        // tests/tests/ops.rs runs the binary with the variables set.)
+        let m = cli_command()
+            .try_get_matches_from(["berth", "--log-format", "json", "crds"])
+            .expect("parses");
+        let cli = Cli::from_arg_matches(&m).expect("cli");
+        assert!(cli.log_format == LogFormat::Json);
+        let err = cli_command()
+            .try_get_matches_from(["berth", "--log-format", "xml", "crds"])
+            .expect_err("xml is refused");
+        assert!(err.to_string().contains("xml"), "{err}");
     }
 }

@@ -1,4 +1,4 @@
-//! The admin endpoints: `/metrics` (Prometheus text), `/healthz` (the process is serving),
+//! The admin endpoints: `/metrics` (Prometheus text 0.0.4 or OpenMetrics, negotiated), `/healthz` (the process is serving),
 //! `/readyz` (caches synced — or, on a standby replica, taking part in leader election —
 //! and not shutting down).
 
@@ -43,14 +43,17 @@ struct AdminState {
     queue_depth: Box<dyn Fn() + Send + Sync>,
 }
 
-async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+/// The Prometheus text format 0.0.4 or OpenMetrics, as the scraper's `Accept` asks.
+async fn metrics(
+    State(s): State<Arc<AdminState>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
     (s.queue_depth)();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = crate::exposition::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        crate::exposition::render(&s.metrics.encode(), format),
     )
 }
 

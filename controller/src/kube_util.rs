@@ -9,6 +9,7 @@ use kube::runtime::reflector::Store;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::watch;
+use tracing::warn;
 
 /// A non-watch request that took longer than the client's request timeout.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +91,25 @@ pub fn is_fenced(err: &kube::Error) -> bool {
     false
 }
 
+/// An error and its sources on one line, each text once: kube's errors say only
+/// `client error (Connect)` at the top and keep the reason (`Connection refused`, a TLS or DNS
+/// failure) in their sources.
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        cur = e.source();
+    }
+    line
+}
+
 /// The default cluster id: the uid of the `kube-system` namespace, which is unique per
 /// cluster and stable for its life. A few attempts with backoff; then an error naming the
 /// flag that avoids the lookup.
@@ -104,7 +124,10 @@ pub async fn cluster_id(client: &kube::Client) -> anyhow::Result<String> {
                 Some(uid) if !uid.is_empty() => return Ok(uid),
                 _ => last = "it has no uid".into(),
             },
-            Err(e) => last = e.to_string(),
+            Err(e) => {
+                last = describe(&e);
+                warn!(error = %last, "Cannot read the kube-system namespace (the default cluster id); retrying");
+            }
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
@@ -141,6 +164,30 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn describe_keeps_the_reason_and_drops_repeats() {
+        #[derive(Debug)]
+        struct Top(std::io::Error);
+        impl std::fmt::Display for Top {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl std::error::Error for Top {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Top(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        ));
+        assert_eq!(
+            describe(&e),
+            "client error (Connect): Connection refused (os error 111)"
+        );
+    }
 
     #[test]
     fn watches_are_recognised_by_their_query() {

@@ -375,7 +375,7 @@ impl LeaderElector {
                 }
                 Ok(Ok(false)) => {}
                 Ok(Err(e)) => {
-                    warn!(error = %e, lease = %self.s.name, "Cannot read the leader lease")
+                    warn!(error = %crate::kube_util::describe(&e), lease = %self.s.name, "Cannot read the leader lease")
                 }
                 Err(_) => warn!(lease = %self.s.name, "Leader lease request timed out"),
             }
@@ -397,7 +397,7 @@ impl LeaderElector {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => break Lost::TakenOver,
                 Ok(Err(e)) => {
-                    warn!(error = %e, lease = %self.s.name, "Cannot renew the leader lease")
+                    warn!(error = %crate::kube_util::describe(&e), lease = %self.s.name, "Cannot renew the leader lease")
                 }
                 Err(_) => break Lost::DeadlinePassed,
             }

@@ -17,6 +17,13 @@ pub struct ClassLabel {
     pub class: String,
 }
 
+/// One IP address pool of the l2 provider, one address family.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
+    pub family: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub class: String,
@@ -62,6 +69,10 @@ pub struct Metrics {
     /// How many classes this replica leads (1/0 for a single class).
     pub leader: Gauge,
     pub events: Counter<u64, AtomicU64>,
+    /// Addresses of each IP pool, by family (an IPv6 /64 is 1.8e19: floats).
+    pub pool_capacity: Family<PoolLabels, Gauge<f64, AtomicU64>>,
+    pub pool_in_use: Family<PoolLabels, Gauge<f64, AtomicU64>>,
+    pub pool_available: Family<PoolLabels, Gauge<f64, AtomicU64>>,
 }
 
 fn buckets() -> impl Iterator<Item = f64> {
@@ -150,6 +161,24 @@ impl Default for Metrics {
         );
         let events = Counter::default();
         registry.register("events", "Kubernetes events published", events.clone());
+        let pool_capacity = Family::<PoolLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "pool_addresses_capacity",
+            "Addresses an IPAddressPool holds, by pool and family (l2 provider)",
+            pool_capacity.clone(),
+        );
+        let pool_in_use = Family::<PoolLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "pool_addresses_in_use",
+            "Addresses of an IPAddressPool assigned to Services, by pool and family",
+            pool_in_use.clone(),
+        );
+        let pool_available = Family::<PoolLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "pool_addresses_available",
+            "Addresses of an IPAddressPool still free, by pool and family",
+            pool_available.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -165,11 +194,47 @@ impl Default for Metrics {
             class_leader,
             leader,
             events,
+            pool_capacity,
+            pool_in_use,
+            pool_available,
         }
     }
 }
 
 impl Metrics {
+    /// Sets the address gauges of `pool`'s `family` ("ipv4" or "ipv6").
+    pub fn set_pool(&self, pool: &str, family: &str, in_use: u64, available: u64) {
+        let l = PoolLabels {
+            pool: pool.into(),
+            family: family.into(),
+        };
+        if in_use == 0 && available == 0 {
+            // The pool has no address of this family.
+            self.pool_in_use.remove(&l);
+            self.pool_available.remove(&l);
+            self.pool_capacity.remove(&l);
+            return;
+        }
+        self.pool_in_use.get_or_create(&l).set(in_use as f64);
+        self.pool_available.get_or_create(&l).set(available as f64);
+        self.pool_capacity
+            .get_or_create(&l)
+            .set(in_use.saturating_add(available) as f64);
+    }
+
+    /// Forgets a pool that no longer exists.
+    pub fn remove_pool(&self, pool: &str) {
+        for family in ["ipv4", "ipv6"] {
+            let l = PoolLabels {
+                pool: pool.into(),
+                family: family.into(),
+            };
+            self.pool_in_use.remove(&l);
+            self.pool_available.remove(&l);
+            self.pool_capacity.remove(&l);
+        }
+    }
+
     /// The handle one class's controller records through.
     pub fn for_class(self: &Arc<Self>, class: &str) -> ClassMetrics {
         ClassMetrics {

@@ -102,7 +102,7 @@ fn spawn_node_tracker(
                 Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
                 Ok(_) => {}
                 Err(e) => {
-                    warn!(error = %e, "Node watch failed; retrying");
+                    warn!(error = %crate::kube_util::describe(&e), "Node watch failed; retrying");
                     continue;
                 }
             }

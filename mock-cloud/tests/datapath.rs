@@ -631,3 +631,113 @@ async fn busy_node_ports_are_skipped_and_retried() {
     .await;
     mc.shutdown().await;
 }
+
+/// A pod on node-1 with one TCP `containerPort`, behind a ClusterIP Service.
+fn single_port_pod(name: &str, port: u16) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"nodeName": "node-1", "containers": [
+            {"name": "web", "image": "mock/echo:1", "ports": [{"containerPort": port}]},
+        ]},
+    })
+}
+
+fn condition_field(obj: &Value, type_: &str, field: &str) -> Option<String> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .and_then(|c| c[field].as_str())
+        .map(str::to_string)
+}
+
+/// The messages of the events about a pod with this reason (each must be a Warning).
+fn pod_events(mc: &MockCloud, pod: &str, reason: &str) -> Vec<String> {
+    let (events, _) = mc
+        .core
+        .store
+        .list(&(String::new(), "events".to_string()), Some("default"));
+    events
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == pod && e["reason"] == reason)
+        .inspect(|e| assert_eq!(e["type"], "Warning", "{e}"))
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// What a pod whose port is taken by another process looks like: not Ready, its container
+/// not ready, one FailedToBindPort Warning naming the port and the OS error, its endpoint
+/// not ready. Once the port is free, the retry binds it and the pod becomes Ready.
+async fn port_conflict_case(mc: &MockCloud, name: &str, port: u16, blocker: std::net::TcpListener) {
+    create(mc, "pods", single_port_pod(name, port));
+    create(
+        mc,
+        "services",
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+               "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": port}]}}),
+    );
+    eventually("the pod is reported not ready", async || {
+        get(mc, "pods", name).is_some_and(|p| {
+            p["status"]["phase"] == "Running"
+                && condition_field(&p, "Ready", "reason").as_deref() == Some("ContainersNotReady")
+        })
+    })
+    .await;
+    let p = get(mc, "pods", name).expect("pod");
+    assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
+    assert_eq!(condition(&p, "ContainersReady").as_deref(), Some("False"));
+    assert_eq!(
+        condition_field(&p, "Ready", "message").as_deref(),
+        Some("containers with unready status: [web]")
+    );
+    assert_eq!(p["status"]["containerStatuses"][0]["ready"], false, "{p}");
+    let events = pod_events(mc, name, "FailedToBindPort");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].contains(&format!("TCP port {port}"))
+            && events[0].contains("Address already in use"),
+        "{}",
+        events[0]
+    );
+    eventually("the endpoint is published, not ready", async || {
+        slice_readiness(mc, name) == vec![(name.to_string(), false)]
+    })
+    .await;
+
+    drop(blocker);
+    eventually("the pod binds its port once it is free", async || {
+        pod_is_ready(mc, name)
+    })
+    .await;
+    let ip = mc.cluster.pod_ip("default", name).expect("pod IP");
+    assert_eq!(tcp_ask(ip, port).await.as_deref(), Some(name));
+    eventually("the endpoint turns ready", async || {
+        slice_readiness(mc, name) == vec![(name.to_string(), true)]
+    })
+    .await;
+    assert_eq!(pod_events(mc, name, "FailedToBindPort").len(), 1);
+}
+
+#[tokio::test]
+async fn a_pod_whose_port_is_taken_on_its_address_is_not_ready() {
+    let mc = start().await;
+    // The first pod on node-1 gets the first address of node-1's pod /24.
+    let pod_ip = Ipv4Addr::new(127, mc.ip_block, 16, 1);
+    let blocker = std::net::TcpListener::bind((pod_ip, 0)).expect("bind the pod's address");
+    let port = blocker.local_addr().expect("addr").port();
+    port_conflict_case(&mc, "taken", port, blocker).await;
+    assert_eq!(mc.cluster.pod_ip("default", "taken"), Some(pod_ip));
+    mc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pod_whose_port_is_taken_on_every_address_is_not_ready() {
+    let mc = start().await;
+    // Another process on 0.0.0.0 (briefly, on a port the OS picked from the ephemeral
+    // range): Linux refuses the pod's own address on that port too.
+    let blocker = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind 0.0.0.0");
+    let port = blocker.local_addr().expect("addr").port();
+    port_conflict_case(&mc, "wildcard", port, blocker).await;
+    mc.shutdown().await;
+}

@@ -18,15 +18,16 @@ pub(crate) async fn serve_metrics(
     let app = axum::Router::new()
         .route(
             "/metrics",
-            get(move || {
+            get(move |headers: axum::http::HeaderMap| {
                 let m = m.clone();
                 async move {
+                    let accept = headers
+                        .get(axum::http::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok());
+                    let format = berth_api::exposition::negotiate(accept);
                     (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        m.encode(),
+                        [(axum::http::header::CONTENT_TYPE, format.content_type())],
+                        berth_api::exposition::render(&m.encode(), format),
                     )
                 }
             }),

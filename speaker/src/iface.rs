@@ -14,16 +14,40 @@ pub struct Interface {
     pub mac: Mac,
 }
 
-/// Names skipped by default: loopback, container and CNI plumbing.
-const SKIP_PREFIXES: [&str; 4] = ["veth", "docker", "cni", "flannel"];
+/// Names skipped by default: loopback, container and CNI plumbing, traffic-shaping and
+/// kube-proxy devices.
+const SKIP_PREFIXES: [&str; 7] = [
+    "veth",
+    "docker",
+    "cni",
+    "flannel",
+    "ifb",
+    "kube-ipvs",
+    "nodelocaldns",
+];
 
-/// Whether an interface is a default announcing interface: not loopback, not veth/docker/cni,
-/// not a bridge port, not a bond slave. `sys` is `/sys/class/net`.
+/// `ARPHRD_ETHER` in `/sys/class/net/X/type`: ARP and NDP answers only make sense there.
+const ARPHRD_ETHER: u32 = 1;
+/// `IFF_UP` in `/sys/class/net/X/flags`.
+const IFF_UP: u32 = 0x1;
+
+/// Whether an interface is a default announcing interface: an Ethernet interface that is up,
+/// not loopback, not veth/docker/cni/ifb plumbing, not a bridge port, not a bond slave. `sys` is
+/// `/sys/class/net`.
 pub fn is_default_candidate(sys: &Path, name: &str) -> bool {
     if name == "lo" || SKIP_PREFIXES.iter().any(|p| name.starts_with(p)) {
         return false;
     }
     let dir = sys.join(name);
+    if read(&dir.join("type")).and_then(|t| t.parse::<u32>().ok()) != Some(ARPHRD_ETHER) {
+        return false;
+    }
+    let flags = read(&dir.join("flags"))
+        .and_then(|f| u32::from_str_radix(f.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(0);
+    if flags & IFF_UP == 0 || read(&dir.join("operstate")).as_deref() == Some("down") {
+        return false;
+    }
     if dir.join("brport").exists() {
         return false;
     }
@@ -116,20 +140,31 @@ mod tests {
     fn default_candidates_skip_plumbing_bridge_ports_and_bond_slaves() {
         let dir = std::env::temp_dir().join(format!("berth-iface-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        for (name, mac) in [
-            ("eth0", "02:00:00:00:00:01"),
-            ("eth1", "02:00:00:00:00:02"),
-            ("eth2", "02:00:00:00:00:03"),
-            ("bond0", "02:00:00:00:00:04"),
-            ("br0", "02:00:00:00:00:05"),
-            ("lo", "00:00:00:00:00:00"),
-            ("veth12", "02:00:00:00:00:06"),
-            ("cni0", "02:00:00:00:00:07"),
+        // (name, MAC, type, flags, operstate) as the kernel shows them.
+        for (name, mac, ty, flags, oper) in [
+            ("eth0", "02:00:00:00:00:01", "1", "0x1003", "up"),
+            ("eth1", "02:00:00:00:00:02", "1", "0x1003", "up"),
+            ("eth2", "02:00:00:00:00:03", "1", "0x1803", "up"),
+            ("bond0", "02:00:00:00:00:04", "1", "0x1403", "up"),
+            ("br0", "02:00:00:00:00:05", "1", "0x1003", "unknown"),
+            ("lo", "00:00:00:00:00:00", "772", "0x9", "unknown"),
+            ("veth12", "02:00:00:00:00:06", "1", "0x1003", "up"),
+            ("cni0", "02:00:00:00:00:07", "1", "0x1003", "up"),
+            // Down: an administratively down NIC, and a traffic-shaping ifb device.
+            ("eth3", "02:00:00:00:00:08", "1", "0x1002", "down"),
+            ("ifb0", "02:00:00:00:00:09", "1", "0x82", "down"),
+            // Up, but no Ethernet: an IPIP tunnel.
+            ("tunl0", "00:00:00:00:00:0a", "768", "0xc1", "unknown"),
+            // Flags up, carrier gone.
+            ("eth4", "02:00:00:00:00:0b", "1", "0x1003", "down"),
         ] {
             let d = dir.join(name);
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(d.join("address"), format!("{mac}\n")).unwrap();
             std::fs::write(d.join("ifindex"), "7\n").unwrap();
+            std::fs::write(d.join("type"), format!("{ty}\n")).unwrap();
+            std::fs::write(d.join("flags"), format!("{flags}\n")).unwrap();
+            std::fs::write(d.join("operstate"), format!("{oper}\n")).unwrap();
         }
         std::fs::create_dir_all(dir.join("bond0/bonding")).unwrap();
         std::fs::create_dir_all(dir.join("eth1/brport")).unwrap();

@@ -91,6 +91,8 @@ pub async fn write_loop(
 ) {
     let api = Api::<IPAddressPool>::all(ctx.client.clone());
     let mut warned: HashMap<String, String> = HashMap::new();
+    // Pools whose gauges are published, to drop those of deleted pools.
+    let mut published: std::collections::HashSet<String> = Default::default();
     while changes.changed().await.is_ok() {
         tokio::time::sleep(STATUS_INTERVAL).await;
         changes.borrow_and_update();
@@ -100,8 +102,18 @@ pub async fn write_loop(
             .into_iter()
             .map(|r| (r.name, r.result))
             .collect();
-        for pool in store.state() {
+        let pools = store.state();
+        let metrics = ctx.metrics.shared();
+        for gone in published.difference(&pools.iter().map(|p| p.name_any()).collect()) {
+            metrics.remove_pool(gone);
+        }
+        published = pools.iter().map(|p| p.name_any()).collect();
+        for pool in pools {
             let name = pool.name_any();
+            if let Some(s) = stats.get(&name) {
+                metrics.set_pool(&name, "ipv4", s.assigned_ipv4, s.available_ipv4);
+                metrics.set_pool(&name, "ipv6", s.assigned_ipv6, s.available_ipv6);
+            }
             let validity = results
                 .get(&name)
                 .cloned()

@@ -7,8 +7,8 @@
 use super::convert::{from_storage, to_storage};
 use super::error::ApiError;
 use super::objmeta::{
-    carry_over_meta, check_patched_identity, check_type_meta, finalizers, label_named, meta,
-    meta_str, name_error, now, prepare_create_meta, random_suffix, strip_rv,
+    carry_over_meta, check_patched_identity, check_type_meta, drop_empty_meta, finalizers,
+    label_named, meta, meta_str, name_error, now, prepare_create_meta, random_suffix, strip_rv,
 };
 use crate::patch::{self, PatchError, PatchType};
 use crate::registry::{Registry, ResourceInfo};
@@ -294,6 +294,7 @@ impl ApiCore {
                 candidate =
                     patch::record_update(&info.api_version(), None, candidate, manager, &now());
             }
+            drop_empty_meta(&mut candidate);
             if opts.dry_run {
                 self.on_create_rollback(w, info, &candidate);
                 return Ok(Arc::new(candidate));
@@ -502,6 +503,7 @@ impl ApiCore {
         if let Some(manager) = &opts.field_manager {
             new = patch::record_update(&info.api_version(), Some(old), new, manager, &now());
         }
+        drop_empty_meta(&mut new);
         let unchanged = strip_rv(old) == strip_rv(&new);
         if opts.dry_run {
             if !status {

@@ -244,3 +244,57 @@ pub(super) fn strip_rv(obj: &Value) -> Value {
     }
     o
 }
+
+/// Metadata fields kube-apiserver leaves out when empty (`omitempty` in `ObjectMeta`).
+const OMIT_WHEN_EMPTY: [&str; 5] = [
+    "labels",
+    "annotations",
+    "finalizers",
+    "ownerReferences",
+    "managedFields",
+];
+
+/// Drops empty (or null) `labels`, `annotations`, `finalizers`, `ownerReferences` and
+/// `managedFields`, as kube-apiserver's serialization does: an emptied finalizer list
+/// comes back absent, not `[]`.
+pub(super) fn drop_empty_meta(obj: &mut Value) {
+    let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for key in OMIT_WHEN_EMPTY {
+        let empty = match m.get(key) {
+            Some(Value::Null) => true,
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::Object(o)) => o.is_empty(),
+            _ => false,
+        };
+        if empty {
+            m.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_meta_fields_are_dropped_others_kept() {
+        let mut o = json!({"metadata": {
+            "name": "a", "labels": {}, "annotations": null, "finalizers": [],
+            "ownerReferences": [], "managedFields": [], "generateName": ""
+        }});
+        drop_empty_meta(&mut o);
+        assert_eq!(o, json!({"metadata": {"name": "a", "generateName": ""}}));
+        let full = json!({"metadata": {
+            "labels": {"a": "b"}, "annotations": {"x": "y"}, "finalizers": ["f"],
+            "ownerReferences": [{"uid": "u"}], "managedFields": [{"manager": "m"}]
+        }});
+        let mut o = full.clone();
+        drop_empty_meta(&mut o);
+        assert_eq!(o, full);
+        let mut no_meta = json!({"kind": "X"});
+        drop_empty_meta(&mut no_meta);
+        assert_eq!(no_meta, json!({"kind": "X"}));
+    }
+}

@@ -7,18 +7,22 @@
 //! send something else) get `<pod-name>\n`; UDP datagrams are answered with `<pod-name>\n`.
 //!
 //! A pod whose node is not Ready has its Ready condition False (as the node lifecycle
-//! controller does); deleted pods (or pods being deleted) have their servers stopped at once.
+//! controller does). A declared port that cannot be bound (another process holds the address,
+//! or 0.0.0.0, on that port) leaves its container not ready and the pod Ready=False
+//! (`ContainersNotReady`), with a `FailedToBindPort` Warning event; the kubelet retries with
+//! backoff. Deleted pods (or pods being deleted) have their servers stopped at once.
 
+use super::pod_status::{Running, running_status};
 use super::{
     Controller, Kind, Shared, Stoppable, array, is_deleting, list, modify, name_of, namespace_of,
     str_at, uid_of,
 };
 use crate::podlogs::PodLog;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinSet;
@@ -170,203 +174,95 @@ async fn serve_udp(s: UdpSocket, name: Arc<str>, log: PodLog) {
     }
 }
 
-/// Binds and starts the pod's servers. Bind failures are logged and skipped.
+/// A declared container port the kubelet could not listen on.
+#[derive(Debug, Clone)]
+struct BindFailure {
+    proto: Proto,
+    port: u16,
+    error: String,
+}
+
+/// Binds and starts servers for `ports`; returns the servers and the ports that could not
+/// be bound (another process on the address, or on 0.0.0.0, holds them).
 async fn start_servers(
     shared: &Shared,
-    pod_key: &str,
     name: &str,
     ip: Ipv4Addr,
     ports: &[(Proto, u16)],
-    log: PodLog,
-) -> Vec<Stoppable> {
+    log: &PodLog,
+) -> (Vec<Stoppable>, Vec<BindFailure>) {
     let name: Arc<str> = Arc::from(name);
-    let mut out = Vec::new();
+    let mut servers = Vec::new();
+    let mut failed = Vec::new();
     for &(proto, port) in ports {
         let addr = SocketAddrV4::new(ip, port);
         let task = match proto {
-            Proto::Tcp => match TcpListener::bind(addr).await {
-                Ok(l) => shared.spawn(serve_tcp(l, name.clone(), log.clone())),
-                Err(e) => {
-                    tracing::warn!(pod = %pod_key, %addr, error = %e, "cannot bind TCP container port");
-                    None
-                }
-            },
-            Proto::Udp => match UdpSocket::bind(addr).await {
-                Ok(s) => shared.spawn(serve_udp(s, name.clone(), log.clone())),
-                Err(e) => {
-                    tracing::warn!(pod = %pod_key, %addr, error = %e, "cannot bind UDP container port");
-                    None
-                }
-            },
+            Proto::Tcp => TcpListener::bind(addr)
+                .await
+                .map(|l| shared.spawn(serve_tcp(l, name.clone(), log.clone()))),
+            Proto::Udp => UdpSocket::bind(addr)
+                .await
+                .map(|s| shared.spawn(serve_udp(s, name.clone(), log.clone()))),
         };
-        out.extend(task);
+        match task {
+            Ok(task) => servers.extend(task),
+            Err(e) => failed.push(BindFailure {
+                proto,
+                port,
+                error: e.to_string(),
+            }),
+        }
     }
-    out
+    (servers, failed)
 }
 
-fn set_condition(conds: &mut Vec<Value>, type_: &str, ok: bool, reason: Option<&str>, now: &str) {
-    let status = if ok { "True" } else { "False" };
-    let since = conds
-        .iter()
-        .find(|c| c["type"] == type_ && c["status"] == status)
-        .and_then(|c| c["lastTransitionTime"].as_str())
-        .unwrap_or(now)
-        .to_string();
-    let mut c = json!({"type": type_, "status": status, "lastProbeTime": null, "lastTransitionTime": since});
-    if let Some(r) = reason {
-        c["reason"] = json!(r);
-    }
-    match conds.iter_mut().find(|c| c["type"] == type_) {
-        Some(old) => *old = c,
-        None => conds.push(c),
-    }
-}
-
-fn hash_hex(s: &str) -> String {
-    // FNV-1a, twice with different seeds: a stable, plausible-looking digest.
-    let fnv = |seed: u64| {
-        s.bytes().fold(seed, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
+/// Records a Warning event about the pod, as the kubelet does.
+fn warn_event(shared: &Shared, pod: &Value, node: &str, reason: &str, message: &str) {
+    let Some(info) = shared.core.info("", "v1", "events") else {
+        return;
     };
-    format!(
-        "{:016x}{:016x}{:016x}{:016x}",
-        fnv(0xcbf2_9ce4_8422_2325),
-        fnv(0x8422_2325_cbf2_9ce4),
-        fnv(0x1234_5678_9abc_def0),
-        fnv(0x0fed_cba9_8765_4321)
-    )
-}
-
-fn container_statuses(
-    pod: &Value,
-    spec_path: &str,
-    status_key: &str,
-    init: bool,
-    now: &str,
-) -> Vec<Value> {
-    let old = array(pod, &format!("/status/{status_key}"));
-    let uid = uid_of(pod);
-    array(pod, spec_path)
-        .iter()
-        .map(|c| {
-            let name = c["name"].as_str().unwrap_or("");
-            let image = c["image"].as_str().unwrap_or("");
-            let prev = old.iter().find(|o| o["name"] == name);
-            let started = prev
-                .and_then(|p| {
-                    p.pointer("/state/running/startedAt")
-                        .or_else(|| p.pointer("/state/terminated/startedAt"))
-                })
-                .and_then(Value::as_str)
-                .unwrap_or(now)
-                .to_string();
-            let state = if init {
-                json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": started, "containerID": format!("mock://{}", hash_hex(&format!("{uid}/{name}")))}})
-            } else {
-                json!({"running": {"startedAt": started}})
-            };
-            json!({
-                "name": name,
-                "image": image,
-                "imageID": format!("mock://sha256:{}", hash_hex(image)),
-                "containerID": format!("mock://{}", hash_hex(&format!("{uid}/{name}"))),
-                "ready": true,
-                "started": !init,
-                "restartCount": 0,
-                "state": state,
-                "lastState": {},
-            })
-        })
-        .collect()
-}
-
-/// The status the kubelet reports for a running pod (timestamps kept from `pod`'s current
-/// status where nothing changed).
-pub fn running_status(
-    pod: &Value,
-    pod_ip: Ipv4Addr,
-    host_ip: Ipv4Addr,
-    node_ready: bool,
-    now: &str,
-) -> Value {
-    let mut status: Map<String, Value> = pod
-        .get("status")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    status.insert("phase".into(), json!("Running"));
-    status.remove("reason");
-    status.remove("message");
-    status.remove("nominatedNodeName");
-    status.insert("hostIP".into(), json!(host_ip.to_string()));
-    status.insert("hostIPs".into(), json!([{"ip": host_ip.to_string()}]));
-    status.insert("podIP".into(), json!(pod_ip.to_string()));
-    status.insert("podIPs".into(), json!([{"ip": pod_ip.to_string()}]));
-    if status.get("startTime").and_then(Value::as_str).is_none() {
-        status.insert("startTime".into(), json!(now));
-    }
-    status
-        .entry("qosClass")
-        .or_insert_with(|| json!("BestEffort"));
-    let mut conds: Vec<Value> = status
-        .get("conditions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    set_condition(&mut conds, "PodReadyToStartContainers", true, None, now);
-    set_condition(&mut conds, "Initialized", true, None, now);
-    set_condition(
-        &mut conds,
-        "Ready",
-        node_ready,
-        (!node_ready).then_some("NodeNotReady"),
-        now,
-    );
-    set_condition(&mut conds, "ContainersReady", true, None, now);
-    set_condition(&mut conds, "PodScheduled", true, None, now);
-    let order = [
-        "PodReadyToStartContainers",
-        "Initialized",
-        "Ready",
-        "ContainersReady",
-        "PodScheduled",
-    ];
-    conds.sort_by_key(|c| {
-        order
-            .iter()
-            .position(|o| c["type"] == *o)
-            .unwrap_or(order.len())
+    let t = super::now();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let ev = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": format!("{}.{nanos:x}", name_of(pod)), "namespace": namespace_of(pod)},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name_of(pod),
+            "namespace": namespace_of(pod), "uid": uid_of(pod),
+            "resourceVersion": str_at(pod, "/metadata/resourceVersion").unwrap_or("")},
+        "reason": reason, "message": message, "type": "Warning", "count": 1,
+        "firstTimestamp": t, "lastTimestamp": t,
+        "source": {"component": "kubelet", "host": node},
+        "reportingComponent": "kubelet", "reportingInstance": node,
     });
-    status.insert("conditions".into(), Value::Array(conds));
-    status.insert(
-        "containerStatuses".into(),
-        Value::Array(container_statuses(
-            pod,
-            "/spec/containers",
-            "containerStatuses",
-            false,
-            now,
-        )),
-    );
-    if !array(pod, "/spec/initContainers").is_empty() {
-        status.insert(
-            "initContainerStatuses".into(),
-            Value::Array(container_statuses(
-                pod,
-                "/spec/initContainers",
-                "initContainerStatuses",
-                true,
-                now,
-            )),
-        );
+    if let Err(e) = shared
+        .core
+        .create(&info, namespace_of(pod), ev, &Default::default())
+    {
+        tracing::debug!(error = %e, "recording a pod event");
     }
-    Value::Object(status)
 }
+
+/// The first retry of ports that could not be bound; each further one waits twice as long.
+const BIND_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between retries.
+const BIND_RETRY_MAX: Duration = Duration::from_secs(30);
 
 struct PodRuntime {
     node: String,
+    ip: Ipv4Addr,
     servers: Vec<Stoppable>,
+    /// Declared ports not bound yet: retried with backoff; the pod is not Ready meanwhile.
+    unbound: Vec<BindFailure>,
+    retry_at: Instant,
+    retry_wait: Duration,
+}
+
+impl PodRuntime {
+    fn unbound_ports(&self) -> Vec<(Proto, u16)> {
+        self.unbound.iter().map(|f| (f.proto, f.port)).collect()
+    }
 }
 
 /// The kubelets of all nodes.
@@ -384,6 +280,54 @@ impl Kubelet {
             shared.release_pod(uid);
             shared.core.pod_logs.remove(uid);
         }
+    }
+
+    /// Starts the pod's servers (first sight) or retries the ports that could not be
+    /// bound (when their backoff is over); a port that fails for the first time gets a
+    /// `FailedToBindPort` Warning event naming it and the OS error.
+    async fn run_servers(&mut self, shared: &Shared, pod: &Value, node: &str, ip: Ipv4Addr) {
+        let uid = uid_of(pod).to_string();
+        let (ports, known_failures) = match self.running.get(&uid) {
+            None => (container_ports(pod), Vec::new()),
+            Some(rt) if !rt.unbound.is_empty() && Instant::now() >= rt.retry_at => {
+                (rt.unbound_ports(), rt.unbound_ports())
+            }
+            Some(_) => return,
+        };
+        let log = shared.core.pod_logs.log(&uid);
+        let (servers, failed) = start_servers(shared, name_of(pod), ip, &ports, &log).await;
+        let key = format!("{}/{}", namespace_of(pod), name_of(pod));
+        for f in failed
+            .iter()
+            .filter(|f| !known_failures.contains(&(f.proto, f.port)))
+        {
+            let proto = f.proto.as_str();
+            tracing::warn!(pod = %key, port = f.port, %proto, error = %f.error, "cannot bind container port");
+            let message = format!(
+                "Cannot listen on {proto} port {} at {ip}: {}; the container is not ready until it can",
+                f.port, f.error
+            );
+            warn_event(shared, pod, node, "FailedToBindPort", &message);
+        }
+        let rt = self.running.entry(uid).or_insert_with(|| {
+            tracing::debug!(pod = %key, node = %node, %ip, "pod started");
+            PodRuntime {
+                node: node.to_string(),
+                ip,
+                servers: Vec::new(),
+                unbound: Vec::new(),
+                retry_at: Instant::now(),
+                retry_wait: BIND_RETRY / 2,
+            }
+        });
+        rt.servers.extend(servers);
+        if !failed.is_empty() {
+            rt.retry_wait = (rt.retry_wait * 2).min(BIND_RETRY_MAX);
+            rt.retry_at = Instant::now() + rt.retry_wait;
+        } else if !rt.unbound.is_empty() {
+            tracing::info!(pod = %key, "every container port is bound now");
+        }
+        rt.unbound = failed;
     }
 }
 
@@ -425,40 +369,33 @@ impl Controller for Kubelet {
             };
             let host_ip = super::nodes::internal_ip(node).unwrap_or(alloc.ip);
             let host_network = pod.pointer("/spec/hostNetwork") == Some(&json!(true));
-            let pod_ip = if host_network {
-                Some(host_ip)
-            } else {
-                let wanted = str_at(pod, "/status/podIP").and_then(|s| s.parse().ok());
-                shared.pod_ip(&uid, node_name, wanted)
+            let pod_ip = match self.running.get(&uid) {
+                Some(rt) => Some(rt.ip),
+                None if host_network => Some(host_ip),
+                None => {
+                    let wanted = str_at(pod, "/status/podIP").and_then(|s| s.parse().ok());
+                    shared.pod_ip(&uid, node_name, wanted)
+                }
             };
             let Some(pod_ip) = pod_ip else {
                 tracing::warn!(pod = %key, node = %node_name, "no free pod IP on node");
                 continue;
             };
             live.insert(uid.clone());
-            if !self.running.contains_key(&uid) {
-                let log = shared.core.pod_logs.log(&uid);
-                let servers = start_servers(
-                    shared,
-                    &key,
-                    name_of(pod),
-                    pod_ip,
-                    &container_ports(pod),
-                    log,
-                )
-                .await;
-                tracing::debug!(pod = %key, node = %node_name, ip = %pod_ip, "pod started");
-                self.running.insert(
-                    uid.clone(),
-                    PodRuntime {
-                        node: node_name.to_string(),
-                        servers,
-                    },
-                );
-            }
-            let ready = super::nodes::is_ready(node);
+            self.run_servers(shared, pod, node_name, pod_ip).await;
+            let unbound = self
+                .running
+                .get(&uid)
+                .map(PodRuntime::unbound_ports)
+                .unwrap_or_default();
+            let run = Running {
+                pod_ip,
+                host_ip,
+                node_ready: super::nodes::is_ready(node),
+                unbound: &unbound,
+            };
             let t = super::now();
-            let want = running_status(pod, pod_ip, host_ip, ready, &t);
+            let want = running_status(pod, run, &t);
             if pod.get("status") != Some(&want) {
                 let r = modify(
                     shared,
@@ -470,7 +407,7 @@ impl Controller for Kubelet {
                         if uid_of(p) != uid || is_deleting(p) {
                             return false;
                         }
-                        let want = running_status(p, pod_ip, host_ip, ready, &t);
+                        let want = running_status(p, run, &t);
                         if p.get("status") == Some(&want) {
                             return false;
                         }
@@ -539,46 +476,5 @@ mod tests {
         let head =
             String::from_utf8(tcp_reply("x", b"HEAD / HTTP/1.1\r\n\r\n")).unwrap_or_default();
         assert!(head.ends_with("\r\n\r\n"), "{head}");
-    }
-
-    #[test]
-    fn running_status_is_complete_and_stable() {
-        let ip = Ipv4Addr::new(127, 4, 16, 1);
-        let host = Ipv4Addr::new(127, 4, 1, 1);
-        let s1 = running_status(&pod(), ip, host, true, "t1");
-        assert_eq!(s1["phase"], "Running");
-        assert_eq!(s1["podIP"], "127.4.16.1");
-        assert_eq!(s1["hostIPs"][0]["ip"], "127.4.1.1");
-        assert_eq!(s1["startTime"], "t1");
-        let conds = s1["conditions"].as_array().cloned().unwrap_or_default();
-        assert_eq!(conds.len(), 5);
-        assert!(conds.iter().all(|c| c["status"] == "True"));
-        let cs = s1["containerStatuses"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        assert_eq!(cs.len(), 2);
-        assert_eq!(cs[0]["ready"], true);
-        assert!(
-            cs[0]["containerID"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("mock://"))
-        );
-        assert!(cs[0]["state"]["running"]["startedAt"] == "t1");
-
-        // Recomputing later changes nothing.
-        let mut p = pod();
-        p["status"] = s1.clone();
-        assert_eq!(running_status(&p, ip, host, true, "t2"), s1);
-
-        // Node not ready: Ready goes False (with a new transition time), the rest stays.
-        let s2 = running_status(&p, ip, host, false, "t3");
-        let ready = s2["conditions"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
-            .unwrap_or_default();
-        assert_eq!(ready["status"], "False");
-        assert_eq!(ready["lastTransitionTime"], "t3");
-        assert_eq!(s2["startTime"], "t1");
     }
 }

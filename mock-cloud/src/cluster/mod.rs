@@ -31,6 +31,7 @@ pub mod endpoints;
 pub mod gc;
 pub mod kubelet;
 pub mod nodes;
+pub mod pod_status;
 pub mod proxy;
 pub mod rollout;
 pub mod scheduler;

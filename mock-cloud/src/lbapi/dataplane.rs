@@ -2,9 +2,10 @@
 //! healthy targets, plus the health checkers that decide which targets are healthy.
 
 use super::affinity::AffinityTable;
-use super::cidr::{self, Cidr};
+use super::cidr;
 use super::health::{self, HealthCell};
 use super::spec::{CheckParams, Protocol, Spec};
+use ipnet::IpNet;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -64,7 +65,7 @@ struct Routing {
     listeners: HashMap<ListenerKey, u16>,
     targets: Vec<RouteTarget>,
     hc_port: Option<u16>,
-    source_ranges: Vec<Cidr>,
+    source_ranges: Vec<IpNet>,
     affinity: Option<Duration>,
 }
 

@@ -1,7 +1,8 @@
 //! The contract's `LoadBalancerSpec`: parsing with field-precise validation errors, defaults,
 //! and the ETag.
 
-use super::cidr::Cidr;
+use super::cidr;
+use ipnet::IpNet;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -160,11 +161,11 @@ impl Spec {
     }
 
     /// The parsed source ranges (validated at parse time, so none are dropped).
-    pub fn cidrs(&self) -> Vec<Cidr> {
+    pub fn cidrs(&self) -> Vec<IpNet> {
         self.source_ranges
             .iter()
             .flatten()
-            .filter_map(|s| s.parse().ok())
+            .filter_map(|s| cidr::parse(s).ok())
             .collect()
     }
 
@@ -444,8 +445,7 @@ pub fn parse(v: &Value) -> Result<Spec, Invalid> {
 
     let source_ranges = string_list(m, "sourceRanges")?;
     for (i, r) in source_ranges.iter().flatten().enumerate() {
-        r.parse::<Cidr>()
-            .map_err(|e| invalid(format!("sourceRanges[{i}]"), e))?;
+        cidr::parse(r).map_err(|e| invalid(format!("sourceRanges[{i}]"), e))?;
     }
 
     let session_affinity = match get(m, "sessionAffinity") {

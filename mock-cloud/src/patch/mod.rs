@@ -129,7 +129,9 @@ pub fn apply_patch(
                     "Merge patch must be a JSON object".into(),
                 ));
             }
-            require_object(strategic::merge_patch(Some(live.clone()), patch))
+            let mut doc = live.clone();
+            json_patch::merge(&mut doc, &patch);
+            require_object(doc)
         }
         PatchType::StrategicMerge => {
             let schema = Schema::new(group, kind);

@@ -292,26 +292,3 @@ fn reorder(items: &mut Vec<Value>, order: &Value, kind: ListKind) -> Result<(), 
     items.append(&mut rest);
     Ok(())
 }
-
-/// JSON merge patch (RFC 7386): `null` deletes, objects merge, everything else replaces.
-pub(crate) fn merge_patch(target: Option<Value>, patch: Value) -> Value {
-    let Value::Object(p) = patch else {
-        return patch;
-    };
-    let mut t = match target {
-        Some(Value::Object(t)) => t,
-        _ => Map::new(),
-    };
-    for (k, v) in p {
-        if v.is_null() {
-            t.remove(&k);
-            continue;
-        }
-        let merged = match t.get_mut(&k) {
-            Some(slot) => merge_patch(Some(slot.take()), v),
-            None => merge_patch(None, v),
-        };
-        t.insert(k, merged);
-    }
-    Value::Object(t)
-}

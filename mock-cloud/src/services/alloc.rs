@@ -2,6 +2,7 @@
 //! and ClusterIP ranges.
 
 use super::*;
+use ipnet::IpNet;
 
 /// Offsets `0..max` of a range; dynamic allocation tries the upper band
 /// `[offset, max)` first, then the lower band (KEP-3070 / KEP-3668).
@@ -127,8 +128,8 @@ impl PortAllocator {
 #[derive(Debug, Clone)]
 pub(super) struct IpRange {
     pub(super) family: &'static str,
-    network: u128,
-    prefix: u8,
+    /// The service CIDR, host bits cleared.
+    net: IpNet,
     /// First usable address (network + 1); offset 0 is reserved for the `kubernetes` Service.
     base: u128,
     pub(super) bits: Bitmap,
@@ -149,40 +150,14 @@ pub(super) fn u128_to_ip(v6: bool, n: u128) -> IpAddr {
     }
 }
 
-/// Parses `a.b.c.d/n` or `x::/n` into (address, prefix length).
-pub(super) fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
-    let (ip, len) = s.split_once('/')?;
-    let ip: IpAddr = ip.parse().ok()?;
-    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) || len.len() > 3 {
-        return None;
-    }
-    let len: u8 = len.parse().ok()?;
-    let bits = if ip.is_ipv4() { 32 } else { 128 };
-    (len <= bits).then_some((ip, len))
-}
-
-pub(super) fn mask(bits: u32, prefix: u8) -> u128 {
-    let host = bits - u32::from(prefix);
-    let all = if bits == 128 {
-        u128::MAX
-    } else {
-        (1u128 << bits) - 1
-    };
-    if host >= 128 {
-        0
-    } else {
-        all & !((1u128 << host) - 1)
-    }
-}
-
 impl IpRange {
     pub(super) fn new(cidr: &str) -> Result<Self, String> {
-        let (ip, prefix) =
-            parse_cidr(cidr).ok_or_else(|| format!("invalid service CIDR {cidr:?}"))?;
-        let (v6, n) = ip_to_u128(ip);
-        let bits = if v6 { 128 } else { 32 };
-        let network = n & mask(bits, prefix);
-        let host_bits = bits - u32::from(prefix);
+        let net = cidr
+            .parse::<IpNet>()
+            .map_err(|_| format!("invalid service CIDR {cidr:?}"))?
+            .trunc();
+        let (v6, network) = ip_to_u128(net.network());
+        let host_bits = u32::from(net.max_prefix_len() - net.prefix_len());
         let size: u128 = if host_bits >= 127 {
             u128::MAX
         } else {
@@ -205,33 +180,24 @@ impl IpRange {
         let family = if v6 { IPV6 } else { IPV4 };
         Ok(Self {
             family,
-            network,
-            prefix,
+            net,
             base: network + 1,
             bits,
         })
     }
 
     pub(super) fn cidr_text(&self) -> String {
-        format!(
-            "{}/{}",
-            u128_to_ip(self.family == IPV6, self.network),
-            self.prefix
-        )
+        self.net.to_string()
     }
 
     pub(super) fn offset_of(&self, ip: &str) -> Option<u64> {
-        let (v6, n) = ip_to_u128(ip.parse().ok()?);
-        let bits = if v6 { 128 } else { 32 };
-        if v6 != (self.family == IPV6)
-            || n & mask(bits, self.prefix) != self.network
-            || n < self.base
-        {
+        let ip: IpAddr = ip.parse().ok()?;
+        if !self.net.contains(&ip) {
             return None;
         }
-        u64::try_from(n - self.base)
-            .ok()
-            .filter(|&o| o < self.bits.max)
+        let (_, n) = ip_to_u128(ip);
+        let off = n.checked_sub(self.base)?;
+        u64::try_from(off).ok().filter(|&o| o < self.bits.max)
     }
 
     pub(super) fn allocate(&mut self, ip: &str) -> Result<(), AllocError> {

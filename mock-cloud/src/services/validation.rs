@@ -1,6 +1,6 @@
 //! Validation (`ValidateService` / `ValidateServiceUpdate`).
 
-use super::alloc::{family_of, ip_to_u128, mask, parse_cidr};
+use super::alloc::family_of;
 use super::defaults::{normalize_cluster_ips, set_defaults};
 use super::names::{
     dns1035_label_errors, dns1123_label_errors, dns1123_subdomain_errors, port_name_errors,
@@ -459,20 +459,18 @@ pub(super) fn validate_source_ranges(s: &Svc, e: &mut Vec<FieldError>) {
     }
 }
 
-/// Upstream CIDR validation for legacy fields with strict parsing.
+/// Upstream CIDR validation for legacy fields: a sloppy parse (IPv4 octets may have
+/// leading zeros), then the strict rules.
 pub(super) fn cidr_error(s: &str) -> Option<&'static str> {
-    let Some((ip, prefix)) = parse_cidr(s) else {
+    let Ok(net) = s.parse::<ipnet::IpNet>() else {
         return Some("must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)");
     };
-    if s.split_once('/')
-        .is_some_and(|(_, l)| l.len() > 1 && l.starts_with('0'))
-    {
+    let (addr, prefix) = s.split_once('/').unwrap_or((s, ""));
+    let leading_zero = |part: &str| part.len() > 1 && part.starts_with('0');
+    if leading_zero(prefix) || (net.addr().is_ipv4() && addr.split('.').any(leading_zero)) {
         return Some("must not have leading 0s in IP or prefix length");
     }
-    let (v6, n) = ip_to_u128(ip);
-    let bits = if v6 { 128 } else { 32 };
-    (n & !mask(bits, prefix) & if v6 { u128::MAX } else { u128::from(u32::MAX) } != 0)
-        .then_some("must not have bits set beyond the prefix length")
+    (net.addr() != net.network()).then_some("must not have bits set beyond the prefix length")
 }
 
 pub(super) fn validate_lb_fields(s: &Svc, e: &mut Vec<FieldError>) {

@@ -297,3 +297,34 @@ fn load_balancer_class_is_immutable() {
     let cip = updated(&mut a, &old, cip);
     assert_eq!(cip["spec"].get("loadBalancerClass"), None);
 }
+
+#[test]
+fn cidr_rules_follow_upstream() {
+    use crate::services::validation::cidr_error;
+    for ok in [
+        "10.0.0.0/8",
+        "0.0.0.0/0",
+        "192.0.2.7/32",
+        "2001:db8::/64",
+        "::/0",
+    ] {
+        assert_eq!(cidr_error(ok), None, "{ok}");
+    }
+    let invalid = Some("must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)");
+    for bad in [
+        "foo",
+        "10.0.0.0",
+        "10.0.0.0/33",
+        "::/129",
+        "10.0.0.0/8/8",
+        "10.0.0.256/8",
+    ] {
+        assert_eq!(cidr_error(bad), invalid, "{bad}");
+    }
+    let zeros = Some("must not have leading 0s in IP or prefix length");
+    assert_eq!(cidr_error("10.0.0.0/08"), zeros);
+    assert_eq!(cidr_error("010.0.0.0/8"), zeros);
+    let beyond = Some("must not have bits set beyond the prefix length");
+    assert_eq!(cidr_error("10.0.0.1/8"), beyond);
+    assert_eq!(cidr_error("2001:db8::1/64"), beyond);
+}
