@@ -17,6 +17,7 @@ use crate::metrics::ClassMetrics;
 use crate::service::{ClassFilter, LEGACY_FINALIZER, key, uid};
 use crate::text::{bounded, redact};
 use crate::{nodeports, nodes, status};
+use berth_api::names::{condition_reasons, reasons};
 use berth_providers::{
     DesiredLoadBalancer, LABEL_CLASS, LoadBalancerRef, LoadBalancerStatus, Provider, ProviderError,
     ServiceRef, naming,
@@ -629,7 +630,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
         if targets.is_empty() {
             ctx.warn_once(
                 &svc,
-                "UnAvailableLoadBalancer",
+                reasons::UNAVAILABLE_LOAD_BALANCER,
                 "There are no available nodes for LoadBalancer".into(),
             )
             .await;
@@ -638,7 +639,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
             ctx.event(
                 &svc,
                 EventType::Normal,
-                "EnsuringLoadBalancer",
+                reasons::ENSURING_LOAD_BALANCER,
                 "Ensuring load balancer".into(),
             )
             .await;
@@ -651,7 +652,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
             Err(Error::Provider(e)) => {
                 let (reason, msg) = if only_targets {
                     (
-                        "UpdateLoadBalancerFailed",
+                        reasons::UPDATE_LOAD_BALANCER_FAILED,
                         format!(
                             "Error updating load balancer with new hosts: {}",
                             provider_message(&e)
@@ -659,7 +660,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
                     )
                 } else {
                     (
-                        "SyncLoadBalancerFailed",
+                        reasons::SYNC_LOAD_BALANCER_FAILED,
                         format!(
                             "Error syncing load balancer: failed to ensure load balancer: {}",
                             provider_message(&e)
@@ -675,7 +676,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
                     e.summary()
                 );
                 let _ = ctx
-                    .set_condition(&svc, false, "SyncFailed", &stable, None)
+                    .set_condition(&svc, false, condition_reasons::SYNC_FAILED, &stable, None)
                     .await;
                 return Err(Error::Provider(e));
             }
@@ -685,7 +686,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
             ctx.event(
                 &svc,
                 EventType::Normal,
-                "UpdatedLoadBalancer",
+                reasons::UPDATED_LOAD_BALANCER,
                 "Updated load balancer with new hosts".into(),
             )
             .await;
@@ -693,7 +694,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
             ctx.event(
                 &svc,
                 EventType::Normal,
-                "EnsuredLoadBalancer",
+                reasons::ENSURED_LOAD_BALANCER,
                 "Ensured load balancer".into(),
             )
             .await;
@@ -722,7 +723,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
         ctx.set_condition(
             &svc,
             false,
-            "AddressPending",
+            condition_reasons::ADDRESS_PENDING,
             &format!(
                 "Load balancer {} has no address yet; waiting for the provider",
                 desired.id
@@ -746,7 +747,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
     ctx.set_condition(
         &svc,
         true,
-        "Ensured",
+        condition_reasons::ENSURED,
         &format!("Load balancer {} serves {address}", desired.id),
         Some(ingress),
     )
@@ -761,10 +762,16 @@ async fn invalid_input(svc: &Service, ctx: &Context, inv: InvalidField) -> Resul
         "Error syncing load balancer: invalid {}: {}",
         inv.field, inv.message
     );
-    ctx.warn_once(svc, "SyncLoadBalancerFailed", msg.clone())
+    ctx.warn_once(svc, reasons::SYNC_LOAD_BALANCER_FAILED, msg.clone())
         .await;
-    ctx.set_condition(svc, false, "InvalidConfiguration", &msg, None)
-        .await?;
+    ctx.set_condition(
+        svc,
+        false,
+        condition_reasons::INVALID_CONFIGURATION,
+        &msg,
+        None,
+    )
+    .await?;
     Ok(Done {
         action: Action::await_change(),
         result: "invalid",
@@ -790,7 +797,7 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Done, Error> {
     ctx.event(
         svc,
         EventType::Normal,
-        "DeletingLoadBalancer",
+        reasons::DELETING_LOAD_BALANCER,
         "Deleting load balancer".into(),
     )
     .await;
@@ -798,8 +805,13 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Done, Error> {
         Ok(()) => {}
         Err(Error::Provider(e)) => {
             let msg = format!("Error deleting load balancer: {}", provider_message(&e));
-            ctx.event(svc, EventType::Warning, "DeleteLoadBalancerFailed", msg)
-                .await;
+            ctx.event(
+                svc,
+                EventType::Warning,
+                reasons::DELETE_LOAD_BALANCER_FAILED,
+                msg,
+            )
+            .await;
             return Err(Error::Provider(e));
         }
         Err(e) => return Err(e),
@@ -825,7 +837,7 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Done, Error> {
     ctx.event(
         svc,
         EventType::Normal,
-        "DeletedLoadBalancer",
+        reasons::DELETED_LOAD_BALANCER,
         "Deleted load balancer".into(),
     )
     .await;

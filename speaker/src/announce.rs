@@ -4,7 +4,8 @@
 
 use crate::metrics::SpeakerMetrics;
 use crate::packet::Link;
-use crate::{NODE_ASSIGNED, SpeakerArgs, election, frames, report, view};
+use crate::{SpeakerArgs, election, frames, report, view};
+use berth_api::names::reasons::NODE_ASSIGNED;
 use k8s_openapi::api::core::v1::Service;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};

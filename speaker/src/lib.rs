@@ -53,8 +53,6 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 use watches::{Watches, spawn_advertisement_watch, spawn_pool_watch, spawn_watch};
 
-pub use berth_api::names::{ANNOUNCING_ANNOTATION, NODE_ASSIGNED};
-
 #[derive(clap::Args, Debug, Clone)]
 pub struct SpeakerArgs {
     /// Kubeconfig file (default: in-cluster, then $KUBECONFIG).
