@@ -1,6 +1,7 @@
 //! `berth controller` flags and config file. A flag given on the command line wins over the
 //! config file, which wins over the default.
 
+use crate::factory::ProviderKind;
 use crate::leader::LeaseSettings;
 use crate::reconcile::Settings;
 use crate::run::{ControllerOptions, default_class};
@@ -33,9 +34,9 @@ pub struct ControllerArgs {
     /// kubeconfig to use; without it, in-cluster config (or $KUBECONFIG).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// The provider: `http`, `aws` or `l2`.
-    #[arg(long)]
-    pub provider: Option<String>,
+    /// The provider.
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderKind>,
     /// The http provider's API, e.g. https://lb-api.example:8443.
     #[arg(long)]
     pub http_endpoint: Option<String>,
@@ -174,7 +175,7 @@ pub struct ClassConfig {
 /// One class to serve, and its provider's settings.
 #[derive(Debug, Clone)]
 pub struct ClassSpec {
-    pub provider: String,
+    pub provider: ProviderKind,
     pub class: String,
     pub default_class: bool,
     pub http_endpoint: Option<String>,
@@ -215,7 +216,11 @@ impl ControllerArgs {
             };
         }
         fill!(kubeconfig);
-        fill!(provider);
+        if self.provider.is_none()
+            && let Some(p) = &f.provider
+        {
+            self.provider = Some(ProviderKind::parse(p).context("provider")?);
+        }
         fill!(http_endpoint);
         fill!(http_token_file);
         fill!(http_ca_bundle);
@@ -260,21 +265,21 @@ impl ControllerArgs {
         Ok(self)
     }
 
-    /// The provider name, required.
-    pub fn provider_name(&self) -> anyhow::Result<String> {
-        provider_name(self.provider.as_deref())
+    /// The provider, required.
+    pub fn provider_kind(&self) -> anyhow::Result<ProviderKind> {
+        self.provider.context(MISSING_PROVIDER)
     }
 
     /// The classes to serve: the config file's `classes:` list, or the one class of the
     /// flags.
     pub fn class_specs(&self) -> anyhow::Result<Vec<ClassSpec>> {
         let specs: Vec<ClassSpec> = if self.classes.is_empty() {
-            let provider = self.provider_name()?;
+            let provider = self.provider_kind()?;
             vec![ClassSpec {
                 class: self
                     .class
                     .clone()
-                    .unwrap_or_else(|| default_class(&provider)),
+                    .unwrap_or_else(|| default_class(provider.name())),
                 provider,
                 default_class: self.default_class,
                 http_endpoint: self.http_endpoint.clone(),
@@ -296,10 +301,17 @@ impl ControllerArgs {
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    let provider = provider_name(c.provider.as_deref())
+                    let provider = c
+                        .provider
+                        .as_deref()
+                        .context(MISSING_PROVIDER)
+                        .and_then(ProviderKind::parse)
                         .with_context(|| format!("classes[{i}].provider"))?;
                     Ok(ClassSpec {
-                        class: c.class.clone().unwrap_or_else(|| default_class(&provider)),
+                        class: c
+                            .class
+                            .clone()
+                            .unwrap_or_else(|| default_class(provider.name())),
                         provider,
                         default_class: c.default_class.unwrap_or(false),
                         http_endpoint: c.http_endpoint.clone(),
@@ -430,16 +442,7 @@ impl ControllerArgs {
     }
 }
 
-/// The provider name, required.
-fn provider_name(p: Option<&str>) -> anyhow::Result<String> {
-    match p {
-        Some(p @ ("http" | "aws" | "l2")) => Ok(p.to_string()),
-        Some(other) => {
-            bail!("--provider {other:?} is not supported; supported: \"http\", \"aws\", \"l2\"")
-        }
-        None => bail!("--provider is required (supported: \"http\", \"aws\", \"l2\")"),
-    }
-}
+const MISSING_PROVIDER: &str = "--provider is required (supported: \"http\", \"aws\", \"l2\")";
 
 #[cfg(test)]
 mod tests {
@@ -536,7 +539,7 @@ mod tests {
         // Flags for one class cannot be mixed with a list.
         let err = ControllerArgs {
             config: Some(f.clone()),
-            provider: Some("http".into()),
+            provider: Some(ProviderKind::Http),
             ..Default::default()
         }
         .merge_file()
