@@ -13,7 +13,8 @@ use berth_providers::l2::L2Provider;
 use std::sync::Arc;
 
 /// The providers berth ships: `--provider` and `provider:` in the config file.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(clap::ValueEnum, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     /// berth's LB API over HTTP(S) (docs/http-provider.openapi.yaml).
     Http,
