@@ -1,6 +1,6 @@
 //! berth's contract with its users: the custom resources ([`crd`]) and the names berth
 //! reads and writes on Kubernetes objects ([`names`]), plus pure helpers both the controller
-//! and the speaker need ([`nodes`], [`duration`], the metrics [`exposition`] formats). No I/O.
+//! and the speaker need ([`nodes`], [`duration`], [`exposition`] — the /metrics formats). No I/O.
 
 pub mod crd;
 pub mod duration;

@@ -50,10 +50,10 @@ async fn metrics(
 ) -> impl IntoResponse {
     (s.queue_depth)();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let format = crate::exposition::negotiate(accept);
+    let format = berth_api::exposition::negotiate(accept);
     (
         [(header::CONTENT_TYPE, format.content_type())],
-        crate::exposition::render(&s.metrics.encode(), format),
+        berth_api::exposition::render(&s.metrics.encode(), format),
     )
 }
 

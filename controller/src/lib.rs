@@ -4,7 +4,6 @@ pub mod admin;
 pub mod cli;
 pub mod desired;
 pub mod factory;
-pub use berth_api::exposition;
 pub mod gc;
 pub mod kube_util;
 pub mod leader;

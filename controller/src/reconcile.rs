@@ -102,11 +102,6 @@ struct Ensured {
     at: Instant,
 }
 
-/// Tells a provider facts about a Service that its desired state does not carry (the l2
-/// allocator's labels and traffic policy); returns true when they changed since last time,
-/// so the provider must be called again even if the desired state did not change.
-pub type ServiceHook = Arc<dyn Fn(&Service) -> bool + Send + Sync>;
-
 pub struct Context {
     pub client: Client,
     pub provider: Arc<dyn Provider>,
@@ -123,7 +118,6 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Consecutive looks at a load balancer that has no address yet, per Service uid.
     pending: Mutex<HashMap<String, u32>>,
-    service_hook: Option<ServiceHook>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -159,14 +153,7 @@ impl Context {
             warned: Mutex::default(),
             failures: Mutex::default(),
             pending: Mutex::default(),
-            service_hook: None,
         }
-    }
-
-    /// Calls `hook` before deciding whether a Service's load balancer is up to date.
-    pub fn with_service_hook(mut self, hook: ServiceHook) -> Self {
-        self.service_hook = Some(hook);
-        self
     }
 
     /// Gates every write on `fence`.
@@ -387,20 +374,26 @@ pub enum Change {
     /// Only the targets changed: `UpdatedLoadBalancer` (or `UpdateLoadBalancerFailed`).
     Targets,
     /// Nothing changed, but it is time to look again (resync, address still pending, the
-    /// provider's facts changed): no event unless it fails.
+    /// Service's own facts changed for a provider that reads them): no event unless it
+    /// fails.
     Recheck,
 }
 
-/// The pure second decision: call the provider or not, and why.
+/// The pure second decision: call the provider or not, and why. The Service's own facts
+/// (labels, selector, traffic policy) never count as a change of the load balancer: when
+/// they alone changed, a provider that `reads_facts` is asked again silently, any other
+/// is not asked at all.
 pub fn plan_ensure(
     desired: &DesiredLoadBalancer,
     previous: Option<(&DesiredLoadBalancer, bool, Duration)>,
     resync: Duration,
-    facts_changed: bool,
+    reads_facts: bool,
 ) -> EnsurePlan {
     let Some((prev, has_address, age)) = previous else {
         return EnsurePlan::Call(Change::Spec);
     };
+    let facts_changed = reads_facts && !prev.same_service_facts(desired);
+    let prev = &prev.clone().with_service_facts_of(desired);
     if prev == desired {
         if has_address && age < resync && !facts_changed {
             EnsurePlan::UpToDate
@@ -608,7 +601,6 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
         };
     }
     let id = uid(&svc);
-    let facts_changed = ctx.service_hook.as_ref().is_some_and(|h| h(&svc));
     let previous = ctx.lock_ensured().get(&id).cloned();
     let plan = plan_ensure(
         &desired,
@@ -616,7 +608,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
             .as_ref()
             .map(|p| (&p.desired, !p.status.ingress.is_empty(), p.at.elapsed())),
         ctx.settings.resync,
-        facts_changed,
+        ctx.provider.reads_service_facts(),
     );
     let lb_status = if let (EnsurePlan::UpToDate, Some(p)) = (plan, previous.as_ref()) {
         p.status.clone()
@@ -940,6 +932,9 @@ mod tests {
         let d = desired(80, &["n1", "n2"]);
         let fresh = Duration::from_secs(1);
         let old = Duration::from_secs(301);
+        let mut relabelled = d.clone();
+        relabelled.service_labels.insert("team".into(), "a".into());
+        relabelled.external_traffic_policy = berth_providers::TrafficPolicy::Local;
         let cases: Vec<(&str, EnsurePlan, EnsurePlan)> = vec![
             (
                 "never ensured",
@@ -963,8 +958,28 @@ mod tests {
             ),
             (
                 "unchanged, the provider's facts changed",
-                plan_ensure(&d, Some((&d, true, fresh)), resync, true),
+                plan_ensure(&relabelled, Some((&d, true, fresh)), resync, true),
                 EnsurePlan::Call(Change::Recheck),
+            ),
+            (
+                "unchanged, the Service's facts unchanged for a provider reading them",
+                plan_ensure(&d, Some((&d, true, fresh)), resync, true),
+                EnsurePlan::UpToDate,
+            ),
+            (
+                "only facts the provider does not read changed",
+                plan_ensure(&relabelled, Some((&d, true, fresh)), resync, false),
+                EnsurePlan::UpToDate,
+            ),
+            (
+                "a node joined and the facts changed",
+                plan_ensure(
+                    &desired(80, &["n1", "n2", "n3"]).with_service_facts_of(&relabelled),
+                    Some((&d, true, fresh)),
+                    resync,
+                    true,
+                ),
+                EnsurePlan::Call(Change::Targets),
             ),
             (
                 "a node joined",

@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use berth_providers::http::{HttpProvider, HttpProviderConfig, MetricsHook};
 use berth_providers::{
-    DesiredLoadBalancer, HealthCheck, Ingress, IpMode, LABEL_CLUSTER, Listener, NodeTarget,
-    Protocol, Provider, ProviderError, ServiceRef, SessionAffinity, naming, ownership_labels,
+    DesiredLoadBalancer, Ingress, IpMode, LABEL_CLUSTER, NodeTarget, Protocol, Provider,
+    ProviderError, ServiceRef,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
@@ -385,34 +385,14 @@ fn desired(cluster: &str, name: &str) -> DesiredLoadBalancer {
         name: name.into(),
         uid: format!("uid-{name}"),
     };
-    DesiredLoadBalancer {
-        id: naming::load_balancer_id(cluster, &service.namespace, name, &service.uid),
-        cluster: cluster.into(),
-        labels: ownership_labels(cluster, &service),
-        service,
-        listeners: vec![Listener {
-            name: "http".into(),
-            port: 80,
-            protocol: Protocol::Tcp,
-            node_port: Some(30080),
-        }],
-        targets: vec![node("node-a", "10.0.0.1")],
-        health_check: HealthCheck::tcp_traffic_port(),
-        source_ranges: vec![],
-        session_affinity: SessionAffinity::None,
-        ip_families: vec![],
-        requested_addresses: vec![],
-        annotations: BTreeMap::new(),
-    }
+    DesiredLoadBalancer::builder(cluster, service)
+        .listener("http", 80, Protocol::Tcp, Some(30080))
+        .target(node("node-a", "10.0.0.1"))
+        .build()
 }
 
 fn node(name: &str, ip: &str) -> NodeTarget {
-    NodeTarget {
-        name: name.into(),
-        internal_ip: Some(ip.parse().unwrap()),
-        provider_id: None,
-        zone: None,
-    }
+    NodeTarget::new(name, Some(ip.parse().unwrap()))
 }
 
 fn temp_file(name: &str, contents: &str) -> PathBuf {
