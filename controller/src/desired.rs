@@ -11,18 +11,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// berth's annotations, and the upstream ones it honours.
-pub mod annotations {
-    pub const HC_PROTOCOL: &str = "berth.io/health-check-protocol";
-    pub const HC_PORT: &str = "berth.io/health-check-port";
-    pub const HC_PATH: &str = "berth.io/health-check-path";
-    pub const HC_INTERVAL: &str = "berth.io/health-check-interval-seconds";
-    pub const HC_TIMEOUT: &str = "berth.io/health-check-timeout-seconds";
-    pub const HC_HEALTHY: &str = "berth.io/health-check-healthy-threshold";
-    pub const HC_UNHEALTHY: &str = "berth.io/health-check-unhealthy-threshold";
-    pub const LB_IPS: &str = "berth.io/load-balancer-ips";
-    /// Upstream's annotation, used when `spec.loadBalancerSourceRanges` is empty.
-    pub const SOURCE_RANGES: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
-}
+pub use berth_api::names::annotations;
 
 /// A field of the Service berth cannot use, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -322,14 +322,14 @@ async fn relay_events(
                 (
                     service,
                     EventType::Normal,
-                    "IPAllocated",
+                    berth_api::names::reasons::IP_ALLOCATED,
                     format!("Assigned {word} {} from pool {pool}", list.join(", ")),
                 )
             }
             AllocEvent::Failed { service, message } => (
                 service,
                 EventType::Warning,
-                "AllocationFailed",
+                berth_api::names::reasons::ALLOCATION_FAILED,
                 format!("Failed to allocate IP: {message}"),
             ),
             AllocEvent::Released { .. } => {
