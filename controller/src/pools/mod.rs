@@ -53,19 +53,7 @@ pub fn published_ips(svc: &Service) -> Vec<IpAddr> {
 
 /// Pools in precedence order: oldest first, then by name (an older pool wins an overlap).
 fn pool_specs(pools: &[Arc<IPAddressPool>]) -> Vec<PoolSpec> {
-    let mut v: Vec<&Arc<IPAddressPool>> = pools.iter().collect();
-    v.sort_by(|a, b| {
-        let ka = (
-            a.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            a.name_any(),
-        );
-        let kb = (
-            b.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            b.name_any(),
-        );
-        ka.cmp(&kb)
-    });
-    v.into_iter().map(|p| p.pool_spec()).collect()
+    crd::pool_specs(pools.iter().map(AsRef::as_ref))
 }
 
 fn service_ref(s: &berth_providers::ServiceRef) -> ObjectReference {
