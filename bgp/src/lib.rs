@@ -332,6 +332,21 @@ impl Speaker {
         }
     }
 
+    /// A speaker with its own peers and routes that shares this one's BFD receive sockets
+    /// (one per local address on UDP 3784), so peers that must get different route sets can
+    /// each have a speaker and still all run BFD from the same address.
+    pub fn sibling(&self) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                routes: watch::Sender::new(Arc::default()),
+                peers: Mutex::default(),
+                listeners: Mutex::default(),
+                bfd: self.inner.bfd.clone(),
+                shut: Mutex::new(false),
+            }),
+        }
+    }
+
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         m.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -7,6 +7,7 @@
 //! * [`election`]: rendezvous hashing per VIP among live speakers on usable nodes (ETP=Local:
 //!   nodes with a ready endpoint; L2Advertisement node selectors and interfaces honoured).
 //! * [`frames`]: pure ARP/NDP frame code; [`packet`]: the AF_PACKET shell.
+//! * [`bgp`]: BGP mode (announces VIPs to routers: BGPPeer, BGPAdvertisement, BFDProfile).
 //! * This file: the watches (Services, Nodes, EndpointSlices, L2Advertisements,
 //!   IPAddressPools — the pool a VIP lies in decides which advertisements apply; one each),
 //!   the announce loop (gratuitous ARP / unsolicited NA on takeover, stop at once on loss),
@@ -16,6 +17,7 @@
 //!
 //! [`ServiceL2Status`]: berth_api::crd::ServiceL2Status
 
+pub mod bgp;
 pub mod election;
 pub mod frames;
 pub mod iface;
@@ -102,6 +104,8 @@ pub struct SpeakerArgs {
     /// Serve /metrics, /healthz and /readyz here (port 0 picks a free one).
     #[arg(long, default_value = "0.0.0.0:7473")]
     pub metrics_listen: SocketAddr,
+    #[command(flatten)]
+    pub bgp: bgp::BgpArgs,
 }
 
 const ROUND_GAP: Duration = Duration::from_millis(1100);
@@ -512,6 +516,19 @@ pub async fn run(
         advertisements: spawn_advertisement_watch(client.clone(), changed.clone()),
         pools: spawn_pool_watch(client.clone(), changed.clone()),
     };
+    let bgp_task = tokio::spawn(bgp::run(
+        client.clone(),
+        me.clone(),
+        args.load_balancer_class.clone(),
+        args.bgp.clone(),
+        bgp::Caches {
+            nodes: w.nodes.clone(),
+            services: w.services.clone(),
+            slices: w.slices.clone(),
+        },
+        m.bgp.clone(),
+        shutdown.clone(),
+    ));
     tokio::select! {
         r = async {
             w.nodes.wait_until_ready().await?;
@@ -656,6 +673,7 @@ pub async fn run(
     stop.store(true, Ordering::Relaxed);
     let _ = member_task.await;
     let _ = reporter.await;
+    let _ = bgp_task.await;
     for t in threads {
         let _ = t.join();
     }
