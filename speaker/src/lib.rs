@@ -516,6 +516,15 @@ pub async fn run(
         advertisements: spawn_advertisement_watch(client.clone(), changed.clone()),
         pools: spawn_pool_watch(client.clone(), changed.clone()),
     };
+    tokio::select! {
+        r = async {
+            w.nodes.wait_until_ready().await?;
+            w.services.wait_until_ready().await?;
+            w.slices.wait_until_ready().await
+        } => r.context("Caches failed")?,
+        _ = shutdown.wait_for(|s| *s) => return Ok(()),
+    }
+    // BGP mode shares the caches (spawned only now: a Store wakes one waiter only).
     let bgp_task = tokio::spawn(bgp::run(
         client.clone(),
         me.clone(),
@@ -529,14 +538,6 @@ pub async fn run(
         m.bgp.clone(),
         shutdown.clone(),
     ));
-    tokio::select! {
-        r = async {
-            w.nodes.wait_until_ready().await?;
-            w.services.wait_until_ready().await?;
-            w.slices.wait_until_ready().await
-        } => r.context("Caches failed")?,
-        _ = shutdown.wait_for(|s| *s) => return Ok(()),
-    }
     // Wait briefly for the advertisement and pool watches to settle either way.
     let t0 = Instant::now();
     while (w

@@ -181,7 +181,14 @@ where
                 Ok(watcher::Event::InitApply(o)) => {
                     building.insert(o.name_any(), o);
                 }
-                Ok(watcher::Event::InitDone) => set(Seen::Objects(building.clone())),
+                Ok(watcher::Event::InitDone) => {
+                    let first =
+                        matches!(*st.lock().unwrap_or_else(|e| e.into_inner()), Seen::Unknown);
+                    if first {
+                        info!(kind = %K::kind(&()), objects = building.len(), "Listed");
+                    }
+                    set(Seen::Objects(building.clone()));
+                }
                 Ok(watcher::Event::Apply(o)) => {
                     building.insert(o.name_any(), o);
                     set(Seen::Objects(building.clone()));
@@ -341,6 +348,7 @@ struct Session {
 }
 
 /// Runs BGP mode until `shutdown`; then withdraws every route and closes every session.
+/// `caches` must be ready (synced) already.
 pub async fn run(
     client: Client,
     me: String,
@@ -358,14 +366,6 @@ pub async fn run(
     );
     let profiles_w = watch_optional(Api::<BFDProfile>::all(client.clone()), changed.clone());
     let pools_w = watch_optional(Api::<IPAddressPool>::all(client.clone()), changed.clone());
-    tokio::select! {
-        r = async {
-            caches.nodes.wait_until_ready().await?;
-            caches.services.wait_until_ready().await?;
-            caches.slices.wait_until_ready().await
-        } => if let Err(e) = r { warn!(error = %e, "BGP mode: caches failed; BGP off"); return },
-        _ = shutdown.wait_for(|s| *s) => return,
-    }
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
