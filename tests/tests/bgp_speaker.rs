@@ -890,6 +890,11 @@ fn bgp_speaker_end_to_end() {
         "bgp: FRR's last notification from node-3: {}",
         nb[node_ip(2)]["lastNotificationReason"]
     );
+    // Its last word in its BGPSessionStatus.
+    assert_eq!(
+        c.session("router", "node-3"),
+        Some(("Idle".into(), 0, "speaker stopped".into()))
+    );
     c.start_speaker(2);
     wait_for("node-3 back", LONG, || {
         (c.net.kernel_next_hops(&web) == all).then_some(())

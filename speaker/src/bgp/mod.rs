@@ -383,7 +383,12 @@ pub async fn run(
     let mut secrets = Secrets::default();
     let mut pools = crate::view::PoolIndex::default();
     let (reports_tx, reports_rx) = watch::channel(status::Reports::new());
-    let writer = tokio::spawn(status::run(client.clone(), me.clone(), reports_rx));
+    let writer = tokio::spawn(status::run(
+        client.clone(),
+        me.clone(),
+        reports_rx,
+        shutdown.clone(),
+    ));
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_fp = None;

@@ -153,8 +153,14 @@ impl Writer {
     }
 }
 
-/// Keeps this node's BGPSessionStatus objects matching `want` until the sender is dropped.
-pub async fn run(client: Client, me: String, mut want: watch::Receiver<Reports>) {
+/// Keeps this node's BGPSessionStatus objects matching `want` until the sender is dropped;
+/// `shutdown` only cuts the pause between writes short, so the last reports go out at once.
+pub async fn run(
+    client: Client,
+    me: String,
+    mut want: watch::Receiver<Reports>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut w = Writer {
         api: Api::all(client),
         me,
@@ -178,7 +184,11 @@ pub async fn run(client: Client, me: String, mut want: watch::Receiver<Reports>)
         } else {
             Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
         };
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            // Not while failing: the retry backoff stays.
+            _ = shutdown.wait_for(|s| *s), if failures == 0 => {}
+        }
         if failures == 0 && !w.again && want.changed().await.is_err() {
             // The speaker stops: one last pass with what it published last.
             let last = want.borrow().clone();
