@@ -68,9 +68,9 @@ enum Command {
     /// Start mock-cloud, the controller and a LoadBalancer Service you can reach; run until Ctrl-C.
     #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
-    /// Print berth's CustomResourceDefinitions (IPAddressPool, L2Advertisement) as YAML.
+    /// Print berth's CustomResourceDefinitions (IPAddressPool, L2Advertisement, BGPPeer, ...) as YAML.
     Crds,
-    /// Announce the l2 provider's VIPs from this node (ARP/NDP), with failover in about a second.
+    /// Announce the l2 provider's VIPs from this node: ARP/NDP (failover in about a second) and BGP.
     Speaker(Box<berth_speaker::SpeakerArgs>),
     /// Print berth manifests equivalent to another load balancer's (`berth migrate metallb -f FILE`).
     Migrate(migrate::MigrateArgs),

@@ -368,6 +368,12 @@ pub struct Mux {
 }
 
 impl Mux {
+    /// Whether `self` and `other` are the same receiver (clones of one another).
+    #[cfg(test)]
+    pub(crate) fn same(&self, other: &Mux) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Registers a session for `peer` reached from `local`; starts the receiver of `local`
     /// the first time.
     pub fn register(&self, local: IpAddr, peer: IpAddr) -> std::io::Result<mpsc::Receiver<Packet>> {

@@ -332,6 +332,21 @@ impl Speaker {
         }
     }
 
+    /// A speaker with its own peers and routes that shares this one's BFD receive sockets
+    /// (one per local address on UDP 3784), so peers that must get different route sets can
+    /// each have a speaker and still all run BFD from the same address.
+    pub fn sibling(&self) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                routes: watch::Sender::new(Arc::default()),
+                peers: Mutex::default(),
+                listeners: Mutex::default(),
+                bfd: self.inner.bfd.clone(),
+                shut: Mutex::new(false),
+            }),
+        }
+    }
+
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         m.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -564,5 +579,37 @@ async fn stop_peer(handle: PeerHandle, notify: wire::Notify) {
     {
         // Bounded: a peer that does not read gets the socket closed after this.
         let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn siblings_have_their_own_routes_and_peers_but_one_bfd_mux() {
+        let a = Speaker::new();
+        let b = a.sibling();
+        a.announce(Route::new("192.0.2.10/32".parse().unwrap()));
+        b.set_routes(vec![Route::new("192.0.2.20/32".parse().unwrap())]);
+        assert_eq!(a.routes()[0].prefix.to_string(), "192.0.2.10/32");
+        assert_eq!(b.routes().len(), 1);
+        assert_eq!(b.routes()[0].prefix.to_string(), "192.0.2.20/32");
+        let peer = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+        let cfg = PeerConfig {
+            passive: true,
+            ..PeerConfig::new(peer, 64512, 64512, Ipv4Addr::new(10, 0, 0, 1))
+        };
+        a.add_peer(cfg.clone()).unwrap();
+        // The same peer on a sibling is allowed (its own peer table)...
+        b.add_peer(cfg).unwrap();
+        assert_eq!((a.statuses().len(), b.statuses().len()), (1, 1));
+        // ...and shutting one down leaves the other running.
+        a.shutdown().await;
+        assert!(a.statuses().is_empty());
+        assert_eq!(b.statuses().len(), 1);
+        assert!(a.inner.bfd.same(&b.inner.bfd));
+        assert!(!a.inner.bfd.same(&Speaker::new().inner.bfd));
+        b.shutdown().await;
     }
 }

@@ -13,12 +13,14 @@
 //!   users see: a `NodeAssigned` event, metrics, and a [`ServiceL2Status`] per Service
 //!   announced ([`report`]; the l2 controller mirrors it into the `berth.io/announcing-node`
 //!   annotation — the speaker never writes Services).
+//! * [`bgp`]: BGP mode (announces VIPs to routers: BGPPeer, BGPAdvertisement, BFDProfile).
 //! * This file: the flags and [`run`], which wires them together and runs the election loop.
 //!
 //! [`ServiceL2Status`]: berth_api::crd::ServiceL2Status
 
 mod admin;
 mod announce;
+pub mod bgp;
 pub mod election;
 pub mod frames;
 pub mod iface;
@@ -104,6 +106,8 @@ pub struct SpeakerArgs {
     /// Serve /metrics, /healthz and /readyz here (port 0 picks a free one).
     #[arg(long, default_value = "0.0.0.0:7473")]
     pub metrics_listen: SocketAddr,
+    #[command(flatten)]
+    pub bgp: bgp::BgpArgs,
 }
 
 /// The failure detector's port when `--memberlist-bind` names none.
@@ -276,6 +280,20 @@ pub async fn run(
         } => r.context("Caches failed")?,
         _ = shutdown.wait_for(|s| *s) => return Ok(()),
     }
+    // BGP mode shares the caches (spawned only now: a Store wakes one waiter only).
+    let bgp_task = tokio::spawn(bgp::run(
+        client.clone(),
+        me.clone(),
+        args.load_balancer_class.clone(),
+        args.bgp.clone(),
+        bgp::Caches {
+            nodes: w.nodes.clone(),
+            services: w.services.clone(),
+            slices: w.slices.clone(),
+        },
+        m.bgp.clone(),
+        shutdown.clone(),
+    ));
     // Wait briefly for the advertisement and pool watches to settle either way.
     let t0 = Instant::now();
     while (w
@@ -412,6 +430,7 @@ pub async fn run(
     stop.store(true, Ordering::Relaxed);
     let _ = member_task.await;
     let _ = reporter.await;
+    let _ = bgp_task.await;
     for t in threads {
         let _ = t.join();
     }

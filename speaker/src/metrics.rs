@@ -21,6 +21,7 @@ pub struct SpeakerMetrics {
     pub membership: std::sync::Arc<super::membership::Metrics>,
     pub takeovers: Counter,
     pub releases: Counter,
+    pub bgp: std::sync::Arc<super::bgp::Metrics>,
 }
 
 impl Default for SpeakerMetrics {
@@ -58,7 +59,10 @@ impl Default for SpeakerMetrics {
             "VIPs this speaker stopped announcing",
             releases.clone(),
         );
+        let bgp = std::sync::Arc::new(super::bgp::Metrics::default());
+        bgp.register(&mut registry);
         SpeakerMetrics {
+            bgp,
             registry,
             announced,
             answered,

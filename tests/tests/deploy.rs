@@ -146,17 +146,27 @@ fn rendered_manifests_apply_with_server_dry_run_and_follow_the_security_rules() 
                         d["metadata"]["name"]
                     );
                 }
-                // Secrets are never readable: the l2 controller may only create the
-                // speakers' membership key when it is absent.
+                // Secrets are never listed or watched, and never readable cluster-wide: the
+                // l2 controller may only create the speakers' membership key when it is
+                // absent, and the speaker may only `get` Secrets by name in its own
+                // namespace (BGPPeer TCP MD5 passwords), through a namespaced Role.
                 if r["resources"]
                     .as_array()
                     .expect("list")
                     .contains(&json!("secrets"))
                 {
+                    let bgp_passwords = d["kind"] == "Role"
+                        && d["metadata"]["name"] == "berth-speaker-bgp-secrets"
+                        && d["metadata"]["namespace"] == NS;
+                    let want = if bgp_passwords {
+                        json!(["get"])
+                    } else {
+                        json!(["create"])
+                    };
                     assert_eq!(
                         (overlay, &r["verbs"]),
-                        ("l2", &json!(["create"])),
-                        "{}: Secrets may only be created, by the l2 controller",
+                        ("l2", &want),
+                        "{}: Secrets may only be created by the l2 controller, or read by name in {NS} by the speaker",
                         d["metadata"]["name"]
                     );
                 }

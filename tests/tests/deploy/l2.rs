@@ -5,7 +5,8 @@
 //!   IPAddressPool and L2Advertisement, whose range the operator replaces), `berth controller`
 //!   runs with the Deployment container's arguments as `berth-controller` and one `berth
 //!   speaker` with the DaemonSet container's arguments as `berth-speaker` (node `node-1`), and
-//!   the l2 lifecycle works with no request denied: a pool and an advertisement, a Service
+//!   the l2 lifecycle works with no request denied (BGP mode's watches, Secret and
+//!   BGPSessionStatus included): a pool and an advertisement, a Service
 //!   gets a VIP, the speaker announces it (annotation, `NodeAssigned`), an ETP=Local Service
 //!   follows its EndpointSlice, a failback repeats `NodeAssigned` (an event series), pool
 //!   status counts follow, the Services are deleted;
@@ -432,6 +433,51 @@ fn lifecycle(
     step!(
         "speaker stops announcing",
         wait(&mut || speaker.announced() == Some(0.0))
+    );
+    // 6. BGP mode: a BGPPeer with a password Secret (read by name in the speaker's
+    //    namespace) that refuses connections; the speaker reports the session in a
+    //    BGPSessionStatus, and deletes it when the peer goes.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    cloud.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "tor-md5",
+        "-n",
+        NS,
+        "--from-literal=password=s3cret",
+    ]);
+    cloud.apply(
+        &[json!({"apiVersion": "berth.io/v1alpha1", "kind": "BGPPeer",
+               "metadata": {"name": "tor"},
+               "spec": {"peerAddress": "127.0.0.1", "peerPort": closed, "peerASN": 64512,
+                        "myASN": 64512, "passwordSecret": {"name": "tor-md5"}}})],
+    );
+    let session = format!("tor-{NODE}");
+    step!(
+        "BGPSessionStatus of tor",
+        wait(&mut || {
+            cloud
+                .try_get("bgpsessionstatus", &session)
+                .ok()
+                .flatten()
+                .is_some_and(|s| {
+                    s["spec"]["node"] == NODE
+                        && s["status"]["state"]
+                            .as_str()
+                            .is_some_and(|st| st != "Invalid")
+                })
+        })
+    );
+    cloud.kubectl_ok(&["delete", "bgppeer", "tor", "--wait=false"]);
+    step!(
+        "BGPSessionStatus gone with its peer",
+        wait(&mut || cloud
+            .try_get("bgpsessionstatus", &session)
+            .is_ok_and(|s| s.is_none()))
     );
     failed
 }
