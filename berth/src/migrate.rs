@@ -1,9 +1,10 @@
 //! `berth migrate metallb`: MetalLB manifests in, the equivalent berth manifests out.
 //!
-//! berth's IPAddressPool and L2Advertisement have MetalLB's shapes, so most of a migration is
-//! a rename of the API group; what berth cannot carry is said in a `#` comment above the
-//! object it belongs to (or in place of an object berth has no kind for), never dropped
-//! without a word.
+//! berth's IPAddressPool, L2Advertisement, BGPPeer, BGPAdvertisement and BFDProfile have
+//! MetalLB's shapes (Community aliases are resolved into the advertisements), so most of a
+//! migration is a rename of the API group; what berth cannot carry is said in a `#` comment
+//! above the object it belongs to (or in place of an object berth has no kind for), never
+//! dropped without a word.
 
 use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
@@ -25,7 +26,7 @@ pub struct MigrateArgs {
 #[derive(clap::Subcommand)]
 pub enum From {
     /// Print berth manifests equivalent to MetalLB's (IPAddressPool, L2Advertisement, BGPPeer,
-    /// BGPAdvertisement, BFDProfile, Community): `-f FILE` (repeatable) or stdin,
+    /// BGPAdvertisement, BFDProfile; Community aliases resolved): `-f FILE` (repeatable) or stdin,
     /// multi-document YAML.
     Metallb(MetallbArgs),
 }
@@ -87,6 +88,18 @@ pub fn metallb(docs: &[Value]) -> anyhow::Result<String> {
             ))
         })
         .collect();
+    // Community aliases (name → value) from MetalLB's Community objects.
+    let mut communities: BTreeMap<String, String> = BTreeMap::new();
+    for d in docs
+        .iter()
+        .filter(|d| is_metallb(d) && d["kind"] == "Community")
+    {
+        for c in d["spec"]["communities"].as_array().into_iter().flatten() {
+            if let (Some(n), Some(v)) = (c["name"].as_str(), c["value"].as_str()) {
+                communities.insert(n.to_string(), v.to_string());
+            }
+        }
+    }
     let mut out = Vec::new();
     for d in docs {
         let kind = d["kind"].as_str().unwrap_or("");
@@ -105,9 +118,12 @@ pub fn metallb(docs: &[Value]) -> anyhow::Result<String> {
         out.push(match kind {
             "IPAddressPool" => pool(d),
             "L2Advertisement" => l2_advertisement(d, &pools),
-            "BGPPeer" | "BGPAdvertisement" | "BFDProfile" | "Community" => Out {
+            "BGPPeer" => bgp_peer(d),
+            "BGPAdvertisement" => bgp_advertisement(d, &communities),
+            "BFDProfile" => bfd_profile(d),
+            "Community" => Out {
                 notes: vec![format!(
-                    "{what}: berth announces VIPs with ARP/NDP (L2) only; BGP objects are not carried"
+                    "{what}: berth has no Community kind; its aliases are replaced by their values in the BGPAdvertisements of this input"
                 )],
                 object: None,
             },
@@ -278,6 +294,134 @@ fn l2_advertisement(d: &Value, pools: &BTreeMap<String, Value>) -> Out {
     }
 }
 
+fn object(kind: &str, meta: Value, spec: Map<String, Value>) -> Option<Value> {
+    Some(json!({
+        "apiVersion": BERTH_API,
+        "kind": kind,
+        "metadata": meta,
+        "spec": spec,
+    }))
+}
+
+fn bgp_peer(d: &Value) -> Out {
+    let name = d["metadata"]["name"].as_str().unwrap_or("");
+    let what = format!("BGPPeer {name}");
+    let mut notes = Vec::new();
+    let meta = metadata(d, &mut notes);
+    let mut src = d["spec"].clone();
+    let password = src.as_object_mut().and_then(|o| o.remove("password"));
+    let secret = src.as_object_mut().and_then(|o| o.remove("passwordSecret"));
+    let mut spec = carry(
+        &src,
+        &[
+            "peerAddress",
+            "peerASN",
+            "myASN",
+            "peerPort",
+            "holdTime",
+            "keepaliveTime",
+            "sourceAddress",
+            "ebgpMultiHop",
+            "nodeSelectors",
+            "bfdProfile",
+        ],
+        &what,
+        &mut notes,
+    );
+    if let Some(secret) = secret.filter(|s| s["name"].is_string()) {
+        // MetalLB reads the key `password` of a basic-auth Secret; so does berth, from the
+        // speaker's namespace.
+        notes.push(format!(
+            "{what}: berth reads the password Secret {} (key password) from the speaker's namespace (berth-system); copy it there",
+            secret["name"].as_str().unwrap_or_default()
+        ));
+        spec.insert(
+            "passwordSecret".into(),
+            json!({"name": secret["name"], "key": "password"}),
+        );
+    } else if password.is_some() {
+        // Never printed: the output may end up in a repository.
+        notes.push(format!(
+            "{what}.spec.password: berth takes TCP MD5 passwords only from Secrets; create one in berth-system with key password and set passwordSecret: {{name: ...}}; not carried"
+        ));
+    }
+    Out {
+        object: object("BGPPeer", meta, spec),
+        notes,
+    }
+}
+
+fn bgp_advertisement(d: &Value, communities: &BTreeMap<String, String>) -> Out {
+    let name = d["metadata"]["name"].as_str().unwrap_or("");
+    let what = format!("BGPAdvertisement {name}");
+    let mut notes = Vec::new();
+    let meta = metadata(d, &mut notes);
+    let mut spec = carry(
+        &d["spec"],
+        &[
+            "ipAddressPools",
+            "ipAddressPoolSelectors",
+            "peers",
+            "nodeSelectors",
+            "aggregationLength",
+            "aggregationLengthV6",
+            "localPref",
+            "communities",
+        ],
+        &what,
+        &mut notes,
+    );
+    if let Some(list) = spec.get("communities").and_then(Value::as_array).cloned() {
+        let mut values = Vec::new();
+        for c in list.iter().filter_map(Value::as_str) {
+            // A value has a colon ("65000:100", "65000:1:2"); anything else is an alias.
+            if c.contains(':') {
+                values.push(json!(c));
+            } else if let Some(v) = communities.get(c) {
+                notes.push(format!("{what}: community alias {c} is {v}"));
+                values.push(json!(v));
+            } else {
+                notes.push(format!(
+                    "{what}: community alias {c} is defined by no Community in this input; not carried"
+                ));
+            }
+        }
+        spec.insert("communities".into(), Value::Array(values));
+    }
+    Out {
+        object: object("BGPAdvertisement", meta, spec),
+        notes,
+    }
+}
+
+fn bfd_profile(d: &Value) -> Out {
+    let name = d["metadata"]["name"].as_str().unwrap_or("");
+    let what = format!("BFDProfile {name}");
+    let mut notes = Vec::new();
+    let meta = metadata(d, &mut notes);
+    let mut spec = carry(
+        &d["spec"],
+        &[
+            "receiveInterval",
+            "transmitInterval",
+            "detectMultiplier",
+            "echoMode",
+        ],
+        &what,
+        &mut notes,
+    );
+    if spec.get("echoMode") == Some(&Value::Bool(true)) {
+        notes.push(format!(
+            "{what}.spec.echoMode: berth's BFD has no echo mode; left off"
+        ));
+        spec.remove("echoMode");
+    }
+    Out {
+        object: object("BFDProfile", meta, spec),
+        notes,
+    }
+}
+
 /// A Kubernetes label selector (matchLabels, matchExpressions) against `labels`, by kube's
 /// selector matcher; one that does not parse or that kube refuses matches nothing.
 fn selector_matches(sel: &Value, labels: &Value) -> bool {
@@ -316,7 +460,7 @@ mod tests {
         );
         let out = metallb(&input).unwrap();
         let back: Vec<Value> = docs(&out);
-        assert_eq!(back.len(), 2, "{out}");
+        assert_eq!(back.len(), 3, "{out}");
         assert_eq!(back[0]["apiVersion"], "berth.io/v1alpha1");
         assert_eq!(back[0]["kind"], "IPAddressPool");
         assert_eq!(back[0]["spec"]["autoAssign"], false);
@@ -324,11 +468,48 @@ mod tests {
         assert_eq!(back[1]["spec"]["ipAddressPools"], json!(["first-pool"]));
         assert_eq!(back[1]["spec"]["interfaces"], json!(["eth0"]));
         assert!(out.contains("# metadata.namespace metallb-system"), "{out}");
-        assert!(out.contains("# BGPPeer peer: berth announces VIPs with ARP/NDP (L2) only"));
+        assert_eq!(back[2]["kind"], "BGPPeer");
+        assert_eq!(back[2]["spec"]["peerASN"], 64501);
         assert!(out.contains("# ConfigMap x (v1) is not a MetalLB object"));
         assert!(out.contains(
             "ipAddressPoolSelectors resolved against the pools in this input: first-pool"
         ));
+    }
+
+    #[test]
+    fn bgp_objects_carry_over_with_aliases_resolved_and_no_password_printed() {
+        let input = docs(
+            "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: a, namespace: metallb-system}\nspec: {myASN: 64500, peerASN: 64501, peerAddress: 10.0.0.1, holdTime: 9s, password: hunter2, routerID: 1.2.3.4}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: b}\nspec: {myASN: 64500, peerASN: 64500, peerAddress: 10.0.0.2, passwordSecret: {name: md5, namespace: metallb-system}}\n---\napiVersion: metallb.io/v1beta1\nkind: Community\nmetadata: {name: c}\nspec:\n  communities: [{name: no-export, value: \"65535:65281\"}]\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: ad}\nspec: {communities: [no-export, \"64500:7\", unknown], localPref: 50, aggregationLength: 24}\n---\napiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: f}\nspec: {receiveInterval: 300, echoMode: true, passiveMode: true}\n",
+        );
+        let out = metallb(&input).unwrap();
+        assert!(!out.contains("hunter2"), "{out}");
+        let back = docs(&out);
+        let kinds: Vec<&str> = back.iter().filter_map(|d| d["kind"].as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["BGPPeer", "BGPPeer", "BGPAdvertisement", "BFDProfile"],
+            "{out}"
+        );
+        assert_eq!(back[0]["spec"]["holdTime"], "9s");
+        assert!(back[0]["spec"].get("passwordSecret").is_none());
+        assert!(
+            out.contains(
+                "BGPPeer a.spec.password: berth takes TCP MD5 passwords only from Secrets"
+            )
+        );
+        assert!(out.contains("BGPPeer a.spec.routerID: berth has no such field"));
+        assert_eq!(
+            back[1]["spec"]["passwordSecret"],
+            json!({"name": "md5", "key": "password"})
+        );
+        assert_eq!(
+            back[2]["spec"]["communities"],
+            json!(["65535:65281", "64500:7"])
+        );
+        assert!(out.contains("community alias unknown is defined by no Community"));
+        assert_eq!(back[2]["spec"]["aggregationLength"], 24);
+        assert!(back[3]["spec"].get("echoMode").is_none());
+        assert!(out.contains("BFDProfile f.spec.passiveMode: berth has no such field"));
     }
 
     #[test]
