@@ -332,3 +332,21 @@ impl Findings {
         );
     }
 }
+
+/// The id of the load balancer for Service `name` at `lb`, if any.
+pub fn lb_id(lb: &str, name: &str) -> Option<String> {
+    lb_of(lb, name).and_then(|l| l["id"].as_str().map(str::to_string))
+}
+
+/// The token of the first successful PUT that wrote load balancer `id`.
+pub fn creator(lb: &str, id: &str) -> Option<String> {
+    let path = format!("/v1/loadbalancers/{id}");
+    lb_api_writes(lb)
+        .into_iter()
+        .find(|w| w.verb == "put" && w.path == path && w.succeeded())
+        .map(|w| w.token)
+}
+
+pub fn total_deletes(lb: &str) -> u64 {
+    lb_deletes(lb).iter().map(|(_, n)| n).sum()
+}

@@ -17,24 +17,6 @@ const B_CLASS: &str = "example.com/b";
 const A_LEASE: &str = "berth-berth.io.http";
 const B_LEASE: &str = "berth-example.com.b";
 
-/// The id of the load balancer for Service `name` at `lb`, if any.
-fn lb_id(lb: &str, name: &str) -> Option<String> {
-    lb_of(lb, name).and_then(|l| l["id"].as_str().map(str::to_string))
-}
-
-/// The token of the first successful PUT that wrote load balancer `id`.
-fn creator(lb: &str, id: &str) -> Option<String> {
-    let path = format!("/v1/loadbalancers/{id}");
-    lb_api_writes(lb)
-        .into_iter()
-        .find(|w| w.verb == "put" && w.path == path && w.succeeded())
-        .map(|w| w.token)
-}
-
-fn total_deletes(lb: &str) -> u64 {
-    lb_deletes(lb).iter().map(|(_, n)| n).sum()
-}
-
 /// Who serves which class in [`check_two_classes`]: the bearer token of each class's
 /// writes, or one token for both when one process serves both classes.
 struct Owners {
