@@ -293,6 +293,22 @@ impl IPAddressPool {
     }
 }
 
+/// The allocator's view of `pools` in precedence order: oldest first, then by name (an older
+/// pool wins an overlap, and the newer one holds no address). The controller and the speaker
+/// both order pools this way, so they agree on which pool an address lies in.
+#[cfg(feature = "l2")]
+pub fn pool_specs<'a>(pools: impl IntoIterator<Item = &'a IPAddressPool>) -> Vec<l2p::PoolSpec> {
+    use kube::ResourceExt;
+    let mut v: Vec<&IPAddressPool> = pools.into_iter().collect();
+    v.sort_by_key(|p| {
+        (
+            p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            p.name_any(),
+        )
+    });
+    v.into_iter().map(IPAddressPool::pool_spec).collect()
+}
+
 /// The CRDs as one multi-document YAML (what `berth crds` prints and deploy/ holds).
 pub fn crds_yaml() -> String {
     let docs = [
@@ -369,6 +385,31 @@ mod tests {
             ["Auto Assign", "Assigned", "Available", "Addresses", "Age"]
         );
         assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
+    }
+
+    #[cfg(feature = "l2")]
+    #[test]
+    fn pools_are_ordered_oldest_first_then_by_name() {
+        let pool = |name: &str, created: Option<&str>| -> IPAddressPool {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "berth.io/v1alpha1", "kind": "IPAddressPool",
+                "metadata": {"name": name, "creationTimestamp": created},
+                "spec": {"addresses": ["198.51.100.0/24"]}
+            }))
+            .unwrap()
+        };
+        let pools = [
+            pool("b", Some("2024-01-02T00:00:00Z")),
+            pool("c", Some("2024-01-01T00:00:00Z")),
+            pool("a", Some("2024-01-02T00:00:00Z")),
+            pool("z", None),
+        ];
+        let names: Vec<String> = pool_specs(&pools).into_iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            ["z", "c", "a", "b"],
+            "no timestamp sorts first, as before"
+        );
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         .context("mock-cloud started without its load balancer API")?;
     let client = kube::Client::try_from(kube::Config::new(cloud.url().parse()?))?;
     let cli = berth_controller::cli::ControllerArgs {
-        provider: Some("http".into()),
+        provider: Some(berth_controller::factory::ProviderKind::Http),
         http_endpoint: Some(lb_url.clone()),
         cluster_name: Some("demo".into()),
         default_class: true,
@@ -119,7 +119,8 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     let opts: ControllerOptions = cli.options()?;
     let metrics = Arc::new(berth_controller::metrics::Metrics::default());
     let spec = cli.class_specs()?.remove(0);
-    let provider = crate::build_provider(&spec, metrics.for_class(&spec.class))?;
+    let provider =
+        berth_controller::factory::build(&spec, metrics.for_class(&spec.class))?.provider;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Running>();
     let controller = tokio::spawn(berth_controller::run::run(

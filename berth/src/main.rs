@@ -3,8 +3,7 @@
 
 use anyhow::Context;
 use berth_controller::cli::ControllerArgs;
-use berth_providers::Provider;
-use berth_providers::http::{HttpProvider, HttpProviderConfig};
+use berth_controller::factory::{self, ProviderKind};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::path::Path;
 use std::sync::Arc;
@@ -95,58 +94,6 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Clie
     kube::Client::try_from(config).context("Cannot build a Kubernetes client")
 }
 
-/// The provider of one class, reporting its requests to `metrics`.
-pub fn build_provider(
-    spec: &berth_controller::cli::ClassSpec,
-    metrics: berth_controller::metrics::ClassMetrics,
-) -> anyhow::Result<Arc<dyn Provider>> {
-    match spec.provider.as_str() {
-        "http" => {
-            let endpoint = spec.http_endpoint.clone().with_context(|| {
-                format!(
-                    "--http-endpoint (httpEndpoint) is required for class {} with provider http",
-                    spec.class
-                )
-            })?;
-            let mut cfg = HttpProviderConfig::new(endpoint);
-            cfg.token_file = spec.http_token_file.clone();
-            cfg.ca_bundle = spec.http_ca_bundle.clone();
-            if let Some(t) = spec.http_timeout {
-                cfg.timeout = t;
-            }
-            let hook: berth_providers::http::MetricsHook = Arc::new(move |op, outcome, _took| {
-                metrics.provider_request("http", op, outcome);
-            });
-            Ok(Arc::new(
-                HttpProvider::new(cfg)
-                    .context("Cannot set up the http provider")?
-                    .with_metrics(hook),
-            ))
-        }
-        "aws" => {
-            let region = spec
-                .aws_region
-                .clone()
-                .or_else(|| std::env::var("AWS_REGION").ok())
-                .with_context(|| {
-                    format!(
-                        "--aws-region (awsRegion) is required for class {} with provider aws",
-                        spec.class
-                    )
-                })?;
-            let mut cfg = berth_providers::aws::AwsProviderConfig::new(region);
-            cfg.endpoint = spec.aws_endpoint.clone();
-            Ok(Arc::new(
-                berth_providers::aws::AwsProvider::new(cfg)
-                    .context("Cannot set up the aws provider")?,
-            ))
-        }
-        // Without its pools wiring (see `controller`), every allocation fails.
-        "l2" => Ok(Arc::new(berth_providers::l2::L2Provider::new())),
-        other => anyhow::bail!("--provider {other:?} is not supported"),
-    }
-}
-
 /// Flips the returned channel to true on SIGINT or SIGTERM.
 pub fn shutdown_on_signals() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
@@ -177,22 +124,20 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     for spec in &specs {
         let mut opts = args.options_for(spec)?;
         opts.metrics_listen = None;
-        let (provider, extension) = if spec.provider == "l2" {
-            let l2 = Arc::new(berth_providers::l2::L2Provider::new());
-            let ext: Arc<dyn berth_controller::run::Extension> =
-                Arc::new(berth_controller::pools::L2Pools::new(l2.clone()));
-            (l2 as Arc<dyn Provider>, Some(ext))
-        } else {
-            (build_provider(spec, metrics.for_class(&spec.class))?, None)
-        };
+        let built = factory::build(spec, metrics.for_class(&spec.class))?;
         classes.push(berth_controller::run::ClassController {
             client: client.clone(),
-            provider,
+            provider: built.provider,
             opts,
-            extension,
+            extension: built.extension,
         });
     }
-    if specs.iter().filter(|s| s.provider == "l2").count() > 1 {
+    if specs
+        .iter()
+        .filter(|s| s.provider == ProviderKind::L2)
+        .count()
+        > 1
+    {
         anyhow::bail!("Only one class can use the l2 provider (its IP pools are cluster-wide)");
     }
     let shutdown = shutdown_on_signals();

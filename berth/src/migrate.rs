@@ -278,29 +278,23 @@ fn l2_advertisement(d: &Value, pools: &BTreeMap<String, Value>) -> Out {
     }
 }
 
-/// A Kubernetes label selector (matchLabels, matchExpressions) against `labels`.
+/// A Kubernetes label selector (matchLabels, matchExpressions) against `labels`, by kube's
+/// selector matcher; one that does not parse or that kube refuses matches nothing.
 fn selector_matches(sel: &Value, labels: &Value) -> bool {
-    let get = |k: &str| labels.get(k).and_then(Value::as_str);
-    let labels_ok = sel["matchLabels"]
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use kube::core::{Selector, SelectorExt};
+    let labels: BTreeMap<String, String> = labels
         .as_object()
-        .is_none_or(|m| m.iter().all(|(k, v)| get(k) == v.as_str()));
-    let exprs_ok = sel["matchExpressions"].as_array().is_none_or(|es| {
-        es.iter().all(|e| {
-            let key = e["key"].as_str().unwrap_or("");
-            let values: Vec<&str> = e["values"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            match e["operator"].as_str().unwrap_or("") {
-                "In" => get(key).is_some_and(|v| values.contains(&v)),
-                "NotIn" => get(key).is_none_or(|v| !values.contains(&v)),
-                "Exists" => get(key).is_some(),
-                "DoesNotExist" => get(key).is_none(),
-                _ => false,
-            }
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
         })
-    });
-    labels_ok && exprs_ok
+        .unwrap_or_default();
+    serde_json::from_value::<LabelSelector>(sel.clone())
+        .ok()
+        .and_then(|s| Selector::try_from(s).ok())
+        .is_some_and(|s| s.matches(&labels))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `berth controller` flags and config file. A flag given on the command line wins over the
 //! config file, which wins over the default.
 
+use crate::factory::ProviderKind;
 use crate::leader::LeaseSettings;
 use crate::reconcile::Settings;
 use crate::run::{ControllerOptions, default_class};
@@ -25,17 +26,21 @@ pub fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String
     Ok(a..=b)
 }
 
-#[derive(clap::Args, Debug, Clone, Default)]
+/// `berth controller`'s settings: flags, and the same keys in camelCase in the `--config`
+/// file (a flag given on the command line wins).
+#[derive(clap::Args, Deserialize, Debug, Clone, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ControllerArgs {
     /// Config file (YAML); keys as the flags, in camelCase (e.g. `httpEndpoint: ...`).
     #[arg(long)]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// kubeconfig to use; without it, in-cluster config (or $KUBECONFIG).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// The provider: `http`, `aws` or `l2`.
-    #[arg(long)]
-    pub provider: Option<String>,
+    /// The provider.
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderKind>,
     /// The http provider's API, e.g. https://lb-api.example:8443.
     #[arg(long)]
     pub http_endpoint: Option<String>,
@@ -47,6 +52,7 @@ pub struct ControllerArgs {
     pub http_ca_bundle: Option<PathBuf>,
     /// Timeout of one http provider call.
     #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
     pub http_timeout: Option<Duration>,
     /// The aws provider's region, e.g. us-east-1.
     #[arg(long)]
@@ -65,30 +71,37 @@ pub struct ControllerArgs {
     pub class: Option<String>,
     /// Also serve Services without a loadBalancerClass.
     #[arg(long)]
+    #[serde(default)]
     pub default_class: bool,
     /// Reconciles at once. Default: 16 (upstream's service controller runs 1).
     #[arg(long)]
     pub workers: Option<u16>,
     /// Re-check every load balancer against the cloud this often. Default: 5m.
     #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
     pub resync: Option<Duration>,
     /// Orphan garbage collection interval. Default: 5m.
     #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
     pub gc_interval: Option<Duration>,
     /// At most this many orphaned load balancers are deleted per garbage-collection pass. Default: 10.
     #[arg(long)]
     pub gc_max_deletes: Option<usize>,
     /// Bound on every Kubernetes API request other than watches. Default: 30s.
     #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
     pub request_timeout: Option<Duration>,
     /// First retry delay after a failure (doubles up to --retry-max). Default: 1s.
     #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
     pub retry_min: Option<Duration>,
     /// Longest retry delay. Default: 5m.
     #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
     pub retry_max: Option<Duration>,
     /// NodePort range berth allocates from when a Service disables allocation. Default: 30000-32767.
     #[arg(long, value_parser = parse_port_range)]
+    #[serde(default, deserialize_with = "de_port_range")]
     pub node_port_range: Option<std::ops::RangeInclusive<u16>>,
     /// Run leader election (for more than one replica). Default: true.
     #[arg(long)]
@@ -101,12 +114,15 @@ pub struct ControllerArgs {
     pub leader_elect_lease_name: Option<String>,
     /// How long a leader's lease lasts without renewal; a standby takes over after it. Default: 15s.
     #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
     pub leader_elect_lease_duration: Option<Duration>,
     /// A leader that cannot renew for this long steps down. Default: 10s.
     #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
     pub leader_elect_renew_deadline: Option<Duration>,
     /// How often the leader renews and standbys retry. Default: 2s.
     #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
     pub leader_elect_retry_period: Option<Duration>,
     /// This replica's identity. Default: $POD_NAME or the hostname.
     #[arg(long)]
@@ -114,44 +130,11 @@ pub struct ControllerArgs {
     /// Address of /metrics, /healthz and /readyz. Default: 0.0.0.0:8080; `off` disables.
     #[arg(long)]
     pub metrics_listen: Option<String>,
-    /// From the config file's `classes:` list.
+    /// Several classes served by one process (config file only); instead of the
+    /// single-class settings.
     #[arg(skip)]
+    #[serde(default)]
     pub classes: Vec<ClassConfig>,
-}
-
-/// The config file: the same settings as the flags.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FileConfig {
-    pub kubeconfig: Option<PathBuf>,
-    pub provider: Option<String>,
-    pub http_endpoint: Option<String>,
-    pub http_token_file: Option<PathBuf>,
-    pub http_ca_bundle: Option<PathBuf>,
-    pub http_timeout: Option<String>,
-    pub aws_region: Option<String>,
-    pub aws_endpoint: Option<String>,
-    pub cluster_name: Option<String>,
-    pub class: Option<String>,
-    pub default_class: Option<bool>,
-    pub workers: Option<u16>,
-    pub resync: Option<String>,
-    pub gc_interval: Option<String>,
-    pub gc_max_deletes: Option<usize>,
-    pub request_timeout: Option<String>,
-    pub retry_min: Option<String>,
-    pub retry_max: Option<String>,
-    pub node_port_range: Option<String>,
-    pub leader_elect: Option<bool>,
-    pub leader_elect_namespace: Option<String>,
-    pub leader_elect_lease_name: Option<String>,
-    pub leader_elect_lease_duration: Option<String>,
-    pub leader_elect_renew_deadline: Option<String>,
-    pub leader_elect_retry_period: Option<String>,
-    pub identity: Option<String>,
-    pub metrics_listen: Option<String>,
-    /// Several classes served by one process; instead of the single-class keys above.
-    pub classes: Option<Vec<ClassConfig>>,
 }
 
 /// One class of a multi-class config file.
@@ -174,7 +157,7 @@ pub struct ClassConfig {
 /// One class to serve, and its provider's settings.
 #[derive(Debug, Clone)]
 pub struct ClassSpec {
-    pub provider: String,
+    pub provider: ProviderKind,
     pub class: String,
     pub default_class: bool,
     pub http_endpoint: Option<String>,
@@ -192,6 +175,22 @@ fn dur(field: &str, v: Option<String>) -> anyhow::Result<Option<Duration>> {
         .transpose()
 }
 
+/// A config-file duration, in the flags' syntax.
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// A config-file port range, in the flag's syntax.
+fn de_port_range<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::ops::RangeInclusive<u16>>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_port_range(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 impl ControllerArgs {
     /// Fills flags not given on the command line from the config file.
     pub fn merge_file(mut self) -> anyhow::Result<Self> {
@@ -200,81 +199,71 @@ impl ControllerArgs {
         };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("Cannot read config file {}", path.display()))?;
-        let f: FileConfig = serde_saphyr::from_str(&text)
+        let f: ControllerArgs = serde_saphyr::from_str(&text)
             .map_err(|e| anyhow::anyhow!("Invalid config file {}: {e}", path.display()))?;
         macro_rules! fill {
-            ($field:ident) => {
+            ($($field:ident),* $(,)?) => {$(
                 if self.$field.is_none() {
                     self.$field = f.$field;
                 }
-            };
-            ($field:ident, dur) => {
-                if self.$field.is_none() {
-                    self.$field = dur(stringify!($field), f.$field)?;
-                }
-            };
+            )*};
         }
-        fill!(kubeconfig);
-        fill!(provider);
-        fill!(http_endpoint);
-        fill!(http_token_file);
-        fill!(http_ca_bundle);
-        fill!(http_timeout, dur);
-        fill!(aws_region);
-        fill!(aws_endpoint);
-        fill!(cluster_name);
-        fill!(class);
-        fill!(workers);
-        fill!(resync, dur);
-        fill!(gc_interval, dur);
-        fill!(gc_max_deletes);
-        fill!(request_timeout, dur);
-        fill!(leader_elect_lease_name);
-        fill!(retry_min, dur);
-        fill!(retry_max, dur);
-        fill!(leader_elect);
-        fill!(leader_elect_namespace);
-        fill!(leader_elect_lease_duration, dur);
-        fill!(leader_elect_renew_deadline, dur);
-        fill!(leader_elect_retry_period, dur);
-        fill!(identity);
-        fill!(metrics_listen);
-        if !self.default_class {
-            self.default_class = f.default_class.unwrap_or(false);
-        }
-        if let Some(classes) = f.classes {
+        fill!(
+            kubeconfig,
+            provider,
+            http_endpoint,
+            http_token_file,
+            http_ca_bundle,
+            http_timeout,
+            aws_region,
+            aws_endpoint,
+            cluster_name,
+            class,
+            workers,
+            resync,
+            gc_interval,
+            gc_max_deletes,
+            request_timeout,
+            retry_min,
+            retry_max,
+            node_port_range,
+            leader_elect,
+            leader_elect_namespace,
+            leader_elect_lease_name,
+            leader_elect_lease_duration,
+            leader_elect_renew_deadline,
+            leader_elect_retry_period,
+            identity,
+            metrics_listen,
+        );
+        self.default_class |= f.default_class;
+        if !f.classes.is_empty() {
             if self.provider.is_some() || self.class.is_some() {
                 bail!(
                     "The config file {} lists classes; --provider and --class cannot be combined with it",
                     path.display()
                 );
             }
-            self.classes = classes;
-        }
-        if self.node_port_range.is_none()
-            && let Some(r) = f.node_port_range
-        {
-            self.node_port_range =
-                Some(parse_port_range(&r).map_err(|e| anyhow::anyhow!("nodePortRange: {e}"))?);
+            self.classes = f.classes;
         }
         Ok(self)
     }
 
-    /// The provider name, required.
-    pub fn provider_name(&self) -> anyhow::Result<String> {
-        provider_name(self.provider.as_deref())
+    /// The provider, required.
+    pub fn provider_kind(&self) -> anyhow::Result<ProviderKind> {
+        self.provider.context(MISSING_PROVIDER)
     }
 
     /// The classes to serve: the config file's `classes:` list, or the one class of the
     /// flags.
     pub fn class_specs(&self) -> anyhow::Result<Vec<ClassSpec>> {
         let specs: Vec<ClassSpec> = if self.classes.is_empty() {
-            let provider = self.provider_name()?;
+            let provider = self.provider_kind()?;
             vec![ClassSpec {
                 class: self
                     .class
                     .clone()
-                    .unwrap_or_else(|| default_class(&provider)),
+                    .unwrap_or_else(|| default_class(provider.name())),
                 provider,
                 default_class: self.default_class,
                 http_endpoint: self.http_endpoint.clone(),
@@ -296,10 +285,17 @@ impl ControllerArgs {
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    let provider = provider_name(c.provider.as_deref())
+                    let provider = c
+                        .provider
+                        .as_deref()
+                        .context(MISSING_PROVIDER)
+                        .and_then(ProviderKind::parse)
                         .with_context(|| format!("classes[{i}].provider"))?;
                     Ok(ClassSpec {
-                        class: c.class.clone().unwrap_or_else(|| default_class(&provider)),
+                        class: c
+                            .class
+                            .clone()
+                            .unwrap_or_else(|| default_class(provider.name())),
                         provider,
                         default_class: c.default_class.unwrap_or(false),
                         http_endpoint: c.http_endpoint.clone(),
@@ -430,16 +426,7 @@ impl ControllerArgs {
     }
 }
 
-/// The provider name, required.
-fn provider_name(p: Option<&str>) -> anyhow::Result<String> {
-    match p {
-        Some(p @ ("http" | "aws" | "l2")) => Ok(p.to_string()),
-        Some(other) => {
-            bail!("--provider {other:?} is not supported; supported: \"http\", \"aws\", \"l2\"")
-        }
-        None => bail!("--provider is required (supported: \"http\", \"aws\", \"l2\")"),
-    }
-}
+const MISSING_PROVIDER: &str = "--provider is required (supported: \"http\", \"aws\", \"l2\")";
 
 #[cfg(test)]
 mod tests {
@@ -452,7 +439,9 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
         let e = parse_duration("99999999999999999999h").unwrap_err();
         assert!(e.contains("at most 365 days"), "{e}");
         assert!(parse_duration("1e400").is_err());
@@ -499,6 +488,41 @@ mod tests {
         assert!(err.to_string().contains("Invalid config file"), "{err}");
     }
     #[test]
+    fn config_file_values_parse_as_the_flags_do() {
+        let dir = std::env::temp_dir().join(format!("berth-cli-values-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yaml");
+        let merge = |body: &str| {
+            std::fs::write(&f, body).unwrap();
+            ControllerArgs {
+                config: Some(f.clone()),
+                ..Default::default()
+            }
+            .merge_file()
+        };
+        let a = merge(
+            "provider: aws\nawsRegion: r\nnodePortRange: 30000-30010\nleaderElectLeaseDuration: 20s\ndefaultClass: true\n",
+        )
+        .unwrap();
+        assert_eq!(a.provider, Some(ProviderKind::Aws));
+        assert_eq!(a.node_port_range, Some(30000..=30010));
+        assert_eq!(a.leader_elect_lease_duration, Some(Duration::from_secs(20)));
+        assert!(a.default_class);
+        for (body, want) in [
+            ("resync: soon\n", "invalid duration \"soon\""),
+            ("provider: gce\n", "gce"),
+            ("nodePortRange: 5-1\n", "invalid port range"),
+            ("config: other.yaml\n", "config"),
+        ] {
+            let err = merge(body).unwrap_err().to_string();
+            assert!(
+                err.contains("Invalid config file") && err.contains(want),
+                "{body}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn a_config_file_lists_several_classes_each_with_its_own_lease_and_finalizer() {
         let dir = std::env::temp_dir().join(format!("berth-cli-classes-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -536,7 +560,7 @@ mod tests {
         // Flags for one class cannot be mixed with a list.
         let err = ControllerArgs {
             config: Some(f.clone()),
-            provider: Some("http".into()),
+            provider: Some(ProviderKind::Http),
             ..Default::default()
         }
         .merge_file()

@@ -4,25 +4,14 @@
 use berth_providers::bounds::{check_health_check_path, quote};
 use berth_providers::{
     Cidr, DesiredLoadBalancer, HealthCheck, HealthProtocol, IpFamily, Listener, NodeTarget,
-    Protocol, ServiceRef, SessionAffinity, naming, ownership_labels,
+    Protocol, ServiceRef, SessionAffinity, TrafficPolicy, naming, ownership_labels,
 };
 use k8s_openapi::api::core::v1::Service;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// berth's annotations, and the upstream ones it honours.
-pub mod annotations {
-    pub const HC_PROTOCOL: &str = "berth.io/health-check-protocol";
-    pub const HC_PORT: &str = "berth.io/health-check-port";
-    pub const HC_PATH: &str = "berth.io/health-check-path";
-    pub const HC_INTERVAL: &str = "berth.io/health-check-interval-seconds";
-    pub const HC_TIMEOUT: &str = "berth.io/health-check-timeout-seconds";
-    pub const HC_HEALTHY: &str = "berth.io/health-check-healthy-threshold";
-    pub const HC_UNHEALTHY: &str = "berth.io/health-check-unhealthy-threshold";
-    pub const LB_IPS: &str = "berth.io/load-balancer-ips";
-    /// Upstream's annotation, used when `spec.loadBalancerSourceRanges` is empty.
-    pub const SOURCE_RANGES: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
-}
+pub use berth_api::names::annotations;
 
 /// A field of the Service berth cannot use, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -321,6 +310,10 @@ pub fn desired_load_balancer(
         name: name.clone(),
         uid: uid.clone(),
     };
+    let external_traffic_policy = match spec.external_traffic_policy.as_deref() {
+        Some("Local") => TrafficPolicy::Local,
+        _ => TrafficPolicy::Cluster,
+    };
     Ok(DesiredLoadBalancer {
         id: naming::load_balancer_id(cluster, &namespace, &name, &uid),
         cluster: cluster.to_string(),
@@ -334,6 +327,9 @@ pub fn desired_load_balancer(
         ip_families,
         requested_addresses: requested_addresses(svc, &ann)?,
         annotations: ann,
+        service_labels: svc.metadata.labels.clone().unwrap_or_default(),
+        selector: spec.selector.clone().unwrap_or_default(),
+        external_traffic_policy,
     })
 }
 
@@ -349,6 +345,27 @@ pub(crate) mod tests {
             provider_id: None,
             zone: None,
         }]
+    }
+
+    #[test]
+    fn service_facts_follow_the_service() {
+        let mut svc = SvcB::lb("web").port(80, "TCP", 30080).svc();
+        svc.metadata.labels = Some(BTreeMap::from([("tier".into(), "web".into())]));
+        svc.spec.as_mut().unwrap().selector = Some(BTreeMap::from([("app".into(), "x".into())]));
+        let d = desired_load_balancer(&svc, &targets(), "c1", true).unwrap();
+        assert_eq!(d.service_labels["tier"], "web");
+        assert_eq!(d.selector["app"], "x");
+        assert_eq!(d.external_traffic_policy, TrafficPolicy::Cluster);
+        let mut svc = SvcB(svc).local(31000).svc();
+        let d = desired_load_balancer(&svc, &targets(), "c1", true).unwrap();
+        assert_eq!(d.external_traffic_policy, TrafficPolicy::Local);
+        assert_eq!(d.selector, BTreeMap::from([("app".into(), "x".into())]));
+        // Ownership labels are not the Service's labels.
+        assert!(!d.service_labels.contains_key("berth.io/cluster"));
+        svc.metadata.labels = None;
+        svc.spec.as_mut().unwrap().selector = None;
+        let d = desired_load_balancer(&svc, &targets(), "c1", true).unwrap();
+        assert!(d.service_labels.is_empty() && d.selector.is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod cli;
 pub mod desired;
+pub mod factory;
 pub mod gc;
 pub mod kube_util;
 pub mod leader;

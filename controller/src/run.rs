@@ -9,7 +9,7 @@ use crate::kube_util::{stopped, store_ready};
 use crate::leader::{Fence, LeaderElector, LeaseSettings};
 use crate::metrics::{ClassMetrics, Metrics};
 use crate::nodes;
-use crate::reconcile::{self, Context, ServiceHook, Settings};
+use crate::reconcile::{self, Context, Settings};
 use berth_providers::{NodeTarget, Provider};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -66,11 +66,6 @@ pub struct ClassController {
 
 /// Provider-specific wiring inside the controller (the l2 provider's IP pools).
 pub trait Extension: Send + Sync + 'static {
-    /// Facts to hand the provider before each Service's reconcile (see [`ServiceHook`]).
-    fn service_hook(&self) -> Option<ServiceHook> {
-        None
-    }
-
     /// Runs once this replica leads, before any Service is reconciled (e.g. restores IP
     /// assignments). Each item of the returned stream makes every Service reconcile again.
     fn start(
@@ -318,7 +313,7 @@ async fn run_class(
             instance: Some(opts.identity.clone()),
         },
     );
-    let mut ctx = Context::new(
+    let ctx = Context::new(
         client.clone(),
         provider.clone(),
         opts.settings.clone(),
@@ -327,9 +322,6 @@ async fn run_class(
         metrics.clone(),
     )
     .with_fence(fence.clone());
-    if let Some(hook) = extension.as_ref().and_then(|e| e.service_hook()) {
-        ctx = ctx.with_service_hook(hook);
-    }
     let ctx = Arc::new(ctx);
     let extension_triggers: BoxStream<'static, ()> = match &extension {
         Some(ext) => tokio::select! {

@@ -2,63 +2,7 @@
 
 use k8s_openapi::api::core::v1::Service;
 
-/// The finalizer every class shared before finalizers were per class. Services that carry
-/// it are still recognised: see [`ClassFilter::claims`].
-pub const LEGACY_FINALIZER: &str = "berth.io/load-balancer-cleanup";
-
-/// The longest name part of a qualified name (`prefix/name`).
-const MAX_NAME_PART: usize = 63;
-
-/// `class` as a name part: lowercase, `/` → `.`, anything outside `[a-z0-9.-]` → `-`, trimmed
-/// so that it starts and ends with a letter or digit.
-fn class_slug(class: &str) -> String {
-    let s: String = class
-        .chars()
-        .map(|c| match c.to_ascii_lowercase() {
-            '/' => '.',
-            c @ ('a'..='z' | '0'..='9' | '.' | '-') => c,
-            _ => '-',
-        })
-        .collect();
-    s.trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
-}
-
-/// `prefix` + the class slug, cut to `max` characters with a hash of the whole class when it
-/// does not fit, so two long classes never share a name.
-fn class_name(prefix: &str, class: &str, max: usize) -> String {
-    use sha2::Digest;
-    let slug = class_slug(class);
-    let full = format!("{prefix}{slug}");
-    if full.len() <= max && !slug.is_empty() {
-        return full;
-    }
-    let digest = sha2::Sha256::digest(class.as_bytes());
-    let hash: String = digest[..5].iter().map(|b| format!("{b:02x}")).collect();
-    let keep = max - prefix.len() - hash.len() - 1;
-    let mut cut: String = slug.chars().take(keep).collect();
-    while cut.ends_with(|c: char| !c.is_ascii_alphanumeric()) {
-        cut.pop();
-    }
-    if cut.is_empty() {
-        format!("{prefix}{hash}")
-    } else {
-        format!("{prefix}{cut}-{hash}")
-    }
-}
-
-/// The finalizer of `class`: `berth.io/cleanup.<class, '/' as '.'>`, e.g.
-/// `berth.io/cleanup.berth.io.http`. Present while that class may own a load balancer for
-/// the Service; a controller only ever cleans up Services carrying its own.
-pub fn finalizer_for(class: &str) -> String {
-    format!("berth.io/{}", class_name("cleanup.", class, MAX_NAME_PART))
-}
-
-/// The default leader Lease name of `class`: `berth-<class, '/' as '.'>`, e.g.
-/// `berth-berth.io.http`, so controllers of different classes each lead.
-pub fn lease_name_for(class: &str) -> String {
-    class_name("berth-", class, MAX_NAME_PART)
-}
+pub use berth_api::names::{FINALIZER_PREFIX, LEGACY_FINALIZER, finalizer_for, lease_name_for};
 
 /// Which `spec.loadBalancerClass` values this controller serves, and its finalizer.
 #[derive(Debug, Clone)]
@@ -148,7 +92,7 @@ pub fn has_finalizer(svc: &Service, finalizer: &str) -> bool {
 pub fn has_any_berth_finalizer(svc: &Service) -> bool {
     svc.metadata.finalizers.as_ref().is_some_and(|f| {
         f.iter()
-            .any(|x| x == LEGACY_FINALIZER || x.starts_with("berth.io/cleanup."))
+            .any(|x| x == LEGACY_FINALIZER || x.starts_with(FINALIZER_PREFIX))
     })
 }
 

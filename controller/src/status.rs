@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::Service;
 use serde_json::{Value, json};
 
 /// The condition type `kubectl wait --for=condition=berth.io/LoadBalancerReady` waits for.
-pub const CONDITION: &str = "berth.io/LoadBalancerReady";
+pub use berth_api::names::LOAD_BALANCER_READY as CONDITION;
 
 /// The ingress entries for a provider's status, with the Service's ports.
 pub fn ingress(status: &LoadBalancerStatus, svc: &Service) -> Vec<Value> {

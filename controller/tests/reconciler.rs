@@ -120,7 +120,7 @@ impl Scenario {
         let client =
             kube::Client::try_from(kube::Config::new(cloud.url().parse().unwrap())).unwrap();
         let args = ControllerArgs {
-            provider: Some("http".into()),
+            provider: Some(berth_controller::factory::ProviderKind::Http),
             default_class: true,
             cluster_name: Some("scenario".into()),
             leader_elect: Some(false),

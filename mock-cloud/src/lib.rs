@@ -18,6 +18,7 @@ pub mod selector;
 pub mod services;
 pub mod store;
 pub mod table;
+pub mod testing;
 
 use anyhow::Context;
 use apiserver::{ApiCore, CoreConfig};

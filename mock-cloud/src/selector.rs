@@ -207,6 +207,11 @@ impl FieldSelector {
         Ok(FieldSelector { reqs })
     }
 
+    /// Whether the selector selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.reqs.is_empty()
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.reqs.iter().all(|(field, value, neg)| {
             let pointer = format!("/{}", field.replace('.', "/"));

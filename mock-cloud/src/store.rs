@@ -5,7 +5,8 @@
 //! keeps objects, stamps `metadata.resourceVersion`, and tells watchers what changed.
 
 use serde_json::Value;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
@@ -58,7 +59,59 @@ pub enum StoreError {
     Expired { requested: u64, oldest: u64 },
 }
 
-type Objects = BTreeMap<(String, String), Arc<Value>>;
+/// The objects of one resource by (namespace, name), and how many each namespace holds.
+#[derive(Default)]
+struct Objects {
+    by_key: BTreeMap<(String, String), Arc<Value>>,
+    per_namespace: HashMap<String, usize>,
+}
+
+impl Objects {
+    fn get(&self, key: &(String, String)) -> Option<&Arc<Value>> {
+        self.by_key.get(key)
+    }
+
+    fn contains_key(&self, key: &(String, String)) -> bool {
+        self.by_key.contains_key(key)
+    }
+
+    fn insert(&mut self, key: (String, String), obj: Arc<Value>) {
+        let ns = key.0.clone();
+        if self.by_key.insert(key, obj).is_none() {
+            *self.per_namespace.entry(ns).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &(String, String)) -> Option<Arc<Value>> {
+        let removed = self.by_key.remove(key)?;
+        if let Some(n) = self.per_namespace.get_mut(&key.0) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_namespace.remove(&key.0);
+            }
+        }
+        Some(removed)
+    }
+
+    /// Objects in scope: one namespace, or all.
+    fn count(&self, namespace: Option<&str>) -> usize {
+        match namespace {
+            None => self.by_key.len(),
+            Some(ns) => self.per_namespace.get(ns).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// One page of a list (see [`Store::list_page`]).
+pub struct Page {
+    pub items: Vec<Arc<Value>>,
+    /// Whether any object in scope (accepted or not) follows the last one examined.
+    pub more: bool,
+    /// Objects in scope, accepted or not.
+    pub total: usize,
+    /// The store's resourceVersion when the page was read.
+    pub rv: u64,
+}
 
 struct Inner {
     rv: u64,
@@ -123,8 +176,9 @@ impl Store {
         let items = match inner.objects.get(gr) {
             None => Vec::new(),
             Some(objs) => match namespace {
-                None => objs.values().cloned().collect(),
+                None => objs.by_key.values().cloned().collect(),
                 Some(ns) => objs
+                    .by_key
                     .range((ns.to_string(), String::new())..)
                     .take_while(|((n, _), _)| n == ns)
                     .map(|(_, v)| v.clone())
@@ -134,10 +188,64 @@ impl Store {
         (items, inner.rv)
     }
 
+    /// At most `limit` objects (all when None) that `keep` accepts, in (namespace, name)
+    /// order, starting after the key `after`: a range read of the ordered index, so a page
+    /// costs O(log n + objects examined), however deep into the collection it starts.
+    pub fn list_page(
+        &self,
+        gr: &GroupResource,
+        namespace: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: Option<usize>,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Page {
+        let inner = self.inner.lock().unwrap();
+        let Some(objs) = inner.objects.get(gr) else {
+            return Page {
+                items: Vec::new(),
+                more: false,
+                total: 0,
+                rv: inner.rv,
+            };
+        };
+        let start = match (after, namespace) {
+            (Some((ns, name)), _) => Bound::Excluded((ns.to_string(), name.to_string())),
+            (None, Some(ns)) => Bound::Included((ns.to_string(), String::new())),
+            (None, None) => Bound::Unbounded,
+        };
+        let mut in_scope = objs
+            .by_key
+            .range((start, Bound::Unbounded))
+            .take_while(|((ns, _), _)| namespace.is_none_or(|want| want == ns))
+            .map(|(_, v)| v);
+        let mut items = Vec::new();
+        let mut more = false;
+        for obj in in_scope.by_ref() {
+            if keep(obj) {
+                items.push(obj.clone());
+            }
+            if limit.is_some_and(|l| items.len() >= l) {
+                more = in_scope.next().is_some();
+                break;
+            }
+        }
+        Page {
+            items,
+            more,
+            total: objs.count(namespace),
+            rv: inner.rv,
+        }
+    }
+
+    /// The oldest resourceVersion still readable: anything older has been compacted away.
+    pub fn oldest_rv(&self) -> u64 {
+        self.inner.lock().unwrap().oldest_rv
+    }
+
     /// Number of objects of a resource.
     pub fn count(&self, gr: &GroupResource) -> usize {
         let inner = self.inner.lock().unwrap();
-        inner.objects.get(gr).map(|o| o.len()).unwrap_or(0)
+        inner.objects.get(gr).map(|o| o.count(None)).unwrap_or(0)
     }
 
     /// Stores a new object. Sets `metadata.resourceVersion`; returns the stored object.
@@ -287,7 +395,7 @@ impl Store {
         let items = inner
             .objects
             .get(gr)
-            .map(|o| o.values().cloned().collect())
+            .map(|o| o.by_key.values().cloned().collect())
             .unwrap_or_default();
         (items, inner.rv, self.tx.subscribe())
     }
@@ -417,5 +525,42 @@ mod tests {
         assert_eq!(s.list(&gr(), Some("b")).0.len(), 2);
         assert_eq!(s.list(&gr(), None).0.len(), 4);
         assert_eq!(s.list(&gr(), Some("bb")).0.len(), 0);
+    }
+
+    #[test]
+    fn pages_start_after_their_key_and_stop_at_the_limit() {
+        let s = Store::default();
+        for (ns, n) in [("a", "x"), ("b", "p"), ("b", "q"), ("b", "r"), ("c", "w")] {
+            s.create(&gr(), ns, n, json!({"metadata": {"name": n}}))
+                .unwrap();
+        }
+        let names = |p: &Page| -> Vec<String> {
+            p.items
+                .iter()
+                .map(|o| o["metadata"]["name"].as_str().unwrap_or("").to_string())
+                .collect()
+        };
+        let all = |_: &Value| true;
+        let p = s.list_page(&gr(), Some("b"), None, Some(2), all);
+        assert_eq!(
+            (names(&p), p.more, p.total),
+            (vec!["p".into(), "q".into()], true, 3)
+        );
+        let p = s.list_page(&gr(), Some("b"), Some(("b", "q")), Some(2), all);
+        assert_eq!((names(&p), p.more), (vec!["r".to_string()], false));
+        let p = s.list_page(&gr(), None, Some(("b", "q")), None, all);
+        assert_eq!(
+            (names(&p), p.more, p.total),
+            (vec!["r".into(), "w".into()], false, 5)
+        );
+        // A full page says more follows only when something in scope does.
+        let p = s.list_page(&gr(), Some("b"), Some(("b", "p")), Some(2), all);
+        assert_eq!((names(&p), p.more), (vec!["q".into(), "r".into()], false));
+        let only_q = |o: &Value| o["metadata"]["name"] == "q";
+        let p = s.list_page(&gr(), None, None, Some(1), only_q);
+        assert_eq!((names(&p), p.more), (vec!["q".to_string()], true));
+        s.delete(&gr(), "b", "q", None).unwrap();
+        assert_eq!(s.list_page(&gr(), Some("b"), None, None, all).total, 2);
+        assert_eq!(s.list_page(&gr(), Some("zz"), None, None, all).total, 0);
     }
 }

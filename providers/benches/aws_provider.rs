@@ -9,10 +9,7 @@
 mod moto;
 
 use berth_providers::aws::{AwsProvider, AwsProviderConfig};
-use berth_providers::{
-    DesiredLoadBalancer, HealthCheck, Listener, NodeTarget, Protocol, Provider, ServiceRef, naming,
-    ownership_labels,
-};
+use berth_providers::{DesiredLoadBalancer, NodeTarget, Protocol, Provider, ServiceRef};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,37 +27,18 @@ fn desired(
         name: format!("svc-{i}"),
         uid: format!("uid-{i}"),
     };
-    DesiredLoadBalancer {
-        id: naming::load_balancer_id(CLUSTER, &service.namespace, &service.name, &service.uid),
-        cluster: CLUSTER.into(),
-        labels: ownership_labels(CLUSTER, &service),
-        service,
-        listeners: ports
-            .iter()
-            .map(|(port, protocol, np)| Listener {
-                name: format!("p{port}"),
-                port: *port,
-                protocol: *protocol,
-                node_port: Some(*np),
-            })
-            .collect(),
-        targets: nodes
-            .iter()
-            .enumerate()
-            .map(|(n, (id, zone))| NodeTarget {
-                name: format!("node-{n}"),
-                internal_ip: None,
-                provider_id: Some(format!("aws:///{zone}/{id}")),
-                zone: Some(zone.clone()),
-            })
-            .collect(),
-        health_check: HealthCheck::tcp_traffic_port(),
-        source_ranges: vec![],
-        session_affinity: Default::default(),
-        ip_families: vec![],
-        requested_addresses: vec![],
-        annotations: BTreeMap::new(),
-    }
+    ports
+        .iter()
+        .fold(
+            DesiredLoadBalancer::builder(CLUSTER, service),
+            |b, (port, protocol, np)| b.listener(&format!("p{port}"), *port, *protocol, Some(*np)),
+        )
+        .targets(nodes.iter().enumerate().map(|(n, (id, zone))| NodeTarget {
+            provider_id: Some(format!("aws:///{zone}/{id}")),
+            zone: Some(zone.clone()),
+            ..NodeTarget::new(&format!("node-{n}"), None)
+        }))
+        .build()
 }
 
 /// Calls since `before`: (total, writes, by operation).

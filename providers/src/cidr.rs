@@ -1,20 +1,19 @@
 //! IP prefixes (`10.0.0.0/8`, `2001:db8::/32`) as Services write them in
-//! `spec.loadBalancerSourceRanges`.
+//! `spec.loadBalancerSourceRanges`: an [`ipnet::IpNet`] that is always a network address.
 
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::str::FromStr;
 
 use crate::types::IpFamily;
 
 /// An IPv4 or IPv6 prefix, normalised: host bits are accepted on input, as Kubernetes does
-/// (`10.1.2.3/8` is valid), and cleared (it becomes `10.0.0.0/8`).
+/// (`10.1.2.3/8` is valid), and cleared (it becomes `10.0.0.0/8`). Two spellings of one
+/// prefix are therefore equal, and every `Cidr` prints as its network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix_len: u8,
-}
+pub struct Cidr(IpNet);
 
 /// Why a string is not a CIDR.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,66 +27,63 @@ impl Cidr {
     /// The prefix `addr/prefix_len` with host bits cleared, or `None` when `prefix_len` is
     /// longer than the address (32 for IPv4, 128 for IPv6).
     pub fn new(addr: IpAddr, prefix_len: u8) -> Option<Self> {
-        let max = match addr {
-            IpAddr::V4(_) => 32,
-            IpAddr::V6(_) => 128,
-        };
-        (prefix_len <= max).then(|| Self {
-            addr: network(addr, prefix_len),
-            prefix_len,
-        })
+        IpNet::new(addr, prefix_len).ok().map(Self::from)
+    }
+
+    /// The prefix as an [`IpNet`] (its address is the network address).
+    pub fn net(&self) -> IpNet {
+        self.0
     }
 
     /// The network address (host bits are always zero).
     pub fn addr(&self) -> IpAddr {
-        self.addr
+        self.0.network()
+    }
+
+    /// The last address of the prefix (the IPv4 broadcast address; for IPv6 simply the
+    /// highest address).
+    pub fn last(&self) -> IpAddr {
+        self.0.broadcast()
     }
 
     /// The prefix length in bits.
     pub fn prefix_len(&self) -> u8 {
-        self.prefix_len
+        self.0.prefix_len()
     }
 
     /// The address family.
     pub fn family(&self) -> IpFamily {
-        match self.addr {
-            IpAddr::V4(_) => IpFamily::IPv4,
-            IpAddr::V6(_) => IpFamily::IPv6,
+        match self.0 {
+            IpNet::V4(_) => IpFamily::IPv4,
+            IpNet::V6(_) => IpFamily::IPv6,
         }
     }
 
     /// Whether `ip` is inside this prefix (never across families).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
-                network(ip, self.prefix_len) == self.addr
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
 }
 
-/// `addr` with every bit after the first `prefix_len` cleared.
-fn network(addr: IpAddr, prefix_len: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(prefix_len))
-                .unwrap_or(0);
-            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
-        }
-        IpAddr::V6(a) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(prefix_len))
-                .unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
-        }
+impl From<IpNet> for Cidr {
+    /// Clears the host bits.
+    fn from(net: IpNet) -> Self {
+        Self(net.trunc())
+    }
+}
+
+impl From<Cidr> for IpNet {
+    fn from(c: Cidr) -> Self {
+        c.0
     }
 }
 
 impl FromStr for Cidr {
     type Err = CidrError;
 
+    /// Parses `ADDRESS/PREFIX`. The address goes through the standard library's parser, which
+    /// refuses the ambiguous leading zeros (`010.0.0.0`) that `IpNet::from_str` takes, and each
+    /// way of failing gets its own reason.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = |reason| CidrError {
             input: s.to_string(),
@@ -114,7 +110,7 @@ impl FromStr for Cidr {
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix_len)
+        self.0.fmt(f)
     }
 }
 
@@ -191,6 +187,31 @@ mod tests {
         assert!(all6.contains("2001:db8::1".parse().unwrap()));
         assert!(!all6.contains("1.2.3.4".parse().unwrap()));
         assert_eq!(all6.family(), IpFamily::IPv6);
+    }
+
+    #[test]
+    fn first_and_last_address() {
+        let cases = [
+            ("10.1.2.3/24", "10.1.2.0", "10.1.2.255"),
+            ("0.0.0.0/0", "0.0.0.0", "255.255.255.255"),
+            ("192.168.0.7/32", "192.168.0.7", "192.168.0.7"),
+            ("2001:db8::5/126", "2001:db8::4", "2001:db8::7"),
+            ("::/0", "::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+        ];
+        for (input, first, last) in cases {
+            let c: Cidr = input.parse().unwrap();
+            assert_eq!(c.addr().to_string(), first, "{input}");
+            assert_eq!(c.last().to_string(), last, "{input}");
+        }
+    }
+
+    #[test]
+    fn from_an_ipnet_is_normalised() {
+        let net: IpNet = "10.1.2.3/8".parse().unwrap();
+        let c = Cidr::from(net);
+        assert_eq!(c, "10.0.0.0/8".parse().unwrap());
+        assert_eq!(IpNet::from(c).to_string(), "10.0.0.0/8");
+        assert_eq!(c.net(), IpNet::from(c));
     }
 
     #[test]

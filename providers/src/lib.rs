@@ -35,6 +35,13 @@ pub trait Provider: Send + Sync + 'static {
         true
     }
 
+    /// Whether `ensure` reads the Service's own facts in the desired state
+    /// ([`DesiredLoadBalancer::service_labels`], `selector`, `external_traffic_policy`).
+    /// When false, a change of those alone does not call `ensure` again.
+    fn reads_service_facts(&self) -> bool {
+        false
+    }
+
     /// Checks what this provider can serve; bad input is [`ProviderError::Invalid`] naming
     /// the field and the accepted values. No I/O.
     fn validate(&self, lb: &DesiredLoadBalancer) -> Result<(), ProviderError>;

@@ -90,6 +90,19 @@ pub struct DesiredLoadBalancer {
     pub labels: BTreeMap<String, String>,
     /// The Service's annotations, for provider-specific settings.
     pub annotations: BTreeMap<String, String>,
+    /// The Service's own `metadata.labels` (the l2 provider's pools select Services by
+    /// them). Only providers whose [`Provider::reads_service_facts`] is true look at this
+    /// and the next two fields.
+    ///
+    /// [`Provider::reads_service_facts`]: crate::Provider::reads_service_facts
+    #[serde(default)]
+    pub service_labels: BTreeMap<String, String>,
+    /// The Service's `spec.selector` (its pods).
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// The Service's `spec.externalTrafficPolicy`.
+    #[serde(default)]
+    pub external_traffic_policy: TrafficPolicy,
 }
 
 impl DesiredLoadBalancer {
@@ -99,6 +112,173 @@ impl DesiredLoadBalancer {
             id: self.id.clone(),
             cluster: self.cluster.clone(),
             service: self.service.clone(),
+        }
+    }
+
+    /// A load balancer for `service` in `cluster`, its id and ownership labels derived from
+    /// them; no listeners, targets, source ranges, families, requested addresses or
+    /// annotations; a TCP health check on the traffic port and no session affinity. The
+    /// builder's methods set the rest.
+    pub fn builder(cluster: &str, service: ServiceRef) -> DesiredLoadBalancerBuilder {
+        DesiredLoadBalancerBuilder(DesiredLoadBalancer {
+            id: crate::naming::load_balancer_id(
+                cluster,
+                &service.namespace,
+                &service.name,
+                &service.uid,
+            ),
+            cluster: cluster.to_string(),
+            labels: ownership_labels(cluster, &service),
+            service,
+            listeners: Vec::new(),
+            targets: Vec::new(),
+            health_check: HealthCheck::tcp_traffic_port(),
+            source_ranges: Vec::new(),
+            session_affinity: SessionAffinity::None,
+            ip_families: Vec::new(),
+            requested_addresses: Vec::new(),
+            annotations: BTreeMap::new(),
+            service_labels: BTreeMap::new(),
+            selector: BTreeMap::new(),
+            external_traffic_policy: TrafficPolicy::Cluster,
+        })
+    }
+
+    /// Whether the Service's own facts (labels, selector, traffic policy) are the same in
+    /// `other`.
+    pub fn same_service_facts(&self, other: &Self) -> bool {
+        self.service_labels == other.service_labels
+            && self.selector == other.selector
+            && self.external_traffic_policy == other.external_traffic_policy
+    }
+
+    /// `self` with the Service's own facts of `other`.
+    pub fn with_service_facts_of(mut self, other: &Self) -> Self {
+        self.service_labels = other.service_labels.clone();
+        self.selector = other.selector.clone();
+        self.external_traffic_policy = other.external_traffic_policy;
+        self
+    }
+}
+
+/// A Service's `spec.externalTrafficPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum TrafficPolicy {
+    /// Any node may take the traffic and forward it (the default).
+    #[default]
+    Cluster,
+    /// Only nodes running one of the Service's pods take traffic (the client address is
+    /// kept).
+    Local,
+}
+
+/// Builds a [`DesiredLoadBalancer`]; from [`DesiredLoadBalancer::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct DesiredLoadBalancerBuilder(DesiredLoadBalancer);
+
+impl DesiredLoadBalancerBuilder {
+    /// Adds a listener on `port` (after those added before).
+    pub fn listener(
+        mut self,
+        name: &str,
+        port: u16,
+        protocol: Protocol,
+        node_port: Option<u16>,
+    ) -> Self {
+        self.0.listeners.push(Listener {
+            name: name.to_string(),
+            port,
+            protocol,
+            node_port,
+        });
+        self
+    }
+
+    /// Adds a target (after those added before).
+    pub fn target(mut self, target: NodeTarget) -> Self {
+        self.0.targets.push(target);
+        self
+    }
+
+    /// Adds targets (after those added before).
+    pub fn targets(mut self, targets: impl IntoIterator<Item = NodeTarget>) -> Self {
+        self.0.targets.extend(targets);
+        self
+    }
+
+    /// Replaces the health check.
+    pub fn health_check(mut self, health_check: HealthCheck) -> Self {
+        self.0.health_check = health_check;
+        self
+    }
+
+    /// Adds an allowed client range.
+    pub fn source_range(mut self, range: Cidr) -> Self {
+        self.0.source_ranges.push(range);
+        self
+    }
+
+    /// Replaces the session affinity.
+    pub fn session_affinity(mut self, affinity: SessionAffinity) -> Self {
+        self.0.session_affinity = affinity;
+        self
+    }
+
+    /// Replaces the IP families, primary first.
+    pub fn ip_families(mut self, families: impl IntoIterator<Item = IpFamily>) -> Self {
+        self.0.ip_families = families.into_iter().collect();
+        self
+    }
+
+    /// Adds a requested address.
+    pub fn requested_address(mut self, ip: IpAddr) -> Self {
+        self.0.requested_addresses.push(ip);
+        self
+    }
+
+    /// Sets an annotation.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.0
+            .annotations
+            .insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Sets one of the Service's own labels.
+    pub fn service_label(mut self, key: &str, value: &str) -> Self {
+        self.0
+            .service_labels
+            .insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Sets one entry of the Service's selector.
+    pub fn selector(mut self, key: &str, value: &str) -> Self {
+        self.0.selector.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Replaces the external traffic policy.
+    pub fn external_traffic_policy(mut self, policy: TrafficPolicy) -> Self {
+        self.0.external_traffic_policy = policy;
+        self
+    }
+
+    /// The load balancer.
+    pub fn build(self) -> DesiredLoadBalancer {
+        self.0
+    }
+}
+
+impl NodeTarget {
+    /// A node called `name` at `internal_ip`, with no provider id or zone.
+    pub fn new(name: &str, internal_ip: Option<IpAddr>) -> Self {
+        Self {
+            name: name.to_string(),
+            internal_ip,
+            provider_id: None,
+            zone: None,
         }
     }
 }
@@ -357,6 +537,75 @@ mod tests {
         assert_eq!(owned.cluster, "prod");
         assert_eq!(owned.service, svc());
         assert_eq!(owned.reference().id, "b-1");
+    }
+
+    #[test]
+    fn builder_fills_identity_and_defaults() {
+        let lb = DesiredLoadBalancer::builder("prod", svc())
+            .listener("http", 80, Protocol::Tcp, Some(30080))
+            .listener("dns", 53, Protocol::Udp, None)
+            .target(NodeTarget::new("b", None))
+            .targets([NodeTarget::new("a", Some("10.0.0.1".parse().unwrap()))])
+            .source_range("10.1.2.3/8".parse().unwrap())
+            .requested_address("192.0.2.1".parse().unwrap())
+            .ip_families([IpFamily::IPv6])
+            .annotation("k", "v")
+            .build();
+        assert_eq!(
+            lb.id,
+            crate::naming::load_balancer_id("prod", "shop", "web", "0f6c")
+        );
+        assert_eq!(lb.cluster, "prod");
+        assert_eq!(lb.labels, ownership_labels("prod", &svc()));
+        assert_eq!(lb.reference().service, svc());
+        let ports: Vec<_> = lb.listeners.iter().map(|l| (l.port, l.node_port)).collect();
+        assert_eq!(ports, vec![(80, Some(30080)), (53, None)]);
+        let names: Vec<_> = lb.targets.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, vec!["b", "a"]);
+        assert_eq!(lb.source_ranges[0].to_string(), "10.0.0.0/8");
+        assert_eq!(lb.ip_families, vec![IpFamily::IPv6]);
+        assert_eq!(lb.annotations["k"], "v");
+        assert_eq!(lb.health_check, HealthCheck::tcp_traffic_port());
+        assert_eq!(lb.session_affinity, SessionAffinity::None);
+        let bare = DesiredLoadBalancer::builder("prod", svc()).build();
+        assert!(bare.listeners.is_empty() && bare.targets.is_empty());
+        assert!(bare.source_ranges.is_empty() && bare.requested_addresses.is_empty());
+        assert_eq!(bare.external_traffic_policy, TrafficPolicy::Cluster);
+    }
+
+    #[test]
+    fn service_facts_compare_and_carry_over() {
+        let plain = DesiredLoadBalancer::builder("prod", svc()).build();
+        let local = DesiredLoadBalancer::builder("prod", svc())
+            .service_label("tier", "web")
+            .selector("app", "x")
+            .external_traffic_policy(TrafficPolicy::Local)
+            .build();
+        assert!(!plain.same_service_facts(&local));
+        let carried = plain.clone().with_service_facts_of(&local);
+        assert_eq!(carried, local);
+        assert!(carried.same_service_facts(&local));
+        for one in [
+            DesiredLoadBalancer::builder("prod", svc()).service_label("a", "b"),
+            DesiredLoadBalancer::builder("prod", svc()).selector("a", "b"),
+            DesiredLoadBalancer::builder("prod", svc())
+                .external_traffic_policy(TrafficPolicy::Local),
+        ] {
+            assert!(!one.build().same_service_facts(&plain));
+        }
+        // Desired states written before these fields existed still read.
+        let mut json = serde_json::to_value(&plain).unwrap();
+        for k in ["serviceLabels", "selector", "externalTrafficPolicy"] {
+            json.as_object_mut().unwrap().remove(k);
+        }
+        assert_eq!(
+            serde_json::from_value::<DesiredLoadBalancer>(json).unwrap(),
+            plain
+        );
+        assert_eq!(
+            serde_json::to_value(TrafficPolicy::Local).unwrap(),
+            serde_json::json!("Local")
+        );
     }
 
     #[test]

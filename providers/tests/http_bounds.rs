@@ -5,10 +5,8 @@
 
 use berth_providers::http::{HttpProvider, HttpProviderConfig};
 use berth_providers::{
-    DesiredLoadBalancer, HealthCheck, Listener, NodeTarget, Protocol, Provider, ProviderError,
-    ServiceRef, SessionAffinity, naming, ownership_labels,
+    DesiredLoadBalancer, NodeTarget, Protocol, Provider, ProviderError, ServiceRef,
 };
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -152,30 +150,10 @@ fn desired() -> DesiredLoadBalancer {
         name: "web".into(),
         uid: "uid-web".into(),
     };
-    DesiredLoadBalancer {
-        id: naming::load_balancer_id("c1", "default", "web", "uid-web"),
-        cluster: "c1".into(),
-        labels: ownership_labels("c1", &service),
-        service,
-        listeners: vec![Listener {
-            name: "http".into(),
-            port: 80,
-            protocol: Protocol::Tcp,
-            node_port: Some(30080),
-        }],
-        targets: vec![NodeTarget {
-            name: "node-a".into(),
-            internal_ip: Some("10.0.0.1".parse().unwrap()),
-            provider_id: None,
-            zone: None,
-        }],
-        health_check: HealthCheck::tcp_traffic_port(),
-        source_ranges: vec![],
-        session_affinity: SessionAffinity::None,
-        ip_families: vec![],
-        requested_addresses: vec![],
-        annotations: BTreeMap::new(),
-    }
+    DesiredLoadBalancer::builder("c1", service)
+        .listener("http", 80, Protocol::Tcp, Some(30080))
+        .target(NodeTarget::new("node-a", Some("10.0.0.1".parse().unwrap())))
+        .build()
 }
 
 fn assert_too_large(result: Result<impl std::fmt::Debug, ProviderError>, what: &str) {

@@ -2,6 +2,10 @@
 //! API (`docs/http-provider.openapi.yaml`) that records every request and can be told to
 //! fail the next ones.
 
+#[path = "http_provider/fake_api.rs"]
+mod fake_api;
+use fake_api::*;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -9,8 +13,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use berth_providers::http::{HttpProvider, HttpProviderConfig, MetricsHook};
 use berth_providers::{
-    DesiredLoadBalancer, HealthCheck, Ingress, IpMode, LABEL_CLUSTER, Listener, NodeTarget,
-    Protocol, Provider, ProviderError, ServiceRef, SessionAffinity, naming, ownership_labels,
+    DesiredLoadBalancer, Ingress, IpMode, LABEL_CLUSTER, NodeTarget, Protocol, Provider,
+    ProviderError, ServiceRef,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
@@ -23,112 +27,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 // ---------------------------------------------------------------------------------------
 // The fake load balancer API.
-
-/// One request the server saw.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: Method,
-    /// Path and query.
-    uri: String,
-    if_match: Option<String>,
-    if_none_match: Option<String>,
-    authorization: Option<String>,
-    at: Instant,
-}
-
-/// The next request (of `method`, or any when `None`) fails with `status`.
-struct Fault {
-    method: Option<Method>,
-    status: StatusCode,
-    retry_after: Option<u64>,
-}
-
-struct Stored {
-    spec: Value,
-    etag: String,
-    generation: u64,
-    address: String,
-}
-
-#[derive(Default)]
-struct Api {
-    lbs: Mutex<BTreeMap<String, Stored>>,
-    seen: Mutex<Vec<Seen>>,
-    faults: Mutex<VecDeque<Fault>>,
-    /// When set, requests must carry `Authorization: Bearer <token>`.
-    token: Mutex<Option<String>>,
-    writes: AtomicUsize,
-}
-
-impl Api {
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn seen_methods(&self) -> Vec<String> {
-        self.seen().iter().map(|s| s.method.to_string()).collect()
-    }
-
-    fn puts(&self) -> Vec<Seen> {
-        self.seen()
-            .into_iter()
-            .filter(|s| s.method == Method::PUT)
-            .collect()
-    }
-
-    fn fail_next(
-        &self,
-        method: Option<Method>,
-        status: u16,
-        retry_after: Option<u64>,
-        times: usize,
-    ) {
-        let mut faults = self.faults.lock().unwrap();
-        for _ in 0..times {
-            faults.push_back(Fault {
-                method: method.clone(),
-                status: StatusCode::from_u16(status).unwrap(),
-                retry_after,
-            });
-        }
-    }
-
-    /// Stores a load balancer directly, as another client would have.
-    fn insert(&self, id: &str, spec: Value) {
-        self.lbs.lock().unwrap().insert(
-            id.to_string(),
-            Stored {
-                spec,
-                etag: "\"foreign\"".into(),
-                generation: 1,
-                address: "192.0.2.200".into(),
-            },
-        );
-    }
-
-    fn spec_of(&self, id: &str) -> Option<Value> {
-        self.lbs.lock().unwrap().get(id).map(|s| s.spec.clone())
-    }
-}
-
-fn error(status: StatusCode, code: &str, message: &str, field: Option<&str>) -> Response {
-    let mut body = json!({"error": {"code": code, "message": message}});
-    if let Some(field) = field {
-        body["error"]["field"] = json!(field);
-    }
-    (status, axum::Json(body)).into_response()
-}
-
-fn lb_response(status: StatusCode, id: &str, lb: &Stored) -> Response {
-    let body = json!({
-        "id": id,
-        "spec": lb.spec,
-        "status": {"addresses": [{"ip": lb.address}], "targets": []},
-        "etag": lb.etag,
-        "generation": lb.generation,
-    });
-    (status, [(header::ETAG, lb.etag.clone())], axum::Json(body)).into_response()
-}
 
 async fn handle(
     State(api): State<Arc<Api>>,
@@ -283,66 +181,12 @@ async fn handle(
     }
 }
 
-fn router(api: Arc<Api>) -> Router {
-    Router::new().fallback(handle).with_state(api)
-}
-
 /// Serves `api` over plain HTTP; returns the endpoint.
 async fn serve(api: Arc<Api>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(api)).await.unwrap() });
     format!("http://{addr}")
-}
-
-/// Accepts TLS connections for axum; failed handshakes are dropped.
-struct TlsListener {
-    tcp: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((stream, addr)) = self.tcp.accept().await else {
-                continue;
-            };
-            if let Ok(tls) = self.acceptor.accept(stream).await {
-                return (tls, addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
-}
-
-/// A fresh CA and a certificate for 127.0.0.1 signed by it: (CA PEM, server config).
-fn test_pki() -> (String, rustls::ServerConfig) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "berth test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap();
-    (ca.pem(), config)
 }
 
 /// Serves `api` over TLS with `config`; returns the endpoint.
@@ -359,67 +203,6 @@ async fn serve_tls(api: Arc<Api>, config: rustls::ServerConfig) -> String {
 
 // ---------------------------------------------------------------------------------------
 // Fixtures.
-
-fn install_crypto() {
-    // The binary installs ring once at start-up; tests share a process, so ignore "already".
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-fn config(endpoint: &str) -> HttpProviderConfig {
-    HttpProviderConfig {
-        max_retries: 3,
-        timeout: Duration::from_secs(5),
-        ..HttpProviderConfig::new(endpoint)
-    }
-}
-
-fn provider(cfg: HttpProviderConfig) -> HttpProvider {
-    install_crypto();
-    HttpProvider::new(cfg).unwrap()
-}
-
-/// Service `default/<name>` in `cluster`: port 80/TCP on NodePort 30080, one node.
-fn desired(cluster: &str, name: &str) -> DesiredLoadBalancer {
-    let service = ServiceRef {
-        namespace: "default".into(),
-        name: name.into(),
-        uid: format!("uid-{name}"),
-    };
-    DesiredLoadBalancer {
-        id: naming::load_balancer_id(cluster, &service.namespace, name, &service.uid),
-        cluster: cluster.into(),
-        labels: ownership_labels(cluster, &service),
-        service,
-        listeners: vec![Listener {
-            name: "http".into(),
-            port: 80,
-            protocol: Protocol::Tcp,
-            node_port: Some(30080),
-        }],
-        targets: vec![node("node-a", "10.0.0.1")],
-        health_check: HealthCheck::tcp_traffic_port(),
-        source_ranges: vec![],
-        session_affinity: SessionAffinity::None,
-        ip_families: vec![],
-        requested_addresses: vec![],
-        annotations: BTreeMap::new(),
-    }
-}
-
-fn node(name: &str, ip: &str) -> NodeTarget {
-    NodeTarget {
-        name: name.into(),
-        internal_ip: Some(ip.parse().unwrap()),
-        provider_id: None,
-        zone: None,
-    }
-}
-
-fn temp_file(name: &str, contents: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("berth-providers-{}-{name}", std::process::id()));
-    std::fs::write(&path, contents).unwrap();
-    path
-}
 
 // ---------------------------------------------------------------------------------------
 // Tests.

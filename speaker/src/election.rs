@@ -78,24 +78,11 @@ pub fn score(node: &str, vip: IpAddr) -> u64 {
     u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
-/// Whether `sel` selects a node with `labels` (matchLabels and matchExpressions).
+/// Whether `labels` satisfy `sel`, by kube's selector matcher; a selector kube refuses (an
+/// unknown operator, `In` without values) matches nothing.
 pub fn selects(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    if let Some(ml) = &sel.match_labels
-        && ml.iter().any(|(k, v)| labels.get(k) != Some(v))
-    {
-        return false;
-    }
-    sel.match_expressions.iter().flatten().all(|e| {
-        let vals = e.values.as_deref().unwrap_or_default();
-        let got = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => got.is_some_and(|g| vals.contains(g)),
-            "NotIn" => got.is_none_or(|g| !vals.contains(g)),
-            "Exists" => got.is_some(),
-            "DoesNotExist" => got.is_none(),
-            _ => false,
-        }
-    })
+    use kube::core::{Selector, SelectorExt};
+    Selector::try_from(sel.clone()).is_ok_and(|s| s.matches(labels))
 }
 
 /// Whether `a` announces a VIP lying in `pool`: one listing pools announces only their

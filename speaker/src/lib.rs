@@ -8,15 +8,18 @@
 //!   nodes with a ready endpoint; L2Advertisement node selectors and interfaces honoured).
 //! * [`frames`]: pure ARP/NDP frame code; [`packet`]: the AF_PACKET shell.
 //! * [`bgp`]: BGP mode (announces VIPs to routers: BGPPeer, BGPAdvertisement, BFDProfile).
-//! * This file: the watches (Services, Nodes, EndpointSlices, L2Advertisements,
-//!   IPAddressPools — the pool a VIP lies in decides which advertisements apply; one each),
-//!   the announce loop (gratuitous ARP / unsolicited NA on takeover, stop at once on loss),
-//!   and what users see: a `NodeAssigned` event, metrics, and a [`ServiceL2Status`] per
-//!   Service announced ([`report`]; the l2 controller mirrors it into the
-//!   `berth.io/announcing-node` annotation — the speaker never writes Services).
+//! * `watches`: Services, Nodes, EndpointSlices, L2Advertisements, IPAddressPools (the pool a
+//!   VIP lies in decides which advertisements apply; one watch each).
+//! * `announce`: gratuitous ARP / unsolicited NA on takeover, stop at once on loss, and what
+//!   users see: a `NodeAssigned` event, metrics, and a [`ServiceL2Status`] per Service
+//!   announced ([`report`]; the l2 controller mirrors it into the `berth.io/announcing-node`
+//!   annotation — the speaker never writes Services).
+//! * This file: the flags and [`run`], which wires them together and runs the election loop.
 //!
 //! [`ServiceL2Status`]: berth_api::crd::ServiceL2Status
 
+mod admin;
+mod announce;
 pub mod bgp;
 pub mod election;
 pub mod frames;
@@ -27,31 +30,30 @@ pub mod packet;
 pub mod report;
 mod sys;
 pub mod view;
+mod watches;
 pub mod wire;
 
+use admin::serve_metrics;
+use announce::{Announced, Announcer};
 use anyhow::Context;
-use berth_api::crd::IPAddressPool;
 use berth_api::duration::parse_duration;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
 use metrics::SpeakerMetrics;
 use packet::Link;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
-
-pub use berth_api::names::{ANNOUNCING_ANNOTATION, NODE_ASSIGNED};
+use watches::{Watches, spawn_advertisement_watch, spawn_pool_watch, spawn_watch};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SpeakerArgs {
@@ -108,7 +110,6 @@ pub struct SpeakerArgs {
     pub bgp: bgp::BgpArgs,
 }
 
-const ROUND_GAP: Duration = Duration::from_millis(1100);
 /// The failure detector's port when `--memberlist-bind` names none.
 pub const MEMBERLIST_PORT: u16 = 7946;
 
@@ -138,251 +139,6 @@ fn parse_peers(v: &[String]) -> anyhow::Result<BTreeMap<String, SocketAddr>> {
             Ok((n.trim().to_string(), a))
         })
         .collect()
-}
-
-/// What a watch of one of berth's own resources knows: nothing yet, that the resource is not
-/// served (its CRD is not installed), or its objects by `namespace/name`.
-#[derive(Debug, Clone)]
-enum CrdState<T> {
-    Unknown,
-    NotServed,
-    Objects(BTreeMap<String, T>),
-}
-
-impl<T> CrdState<T> {
-    fn is_unknown(&self) -> bool {
-        matches!(self, CrdState::Unknown)
-    }
-
-    fn objects(&self) -> Option<&BTreeMap<String, T>> {
-        match self {
-            CrdState::Objects(m) => Some(m),
-            _ => None,
-        }
-    }
-}
-
-/// A [`CrdState`] kept up to date by a watch.
-type Watched<T> = Arc<Mutex<CrdState<T>>>;
-
-/// What the packet threads consult: interface → addresses announced there now.
-type Announced = Arc<RwLock<HashMap<String, HashSet<IpAddr>>>>;
-
-struct Watches {
-    nodes: Store<Node>,
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
-    advertisements: Watched<election::Advertisement>,
-    pools: Watched<IPAddressPool>,
-}
-
-fn spawn_watch<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-                Ok(_) => changed.notify_one(),
-                Err(e) => warn!(kind = %K::kind(&()), error = %e, "Watch failed; retrying"),
-            }
-        }
-    });
-    reader
-}
-
-/// Watches one of berth's optional resources (L2Advertisements, IPAddressPools) into an
-/// [`Watched`] `read(object)`: a cluster without the CRD is a state, not an error.
-fn spawn_optional_watch<K, T>(
-    api: Api<K>,
-    kind: &'static str,
-    if_absent: &'static str,
-    read: fn(&K) -> T,
-    changed: Arc<Notify>,
-) -> Watched<T>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-    T: Clone + Send + 'static,
-{
-    let state: Watched<T> = Arc::new(Mutex::new(CrdState::Unknown));
-    let st = state.clone();
-    tokio::spawn(async move {
-        let stream = watcher(api, watcher::Config::default()).default_backoff();
-        let mut stream = std::pin::pin!(stream);
-        let mut building: BTreeMap<String, T> = BTreeMap::new();
-        let set = |v: CrdState<T>| {
-            *st.lock().unwrap_or_else(|e| e.into_inner()) = v;
-            changed.notify_one();
-        };
-        let name = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(watcher::Event::Init) => building.clear(),
-                Ok(watcher::Event::InitApply(o)) => {
-                    building.insert(name(&o), read(&o));
-                }
-                Ok(watcher::Event::InitDone) => set(CrdState::Objects(building.clone())),
-                Ok(watcher::Event::Apply(o)) => {
-                    building.insert(name(&o), read(&o));
-                    set(CrdState::Objects(building.clone()));
-                }
-                Ok(watcher::Event::Delete(o)) => {
-                    building.remove(&name(&o));
-                    set(CrdState::Objects(building.clone()));
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    if not_served(&e) {
-                        let known_absent = matches!(
-                            *st.lock().unwrap_or_else(|e| e.into_inner()),
-                            CrdState::NotServed
-                        );
-                        if !known_absent {
-                            info!("No {kind} resource is served; {if_absent}");
-                            set(CrdState::NotServed);
-                        }
-                    } else {
-                        warn!(error = %msg, "{kind} watch failed; retrying");
-                    }
-                }
-            }
-        }
-    });
-    state
-}
-
-/// Whether a watch failed because its resource is not served (its CRD is not installed):
-/// the API server answered 404.
-fn not_served(e: &watcher::Error) -> bool {
-    match e {
-        watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 404,
-        watcher::Error::WatchError(s) => s.code == 404,
-        _ => false,
-    }
-}
-
-fn spawn_advertisement_watch(
-    client: Client,
-    changed: Arc<Notify>,
-) -> Watched<election::Advertisement> {
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("berth.io", "v1alpha1", "L2Advertisement"),
-        "l2advertisements",
-    );
-    spawn_optional_watch(
-        Api::<DynamicObject>::all_with(client, &ar),
-        "L2Advertisement",
-        "announcing every VIP",
-        view::advertisement,
-        changed,
-    )
-}
-
-fn spawn_pool_watch(client: Client, changed: Arc<Notify>) -> Watched<IPAddressPool> {
-    spawn_optional_watch(
-        Api::<IPAddressPool>::all(client),
-        "IPAddressPool",
-        "L2Advertisements listing pools announce no VIP",
-        IPAddressPool::clone,
-        changed,
-    )
-}
-
-/// Serves /metrics, /healthz and /readyz (200 once the speaker takes part in elections).
-async fn serve_metrics(
-    listen: SocketAddr,
-    m: Arc<SpeakerMetrics>,
-    ready: Arc<AtomicBool>,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<SocketAddr> {
-    use axum::routing::get;
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move |headers: axum::http::HeaderMap| {
-                let m = m.clone();
-                async move {
-                    let accept = headers
-                        .get(axum::http::header::ACCEPT)
-                        .and_then(|v| v.to_str().ok());
-                    let format = berth_api::exposition::negotiate(accept);
-                    (
-                        [(axum::http::header::CONTENT_TYPE, format.content_type())],
-                        berth_api::exposition::render(&m.encode(), format),
-                    )
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = ready.load(Ordering::Relaxed);
-                async move {
-                    if ready {
-                        (axum::http::StatusCode::OK, "ok\n")
-                    } else {
-                        (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "not taking part in elections yet\n",
-                        )
-                    }
-                }
-            }),
-        );
-    let l = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("Cannot listen on {listen} for metrics"))?;
-    let addr = l.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(l, app)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|s| *s).await;
-            })
-            .await;
-    });
-    Ok(addr)
-}
-
-/// One gratuitous round for `ip` on `link`: ARP request and reply form, or an unsolicited NA.
-fn gratuitous(link: &Link, ip: IpAddr, m: &SpeakerMetrics) {
-    let frames: Vec<Vec<u8>> = match ip {
-        IpAddr::V4(v4) => vec![
-            frames::garp_request(v4, link.iface.mac),
-            frames::garp_reply(v4, link.iface.mac),
-        ],
-        IpAddr::V6(v6) => vec![frames::unsolicited_neighbor_advertisement(
-            v6,
-            link.iface.mac,
-        )],
-    };
-    let proto = if ip.is_ipv4() { "arp" } else { "ndp" };
-    for f in frames {
-        match link.send(&f) {
-            Ok(_) => {
-                m.gratuitous
-                    .get_or_create(&SpeakerMetrics::label(proto, &link.iface.name))
-                    .inc();
-            }
-            Err(e) => {
-                warn!(interface = %link.iface.name, %ip, error = %e, "Cannot send gratuitous frame")
-            }
-        }
-    }
 }
 
 /// Runs the speaker until `shutdown` flips to true.
@@ -695,283 +451,6 @@ fn discovered_peers(nodes: &Store<Node>, port: u16) -> BTreeMap<String, SocketAd
         .collect()
 }
 
-struct Announcer {
-    me: String,
-    links: BTreeMap<String, Arc<Link>>,
-    announced: Announced,
-    /// VIP → interfaces announced on now.
-    current: BTreeMap<IpAddr, BTreeSet<String>>,
-    /// (VIP, interface) → (rounds left, next round at).
-    rounds: BTreeMap<(IpAddr, String), (u32, Instant)>,
-    periodic_at: Instant,
-    /// (Service, VIP) whose `NodeAssigned` event was published since we took the VIP.
-    told: HashSet<(String, String)>,
-    /// What we announce, per Service, for [`report`].
-    reports: watch::Sender<report::Reports>,
-    peers: BTreeMap<String, SocketAddr>,
-    /// The previous election's winners; None before the first one (or after a link flap).
-    prev: Option<BTreeMap<IpAddr, String>>,
-    /// VIPs won from a winner that may still be announcing: since when.
-    holding: BTreeMap<IpAddr, Instant>,
-    /// Carrier of each link at the last look.
-    link_up: BTreeMap<String, bool>,
-    m: Arc<SpeakerMetrics>,
-    recorder: Recorder,
-    args: SpeakerArgs,
-}
-
-impl Announcer {
-    fn publish(&self) {
-        let mut map: HashMap<String, HashSet<IpAddr>> = HashMap::new();
-        for (ip, ifs) in &self.current {
-            for i in ifs {
-                map.entry(i.clone()).or_default().insert(*ip);
-            }
-        }
-        *self.announced.write().unwrap_or_else(|e| e.into_inner()) = map;
-        self.m.announced.set(self.current.len() as i64);
-    }
-
-    fn set_multicast(&self, ip: IpAddr, ifs: &BTreeSet<String>, join: bool) {
-        let IpAddr::V6(v6) = ip else { return };
-        for i in ifs {
-            if let Some(l) = self.links.get(i)
-                && let Err(e) = l.multicast(v6, join)
-                && join
-            {
-                warn!(interface = %i, %ip, error = %e, "Cannot join the solicited-node group");
-            }
-        }
-    }
-
-    /// Whether a link went from down to up since the last look.
-    fn links_recovered(&mut self) -> bool {
-        let mut recovered = false;
-        for name in self.links.keys() {
-            let state = std::fs::read_to_string(format!("/sys/class/net/{name}/operstate"))
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default();
-            let up = state == "up" || state == "unknown";
-            let was = self.link_up.insert(name.clone(), up);
-            if up && was == Some(false) {
-                recovered = true;
-            }
-        }
-        recovered
-    }
-
-    /// How long a VIP won from a live (or unknown) previous winner waits before this speaker
-    /// answers for it, so the previous winner hears about us and stops first: a handover
-    /// never has two answering. A failover (the previous winner is dead) is immediate.
-    fn handover_delay(&self) -> Duration {
-        self.args.probe_interval * 3
-    }
-
-    fn apply(
-        &mut self,
-        won: &BTreeMap<IpAddr, election::Assignment>,
-        services: &[Arc<Service>],
-        live: &BTreeSet<String>,
-    ) {
-        let now = Instant::now();
-        let prev = self
-            .prev
-            .replace(won.iter().map(|(ip, a)| (*ip, a.node.clone())).collect());
-        let hold = self.handover_delay();
-        let mut holding = BTreeMap::new();
-        let mut ready: BTreeSet<IpAddr> = BTreeSet::new();
-        for (ip, a) in won {
-            if a.node != self.me || self.current.contains_key(ip) {
-                continue;
-            }
-            let safe = match prev.as_ref().map(|p| p.get(ip)) {
-                // Failover, a VIP nobody announced, or one we already had.
-                Some(None) => true,
-                Some(Some(n)) => *n == self.me || !live.contains(n),
-                // Start-up or after a link flap: someone may be announcing it.
-                None => false,
-            };
-            let ok = match self.holding.get(ip) {
-                Some(since) => now.duration_since(*since) >= hold,
-                None => safe,
-            };
-            if ok {
-                ready.insert(*ip);
-            } else {
-                holding.insert(*ip, *self.holding.get(ip).unwrap_or(&now));
-            }
-        }
-        self.holding = holding;
-        let want: BTreeMap<IpAddr, (BTreeSet<String>, &election::Assignment)> = won
-            .iter()
-            .filter(|(ip, a)| {
-                a.node == self.me && (self.current.contains_key(ip) || ready.contains(ip))
-            })
-            .map(|(ip, a)| {
-                let ifs: BTreeSet<String> = match &a.interfaces {
-                    None => self.links.keys().cloned().collect(),
-                    Some(only) => only
-                        .iter()
-                        .filter(|i| self.links.contains_key(*i))
-                        .cloned()
-                        .collect(),
-                };
-                (*ip, (ifs, a))
-            })
-            .filter(|(_, (ifs, _))| !ifs.is_empty())
-            .collect();
-        // Losses first: stop answering at once.
-        let lost: Vec<IpAddr> = self
-            .current
-            .keys()
-            .filter(|ip| want.get(ip).is_none_or(|(ifs, _)| *ifs != self.current[ip]))
-            .copied()
-            .collect();
-        for ip in &lost {
-            if let Some(ifs) = self.current.remove(ip) {
-                if !want.contains_key(ip) {
-                    info!(%ip, "No longer announcing");
-                    self.m.releases.inc();
-                    self.told.retain(|(_, v)| v != &ip.to_string());
-                }
-                self.set_multicast(*ip, &ifs, false);
-                self.rounds.retain(|(i, _), _| i != ip);
-            }
-        }
-        if !lost.is_empty() {
-            self.publish();
-        }
-        let mut gained = Vec::new();
-        for (ip, (ifs, a)) in &want {
-            if self.current.contains_key(ip) {
-                continue;
-            }
-            info!(%ip, interfaces = ?ifs, services = ?a.services, "Announcing");
-            self.current.insert(*ip, ifs.clone());
-            self.set_multicast(*ip, ifs, true);
-            for i in ifs {
-                self.rounds
-                    .insert((*ip, i.clone()), (self.args.gratuitous_rounds, now));
-            }
-            self.m.takeovers.inc();
-            gained.push(*ip);
-        }
-        if !gained.is_empty() {
-            self.publish();
-            self.gratuitous_due();
-        }
-        // Visibility: a NodeAssigned event per Service of a VIP we took, and the reports.
-        let by_key: HashMap<String, &Arc<Service>> =
-            services.iter().map(|s| (view::key(s), s)).collect();
-        let mut reports = report::Reports::new();
-        for (ip, (ifs, a)) in &want {
-            for k in &a.services {
-                let Some(svc) = by_key.get(k) else { continue };
-                let r = reports.entry(k.clone()).or_insert_with(|| report::Report {
-                    namespace: svc.namespace().unwrap_or_default(),
-                    name: svc.name_any(),
-                    uid: svc.uid().unwrap_or_default(),
-                    vips: vec![],
-                    interfaces: vec![],
-                });
-                r.vips.push(ip.to_string());
-                for i in ifs {
-                    if !r.interfaces.contains(i) {
-                        r.interfaces.push(i.clone());
-                    }
-                }
-                if !self.told.insert((k.clone(), ip.to_string())) {
-                    continue;
-                }
-                let svc = (*svc).as_ref().clone();
-                let recorder = self.recorder.clone();
-                let note = format!(
-                    "announcing {ip} from node {} on interface {}",
-                    self.me,
-                    ifs.iter().cloned().collect::<Vec<_>>().join(",")
-                );
-                tokio::spawn(async move { tell(recorder, svc, note).await });
-            }
-        }
-        for r in reports.values_mut() {
-            r.vips.sort();
-            r.interfaces.sort();
-        }
-        self.reports.send_if_modified(|cur| {
-            if *cur != reports {
-                *cur = reports;
-                true
-            } else {
-                false
-            }
-        });
-    }
-
-    /// Sends the gratuitous rounds that are due (takeover rounds, then periodic ones).
-    fn gratuitous_due(&mut self) {
-        let now = Instant::now();
-        let mut done = Vec::new();
-        for ((ip, ifn), (left, at)) in self.rounds.iter_mut() {
-            if *at > now {
-                continue;
-            }
-            if let Some(l) = self.links.get(ifn) {
-                gratuitous(l, *ip, &self.m);
-            }
-            *left = left.saturating_sub(1);
-            *at = now + ROUND_GAP;
-            if *left == 0 {
-                done.push((*ip, ifn.clone()));
-            }
-        }
-        for k in done {
-            self.rounds.remove(&k);
-        }
-        if let Some(every) = self.args.periodic_garp
-            && now.duration_since(self.periodic_at) >= every
-        {
-            self.periodic_at = now;
-            for (ip, ifs) in &self.current {
-                for i in ifs {
-                    if let Some(l) = self.links.get(i) {
-                        gratuitous(l, *ip, &self.m);
-                    }
-                }
-            }
-        }
-    }
-
-    fn release_all(&mut self) {
-        let all: Vec<(IpAddr, BTreeSet<String>)> =
-            std::mem::take(&mut self.current).into_iter().collect();
-        self.publish();
-        self.rounds.clear();
-        self.told.clear();
-        self.reports.send_if_modified(|cur| {
-            let changed = !cur.is_empty();
-            cur.clear();
-            changed
-        });
-        for (ip, ifs) in all {
-            self.set_multicast(ip, &ifs, false);
-        }
-    }
-}
-
-/// Publishes `NodeAssigned` on a Service.
-async fn tell(recorder: Recorder, svc: Service, note: String) {
-    let ev = Event {
-        type_: EventType::Normal,
-        reason: NODE_ASSIGNED.into(),
-        note: Some(note),
-        action: "Announce".into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&ev, &svc.object_ref(&())).await {
-        warn!(service = %view::key(&svc), error = %e, "Cannot publish event");
-    }
-}
-
 /// Re-reads the key file every second; a changed, valid file replaces the keys (an invalid
 /// one is reported and the keys in use are kept).
 async fn reload_keys(
@@ -1002,28 +481,6 @@ async fn reload_keys(
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_missing_resource_is_told_by_its_status_code_not_its_text() {
-        let status = |code: u16, message: &str| {
-            serde_json::from_value(serde_json::json!({
-                "status": "Failure", "code": code, "reason": "x", "message": message,
-            }))
-            .unwrap()
-        };
-        let list = |code, m| watcher::Error::InitialListFailed(kube::Error::Api(status(code, m)));
-        assert!(not_served(&list(
-            404,
-            "the server could not find the requested resource"
-        )));
-        assert!(
-            !not_served(&list(500, "pool 404 not found in cache")),
-            "text is not a code"
-        );
-        assert!(!not_served(&list(403, "NotFound? no: forbidden")));
-        assert!(not_served(&watcher::Error::WatchError(status(404, ""))));
-        assert!(!not_served(&watcher::Error::NoResourceVersion));
-    }
-
     use super::*;
 
     #[test]

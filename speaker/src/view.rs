@@ -1,7 +1,6 @@
 //! From watched objects to the election's inputs.
 
 use super::election::{Advertisement, Inputs, NodeView, ServiceView};
-use berth_api::crd::IPAddressPool;
 use berth_api::nodes;
 use berth_providers::l2::{AllocRequest, Allocator, PoolSpec};
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -96,18 +95,8 @@ pub fn advertisement(o: &DynamicObject) -> Advertisement {
     }
 }
 
-/// The pools in the controller's precedence order: oldest first, then by name (an older pool
-/// wins an overlap, and the newer one holds no address).
-pub fn pool_specs<'a>(pools: impl IntoIterator<Item = &'a IPAddressPool>) -> Vec<PoolSpec> {
-    let mut v: Vec<&IPAddressPool> = pools.into_iter().collect();
-    v.sort_by_key(|p| {
-        (
-            p.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            p.name_any(),
-        )
-    });
-    v.into_iter().map(|p| p.pool_spec()).collect()
-}
+/// The pools in the controller's precedence order (oldest first, then by name).
+pub use berth_api::crd::pool_specs;
 
 /// Which IPAddressPool each address lies in — the pool a VIP came from, whatever the
 /// Service's `berth.io/address-pool` says (the controller may have auto-assigned it, or the
@@ -225,6 +214,7 @@ pub fn inputs<'a>(
 mod tests {
     use super::super::election;
     use super::*;
+    use berth_api::crd::IPAddressPool;
     use serde_json::{Value, json};
 
     #[test]

@@ -5,7 +5,7 @@
 //! the same name) do not count; the garbage collector removes them (owner references).
 
 use super::crd::ServiceL2Status;
-use berth_api::names::ANNOUNCING_ANNOTATION;
+use berth_api::names::annotations::ANNOUNCING_NODE as ANNOUNCING_ANNOTATION;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -19,10 +19,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-/// The Secret (in the controller's namespace) the speaker DaemonSet mounts.
-pub const MEMBERSHIP_SECRET: &str = "berth-memberlist";
-/// Its key holding the key file.
-pub const MEMBERSHIP_SECRET_KEY: &str = "key";
+/// The Secret (in the controller's namespace) the speaker DaemonSet mounts, and its key
+/// holding the key file.
+pub use berth_api::names::{MEMBERSHIP_SECRET, MEMBERSHIP_SECRET_KEY};
 
 /// Creates the membership-key Secret with a random key unless it exists. A Secret that
 /// exists is never read or changed (rotation is the operator's: see the README).

@@ -18,9 +18,9 @@ mod status;
 
 use crate::desired::desired_load_balancer;
 use crate::kube_util::stopped;
-use crate::reconcile::{Context, ServiceHook};
+use crate::reconcile::Context;
 use crate::run::Extension;
-use berth_providers::l2::{AllocEvent, L2Provider, PoolSpec, ServiceFacts};
+use berth_providers::l2::{AllocEvent, L2Provider, PoolSpec};
 use crd::IPAddressPool;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -36,16 +36,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
-
-/// The Service facts the l2 allocator needs beyond the desired state.
-pub fn service_facts(svc: &Service) -> ServiceFacts {
-    let spec = svc.spec.as_ref();
-    let local = spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
-    ServiceFacts {
-        labels: svc.metadata.labels.clone().unwrap_or_default(),
-        local_selector: local.then(|| spec.and_then(|s| s.selector.clone()).unwrap_or_default()),
-    }
-}
 
 /// The addresses a Service publishes now.
 pub fn published_ips(svc: &Service) -> Vec<IpAddr> {
@@ -63,19 +53,7 @@ pub fn published_ips(svc: &Service) -> Vec<IpAddr> {
 
 /// Pools in precedence order: oldest first, then by name (an older pool wins an overlap).
 fn pool_specs(pools: &[Arc<IPAddressPool>]) -> Vec<PoolSpec> {
-    let mut v: Vec<&Arc<IPAddressPool>> = pools.iter().collect();
-    v.sort_by(|a, b| {
-        let ka = (
-            a.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            a.name_any(),
-        );
-        let kb = (
-            b.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            b.name_any(),
-        );
-        ka.cmp(&kb)
-    });
-    v.into_iter().map(|p| p.pool_spec()).collect()
+    crd::pool_specs(pools.iter().map(AsRef::as_ref))
 }
 
 fn service_ref(s: &berth_providers::ServiceRef) -> ObjectReference {
@@ -101,16 +79,6 @@ impl L2Pools {
 }
 
 impl Extension for L2Pools {
-    fn service_hook(&self) -> Option<ServiceHook> {
-        let p = self.provider.clone();
-        Some(Arc::new(move |svc: &Service| {
-            p.set_service_facts(
-                svc.metadata.uid.as_deref().unwrap_or_default(),
-                service_facts(svc),
-            )
-        }))
-    }
-
     fn start(
         &self,
         ctx: Arc<Context>,
@@ -177,7 +145,7 @@ async fn start(
         let Ok(d) = desired_load_balancer(svc, &[], &ctx.settings.cluster, false) else {
             continue;
         };
-        match provider.restore(&d, service_facts(svc), &ips) {
+        match provider.restore(&d, &ips) {
             Ok(()) => restored += 1,
             Err(e) => {
                 failed += 1;
@@ -342,14 +310,14 @@ async fn relay_events(
                 (
                     service,
                     EventType::Normal,
-                    "IPAllocated",
+                    berth_api::names::reasons::IP_ALLOCATED,
                     format!("Assigned {word} {} from pool {pool}", list.join(", ")),
                 )
             }
             AllocEvent::Failed { service, message } => (
                 service,
                 EventType::Warning,
-                "AllocationFailed",
+                berth_api::names::reasons::ALLOCATION_FAILED,
                 format!("Failed to allocate IP: {message}"),
             ),
             AllocEvent::Released { .. } => {
@@ -374,27 +342,3 @@ async fn relay_events(
 
 /// How often pool status is brought up to date at most.
 const STATUS_INTERVAL: Duration = Duration::from_millis(500);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
-
-    #[test]
-    fn facts_follow_the_traffic_policy() {
-        let mut svc = Service::default();
-        svc.metadata.labels = Some(BTreeMap::from([("tier".into(), "web".into())]));
-        svc.spec = Some(k8s_openapi::api::core::v1::ServiceSpec {
-            selector: Some(BTreeMap::from([("app".into(), "x".into())])),
-            ..Default::default()
-        });
-        let f = service_facts(&svc);
-        assert_eq!(f.labels["tier"], "web");
-        assert_eq!(f.local_selector, None);
-        svc.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
-        assert_eq!(
-            service_facts(&svc).local_selector,
-            Some(BTreeMap::from([("app".into(), "x".into())]))
-        );
-    }
-}

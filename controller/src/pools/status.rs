@@ -4,6 +4,7 @@
 use super::STATUS_INTERVAL;
 use super::crd::{Condition, IPAddressPool, IPAddressPoolStatus};
 use crate::reconcile::Context;
+use berth_api::names::reasons;
 use berth_providers::l2::{L2Provider, PoolStats};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
@@ -16,7 +17,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 /// The condition type on a pool.
-pub const VALID: &str = "Valid";
+pub use berth_api::names::POOL_VALID as VALID;
 
 /// The status a pool should have: `Err(reason)` when it is unusable.
 pub fn desired_status(
@@ -123,7 +124,7 @@ pub async fn write_loop(
                     warned.insert(name.clone(), e.clone());
                     let ev = Event {
                         type_: EventType::Warning,
-                        reason: "InvalidPool".into(),
+                        reason: reasons::INVALID_POOL.into(),
                         note: Some(format!("Invalid IPAddressPool {name}: {e}")),
                         action: "Validate".into(),
                         secondary: None,

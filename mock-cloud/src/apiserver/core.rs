@@ -200,31 +200,63 @@ impl ApiCore {
         opts: &ListOptions,
     ) -> Result<ListResult, ApiError> {
         let ns = if info.namespaced { ns } else { None };
-        let (all, rv) = self.store.list(&storage_gr(info), ns);
-        let start_after = match &opts.continue_token {
+        let token = match &opts.continue_token {
             None => None,
-            Some(tok) => Some(decode_continue(tok)?),
+            Some(tok) => Some(ContinueToken::decode(tok)?),
         };
-        let mut matched = all
-            .into_iter()
-            .filter(|o| opts.labels.matches(o) && opts.fields.matches(o) && kind_matches(info, o));
-        if let Some((sns, sname)) = &start_after {
-            // Objects are ordered by (namespace, name); resume after the last one sent.
-            let mut rest: Vec<Arc<Value>> = Vec::new();
-            for o in matched.by_ref() {
-                let key = (
-                    meta_str(&o, "namespace").unwrap_or("").to_string(),
-                    meta_str(&o, "name").unwrap_or("").to_string(),
-                );
-                if key > (sns.clone(), sname.clone()) {
-                    rest.push(o);
-                    break;
-                }
-            }
-            let items: Vec<Arc<Value>> = rest.into_iter().chain(matched).collect();
-            return Ok(paginate(items, rv, opts.limit));
+        if let (Some(t), Some(ns)) = (&token, ns)
+            && t.ns != ns
+        {
+            return Err(ApiError::bad_request(
+                "continue key is not valid: it continues a list of another namespace",
+            ));
         }
-        Ok(paginate(matched.collect(), rv, opts.limit))
+        if let Some(t) = &token
+            && t.rv.is_some_and(|rv| rv < self.store.oldest_rv())
+        {
+            // As kube-apiserver after an etcd compaction: 410, with a token that goes on
+            // from the same key at the latest version.
+            let latest = ContinueToken {
+                rv: None,
+                ..t.clone()
+            };
+            return Err(ApiError::continue_expired(latest.encode()));
+        }
+        let page = self.store.list_page(
+            &storage_gr(info),
+            ns,
+            token.as_ref().map(|t| (t.ns.as_str(), t.name.as_str())),
+            opts.limit.filter(|&l| l > 0),
+            |o| opts.labels.matches(o) && opts.fields.matches(o),
+        );
+        // Every page of one list reports the version its first page was read at, so a watch
+        // started from it misses nothing that changed while the pages were read.
+        let rv = token.as_ref().and_then(|t| t.rv).unwrap_or(page.rv);
+        let returned = token.as_ref().map_or(0, |t| t.returned) + page.items.len() as u64;
+        let Some(last) = page.items.last().filter(|_| page.more) else {
+            return Ok(ListResult {
+                items: page.items,
+                rv,
+                continue_token: None,
+                remaining: None,
+            });
+        };
+        let next = ContinueToken {
+            rv: Some(rv),
+            ns: meta_str(last, "namespace").unwrap_or("").to_string(),
+            name: meta_str(last, "name").unwrap_or("").to_string(),
+            returned,
+        };
+        // As kube-apiserver: only without selectors is the rest known (an estimate when
+        // objects come and go between pages).
+        let selecting = !opts.labels.is_empty() || !opts.fields.is_empty();
+        let remaining = (!selecting).then(|| (page.total as u64).saturating_sub(returned));
+        Ok(ListResult {
+            items: page.items,
+            rv,
+            continue_token: Some(next.encode()),
+            remaining,
+        })
     }
 
     /// Creates an object in namespace `ns` (ignored for cluster-scoped resources).
@@ -681,53 +713,59 @@ fn e_is_422(message: &str) -> bool {
     message.starts_with(patch::JSON_PATCH_FAILED)
 }
 
-fn kind_matches(_info: &ResourceInfo, _obj: &Value) -> bool {
-    true
+/// Where a paginated list goes on: after the object (`ns`, `name`), at version `rv` (None:
+/// the latest, after the list's own version was compacted away), `returned` objects in.
+#[derive(Debug, Clone, PartialEq)]
+struct ContinueToken {
+    rv: Option<u64>,
+    ns: String,
+    name: String,
+    returned: u64,
 }
 
-fn paginate(items: Vec<Arc<Value>>, rv: u64, limit: Option<usize>) -> ListResult {
-    match limit {
-        Some(limit) if limit > 0 && items.len() > limit => {
-            let remaining = (items.len() - limit) as u64;
-            let mut items = items;
-            items.truncate(limit);
-            let last = items.last().expect("limit > 0");
-            let token = encode_continue(
-                meta_str(last, "namespace").unwrap_or(""),
-                meta_str(last, "name").unwrap_or(""),
-                rv,
-            );
-            ListResult {
-                items,
-                rv,
-                continue_token: Some(token),
-                remaining: Some(remaining),
-            }
-        }
-        _ => ListResult {
-            items,
-            rv,
-            continue_token: None,
-            remaining: None,
-        },
+const CONTINUE_VERSION: &str = "mock-cloud/v1";
+
+impl ContinueToken {
+    fn encode(&self) -> String {
+        let rv = self.rv.map_or(-1, |rv| rv as i64);
+        let raw = json!({"v": CONTINUE_VERSION, "rv": rv, "ns": self.ns, "name": self.name,
+            "n": self.returned})
+        .to_string();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     }
-}
 
-fn encode_continue(ns: &str, name: &str, rv: u64) -> String {
-    let raw = json!({"v": "mock-cloud/v1", "rv": rv, "ns": ns, "name": name}).to_string();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-fn decode_continue(tok: &str) -> Result<(String, String), ApiError> {
-    let bad = || ApiError::bad_request(format!("continue key is not valid: {tok}"));
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(tok)
-        .map_err(|_| bad())?;
-    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    Ok((
-        v["ns"].as_str().ok_or_else(bad)?.to_string(),
-        v["name"].as_str().ok_or_else(bad)?.to_string(),
-    ))
+    /// A token this server handed out, or 400 as kube-apiserver answers.
+    fn decode(tok: &str) -> Result<ContinueToken, ApiError> {
+        let bad = |why: &str| ApiError::bad_request(format!("continue key is not valid: {why}"));
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(tok)
+            .map_err(|e| bad(&e.to_string()))?;
+        let v: Value = serde_json::from_slice(&raw).map_err(|e| bad(&e.to_string()))?;
+        if v["v"] != CONTINUE_VERSION {
+            return Err(bad("unknown version"));
+        }
+        let rv = match v["rv"].as_i64() {
+            Some(-1) => None,
+            Some(rv) if rv > 0 => Some(rv as u64),
+            _ => return Err(bad("incorrect encoded start resourceVersion")),
+        };
+        let text = |k: &str| v[k].as_str().map(str::to_string);
+        let (Some(ns), Some(name)) = (text("ns"), text("name")) else {
+            return Err(bad("encoded start key missing"));
+        };
+        if name.is_empty() {
+            return Err(bad("encoded start key empty"));
+        }
+        let returned = v["n"]
+            .as_u64()
+            .ok_or_else(|| bad("encoded count missing"))?;
+        Ok(ContinueToken {
+            rv,
+            ns,
+            name,
+            returned,
+        })
+    }
 }
 
 fn store_error(info: &ResourceInfo, name: &str, e: StoreError) -> ApiError {

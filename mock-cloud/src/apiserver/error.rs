@@ -11,6 +11,8 @@ pub struct ApiError {
     pub details: Option<Value>,
     /// Seconds a client should wait before retrying (429, 5xx), sent as `Retry-After`.
     pub retry_after: Option<u64>,
+    /// `metadata.continue` of the Status (a 410 for a compacted continue token).
+    pub continue_token: Option<String>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -37,6 +39,7 @@ impl ApiError {
             message: message.into(),
             details: None,
             retry_after: None,
+            continue_token: None,
         }
     }
 
@@ -104,6 +107,23 @@ impl ApiError {
 
     pub fn gone(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message)
+    }
+
+    /// 410 for a continue token whose version was compacted away; `latest` goes on from
+    /// the same place at the latest version (an inconsistent list), as kube-apiserver offers.
+    pub fn continue_expired(latest: String) -> Self {
+        let mut e = Self::new(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result. \
+             You can start a new list without the continue parameter, or use the continue token \
+             in this response to retrieve the remainder of the results. Continuing with the \
+             provided token results in an inconsistent list - objects that were created, \
+             modified, or deleted between the time the first chunk was returned and now may \
+             show up in the list.",
+        );
+        e.continue_token = Some(latest);
+        e
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -183,6 +203,9 @@ impl ApiError {
         });
         if let Some(d) = &self.details {
             s["details"] = d.clone();
+        }
+        if let Some(c) = &self.continue_token {
+            s["metadata"]["continue"] = json!(c);
         }
         s
     }

@@ -217,6 +217,7 @@ impl Rbac {
             message: "Unauthorized".into(),
             details: None,
             retry_after: None,
+            continue_token: None,
         };
         let token = Some(authorization)
             .and_then(|h| h.strip_prefix("Bearer "))

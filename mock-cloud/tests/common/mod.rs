@@ -2,8 +2,7 @@
 //! would, run the real kubectl against it, and poll with deadlines.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -162,7 +161,7 @@ impl Drop for Served {
     }
 }
 
-/// A raw HTTP/1.1 request: (status code, body).
+/// A raw HTTP/1.1 request: (status code, body); a transport failure fails the test.
 pub fn raw_http(
     addr: &str,
     method: &str,
@@ -170,46 +169,11 @@ pub fn raw_http(
     content_type: &str,
     body: &[u8],
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to API server");
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nAccept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).expect("write request");
-    let _ = s.write_all(body);
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
-    let text = String::from_utf8_lossy(&resp).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = match text.split_once("\r\n\r\n") {
-        Some((h, b))
-            if h.to_ascii_lowercase()
-                .contains("transfer-encoding: chunked") =>
-        {
-            dechunk(b)
-        }
-        Some((_, b)) => b.to_string(),
-        None => String::new(),
+    let req = mock_cloud::testing::Request {
+        content_type,
+        ..mock_cloud::testing::Request::json(method, path, body)
     };
-    (code, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    mock_cloud::testing::http(addr, &req).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// Polls `f` until it returns Some, or panics with `what` after `timeout`.

@@ -6,6 +6,7 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
@@ -81,7 +82,7 @@ impl Ec2 {
             if let Some(t) = &token {
                 form.push(("NextToken".into(), t.clone()));
             }
-            let body = form_encode(&form);
+            let body = form_encode(&form)?;
             let text = self.post(body).await?;
             let (subnets, next) = parse_subnets(&text)?;
             out.extend(subnets);
@@ -172,7 +173,7 @@ fn error_of(status: reqwest::StatusCode, text: &str) -> ProviderError {
     if status.as_u16() == 429 || status.is_server_error() || text.contains("RequestLimitExceeded") {
         transient(format!("EC2 DescribeSubnets failed ({status})"))
     } else {
-        let message = element_text(text, "Message").unwrap_or_else(|| text.to_string());
+        let message = error_message(text).unwrap_or_else(|| text.to_string());
         ProviderError::Permanent(format!(
             "EC2 DescribeSubnets failed ({status}): {}",
             server_message(&message)
@@ -180,145 +181,120 @@ fn error_of(status: reqwest::StatusCode, text: &str) -> ProviderError {
     }
 }
 
-fn form_encode(pairs: &[(String, String)]) -> String {
-    let mut s = String::new();
-    for (k, v) in pairs {
-        if !s.is_empty() {
-            s.push('&');
-        }
-        s.push_str(&percent(k));
-        s.push('=');
-        s.push_str(&percent(v));
-    }
-    s
+/// `application/x-www-form-urlencoded`, as the EC2 Query API takes it.
+fn form_encode(pairs: &[(String, String)]) -> Result<String, ProviderError> {
+    serde_urlencoded::to_string(pairs)
+        .map_err(|e| ProviderError::Permanent(format!("Cannot encode the EC2 request: {e}")))
 }
 
-fn percent(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// A `DescribeSubnetsResponse`; elements berth does not use are skipped.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeSubnetsResponse {
+    #[serde(default)]
+    subnet_set: Items<SubnetItem>,
+    #[serde(default)]
+    next_token: Option<String>,
 }
 
-/// A tiny XML element tree, enough for EC2's answers.
-#[derive(Debug, Default)]
-struct Element {
-    name: String,
-    text: String,
-    children: Vec<Element>,
+/// EC2's list shape: `<xSet><item>…</item><item>…</item></xSet>`.
+#[derive(Debug, Deserialize)]
+#[serde(bound = "T: Deserialize<'de>")]
+struct Items<T> {
+    #[serde(default, rename = "item")]
+    items: Vec<T>,
 }
 
-impl Element {
-    fn child(&self, name: &str) -> Option<&Element> {
-        self.children.iter().find(|c| c.name == name)
-    }
-    fn child_text(&self, name: &str) -> Option<String> {
-        self.child(name).map(|c| c.text.trim().to_string())
+impl<T> Default for Items<T> {
+    fn default() -> Self {
+        Self { items: Vec::new() }
     }
 }
 
-fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubnetItem {
+    #[serde(default)]
+    subnet_id: Option<String>,
+    #[serde(default)]
+    vpc_id: String,
+    #[serde(default)]
+    availability_zone: String,
+    #[serde(default)]
+    tag_set: Items<TagItem>,
 }
 
-/// Parses well-formed XML without attributes' values mattering; `None` on malformed input.
-fn parse_xml(text: &str) -> Option<Element> {
-    let mut stack: Vec<Element> = vec![Element::default()];
-    let mut rest = text;
-    while let Some(lt) = rest.find('<') {
-        let (before, after) = rest.split_at(lt);
-        stack.last_mut()?.text.push_str(&unescape(before));
-        let gt = after.find('>')?;
-        let tag = &after[1..gt];
-        rest = &after[gt + 1..];
-        if tag.starts_with('?') || tag.starts_with('!') {
-            continue;
-        }
-        if let Some(name) = tag.strip_prefix('/') {
-            let done = stack.pop()?;
-            if done.name != name.trim() {
-                return None;
-            }
-            stack.last_mut()?.children.push(done);
-        } else {
-            let self_closing = tag.ends_with('/');
-            let name = tag
-                .trim_end_matches('/')
-                .split_whitespace()
-                .next()?
-                .to_string();
-            let el = Element {
-                name,
-                ..Default::default()
-            };
-            if self_closing {
-                stack.last_mut()?.children.push(el);
-            } else {
-                stack.push(el);
-            }
-        }
-    }
-    let mut root = stack.pop()?;
-    if !stack.is_empty() {
-        return None;
-    }
-    root.children.pop()
+#[derive(Debug, Deserialize)]
+struct TagItem {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    value: String,
 }
 
-fn element_text(text: &str, name: &str) -> Option<String> {
-    fn find(e: &Element, name: &str) -> Option<String> {
-        if e.name == name {
-            return Some(e.text.trim().to_string());
-        }
-        e.children.iter().find_map(|c| find(c, name))
-    }
-    find(&parse_xml(text)?, name)
+/// An EC2 error answer: `<Response><Errors><Error><Code/><Message/></Error></Errors>…`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorResponse {
+    #[serde(default)]
+    errors: ErrorList,
 }
 
-/// The subnets and next token of a DescribeSubnetsResponse.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorList {
+    #[serde(default)]
+    error: Vec<ErrorItem>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorItem {
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// The first error message of an EC2 error answer, if it is one and is complete.
+fn error_message(text: &str) -> Option<String> {
+    let e: ErrorResponse = quick_xml::de::from_str(text).ok()?;
+    e.errors
+        .error
+        .into_iter()
+        .find_map(|e| e.message)
+        .map(|m| m.trim().to_string())
+}
+
+/// The subnets and next token of a DescribeSubnetsResponse (already capped at
+/// [`MAX_RESPONSE_BYTES`] while reading). Items without a subnet id are skipped.
 fn parse_subnets(text: &str) -> Result<(Vec<Subnet>, Option<String>), ProviderError> {
-    let root = parse_xml(text).ok_or_else(|| {
-        ProviderError::transient("EC2 DescribeSubnets returned malformed XML".to_string())
+    let answer: DescribeSubnetsResponse = quick_xml::de::from_str(text).map_err(|e| {
+        ProviderError::transient(format!(
+            "EC2 DescribeSubnets returned malformed XML: {}",
+            server_message(&e.to_string())
+        ))
     })?;
-    let subnets = root
-        .child("subnetSet")
-        .map(|set| {
-            set.children
-                .iter()
-                .filter_map(|item| {
-                    Some(Subnet {
-                        id: item.child_text("subnetId")?,
-                        vpc_id: item.child_text("vpcId").unwrap_or_default(),
-                        zone: item.child_text("availabilityZone").unwrap_or_default(),
-                        tags: item
-                            .child("tagSet")
-                            .map(|t| {
-                                t.children
-                                    .iter()
-                                    .filter_map(|i| {
-                                        Some((
-                                            i.child_text("key")?,
-                                            i.child_text("value").unwrap_or_default(),
-                                        ))
-                                    })
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                    })
-                })
-                .collect()
+    let subnets = answer
+        .subnet_set
+        .items
+        .into_iter()
+        .filter_map(|item| {
+            Some(Subnet {
+                id: item.subnet_id.map(|s| s.trim().to_string())?,
+                vpc_id: item.vpc_id.trim().to_string(),
+                zone: item.availability_zone.trim().to_string(),
+                tags: item
+                    .tag_set
+                    .items
+                    .into_iter()
+                    .filter_map(|t| Some((t.key?.trim().to_string(), t.value.trim().to_string())))
+                    .collect(),
+            })
         })
-        .unwrap_or_default();
-    let next = root.child_text("nextToken").filter(|t| !t.is_empty());
+        .collect();
+    let next = answer
+        .next_token
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
     Ok((subnets, next))
 }
 
@@ -474,9 +450,8 @@ mod tests {
         assert_eq!(subnets[1].tags["a&b"], "");
         assert!(parse_subnets("<a><b></a>").is_err());
         assert_eq!(
-            element_text(
-                "<Response><Errors><Error><Message>no</Message></Error></Errors></Response>",
-                "Message"
+            error_message(
+                "<Response><Errors><Error><Message>no</Message></Error></Errors></Response>"
             )
             .as_deref(),
             Some("no")
@@ -584,8 +559,64 @@ mod tests {
 
     #[test]
     fn form_encoding() {
-        let f = form_encode(&[("Filter.1.Name".into(), "tag:kubernetes.io/role/elb".into())]);
+        let f =
+            form_encode(&[("Filter.1.Name".into(), "tag:kubernetes.io/role/elb".into())]).unwrap();
         assert_eq!(f, "Filter.1.Name=tag%3Akubernetes.io%2Frole%2Felb");
+    }
+
+    #[test]
+    fn form_encoding_round_trips_every_filter() {
+        let pairs: Vec<(String, String)> = vec![
+            ("Action".into(), "DescribeSubnets".into()),
+            ("Filter.1.Name".into(), "tag:Name".into()),
+            ("Filter.1.Value.1".into(), "a b&c=d/é~".into()),
+            ("NextToken".into(), "x+y".into()),
+        ];
+        let body = form_encode(&pairs).unwrap();
+        assert!(!body.contains(' ') && !body.contains("=d"), "{body}");
+        let back: Vec<(String, String)> = serde_urlencoded::from_str(&body).unwrap();
+        assert_eq!(back, pairs);
+    }
+
+    #[test]
+    fn xml_answers_berth_cannot_use() {
+        // A page without subnets, unknown elements, entities and CDATA.
+        let (subnets, next) = parse_subnets(
+            "<DescribeSubnetsResponse><x><y/></x><subnetSet/><nextToken> </nextToken></DescribeSubnetsResponse>",
+        )
+        .unwrap();
+        assert!(subnets.is_empty());
+        assert_eq!(next, None);
+        let (subnets, _) = parse_subnets(
+            "<R><subnetSet><item><vpcId>v</vpcId></item><item><subnetId><![CDATA[subnet-x]]></subnetId><tagSet><item><value>no key</value></item><item><key>k&lt;1&gt;</key></item></tagSet></item></subnetSet></R>",
+        )
+        .unwrap();
+        assert_eq!(subnets.len(), 1, "an item without a subnet id is skipped");
+        assert_eq!(subnets[0].id, "subnet-x");
+        assert_eq!(subnets[0].tags.len(), 1);
+        assert_eq!(subnets[0].tags["k<1>"], "");
+        // Cut off mid-way (or not XML at all): an error, never a panic.
+        for bad in [
+            &ANSWER[..ANSWER.len() / 2],
+            "<a",
+            "&bogus;",
+            "<a>&nope;</a>",
+        ] {
+            let e = parse_subnets(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with("EC2 DescribeSubnets returned malformed XML"),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(
+            error_message(
+                "<Response><Errors><Error><Code>A</Code></Error><Error><Message> x &amp; y </Message></Error></Errors><RequestID>r</RequestID></Response>"
+            )
+            .as_deref(),
+            Some("x & y")
+        );
+        assert_eq!(error_message("<Response><Errors><Error><Message>cut"), None);
+        assert_eq!(error_message("not xml"), None);
     }
 
     #[test]

@@ -340,7 +340,7 @@ pub fn listener_changes(
 mod tests {
     use super::*;
     use crate::aws::annotations;
-    use crate::{HealthCheck, Listener, NodeTarget, ServiceRef, ownership_labels};
+    use crate::{NodeTarget, ServiceRef};
 
     fn desired(listeners: &[(u16, Protocol, Option<u16>)]) -> DesiredLoadBalancer {
         let service = ServiceRef {
@@ -348,47 +348,22 @@ mod tests {
             name: "web".into(),
             uid: "u-1".into(),
         };
-        DesiredLoadBalancer {
-            id: crate::naming::load_balancer_id("test", "shop", "web", "u-1"),
-            cluster: "test".into(),
-            labels: ownership_labels("test", &service),
-            service,
-            listeners: listeners
-                .iter()
-                .map(|(port, protocol, node_port)| Listener {
-                    name: String::new(),
-                    port: *port,
-                    protocol: *protocol,
-                    node_port: *node_port,
-                })
-                .collect(),
-            targets: vec![
-                NodeTarget {
-                    name: "a".into(),
-                    internal_ip: Some("10.0.0.1".parse().unwrap()),
-                    provider_id: Some("aws:///us-east-1a/i-aaa".into()),
-                    zone: None,
-                },
-                NodeTarget {
-                    name: "b".into(),
-                    internal_ip: Some("10.0.0.2".parse().unwrap()),
-                    provider_id: Some("mock-cloud://b".into()),
-                    zone: None,
-                },
-                NodeTarget {
-                    name: "c".into(),
-                    internal_ip: None,
-                    provider_id: Some("aws:///us-east-1b/i-ccc".into()),
-                    zone: None,
-                },
-            ],
-            health_check: HealthCheck::tcp_traffic_port(),
-            source_ranges: vec![],
-            session_affinity: Default::default(),
-            ip_families: vec![],
-            requested_addresses: vec![],
-            annotations: BTreeMap::new(),
-        }
+        let node = |name: &str, ip: Option<&str>, provider_id: &str| NodeTarget {
+            provider_id: Some(provider_id.into()),
+            ..NodeTarget::new(name, ip.map(|ip| ip.parse().unwrap()))
+        };
+        listeners
+            .iter()
+            .fold(
+                DesiredLoadBalancer::builder("test", service),
+                |b, (port, protocol, node_port)| b.listener("", *port, *protocol, *node_port),
+            )
+            .targets([
+                node("a", Some("10.0.0.1"), "aws:///us-east-1a/i-aaa"),
+                node("b", Some("10.0.0.2"), "mock-cloud://b"),
+                node("c", None, "aws:///us-east-1b/i-ccc"),
+            ])
+            .build()
     }
 
     fn settings(lb: &DesiredLoadBalancer) -> Settings {

@@ -1,6 +1,7 @@
 //! Sending one request to the load balancer API: the bearer token, retries, error
 //! classification and per-attempt metrics.
 
+use backon::Retryable;
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use reqwest::{Method, Response, StatusCode, Url};
 use std::path::PathBuf;
@@ -35,6 +36,34 @@ pub(super) struct Api {
     backoff: Backoff,
     max_retries: u32,
     pub(super) metrics: Option<MetricsHook>,
+}
+
+/// Why an attempt failed, and whether another may succeed.
+struct Failure {
+    error: ProviderError,
+    retryable: bool,
+    /// The server's `Retry-After`, waited for instead of the backoff.
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    /// Worth another attempt, after the backoff.
+    fn retry(error: ProviderError) -> Self {
+        Self {
+            error,
+            retryable: true,
+            retry_after: None,
+        }
+    }
+
+    /// Final.
+    fn last(error: ProviderError) -> Self {
+        Self {
+            error,
+            retryable: false,
+            retry_after: None,
+        }
+    }
 }
 
 /// What to do with a response.
@@ -98,83 +127,92 @@ impl Api {
     /// times. Returns the response for 2xx, 404 and 412; maps every other status to an
     /// error.
     pub async fn send(&self, req: Request<'_>) -> Result<Response, ProviderError> {
-        let mut retry = 0;
-        loop {
-            // Read on every attempt, so a rotated token is picked up.
-            let auth = self.authorization()?;
-            let mut builder = self.client.request(req.method.clone(), req.url.clone());
-            if let Some(auth) = auth {
-                builder = builder.header(AUTHORIZATION, auth);
-            }
-            if let Some((name, value)) = &req.header {
-                builder = builder.header(name, value);
-            }
-            if let Some(body) = req.body {
-                builder = builder.json(body);
-            }
-            let started = Instant::now();
-            let result = builder.send().await;
-            let elapsed = started.elapsed();
+        let mut retry = 0u32;
+        (|| self.attempt(&req))
+            .retry(self.backoff.build(self.max_retries))
+            .sleep(tokio::time::sleep)
+            .when(|f: &Failure| f.retryable)
+            // Backoff unless the server said how long to wait; `None` (no retries left)
+            // ends the call either way.
+            .adjust(|f, backoff| backoff.map(|b| f.retry_after.map_or(b, after_at_least)))
+            .notify(|f, wait| {
+                debug!(op = req.op, retry, ?wait, error = %f.error, "Retrying the load balancer API");
+                retry += 1;
+            })
+            .await
+            .map_err(|f| f.error)
+    }
 
-            let (error, wait) = match result {
-                Err(e) => {
-                    self.record(
+    /// One attempt at `req`.
+    async fn attempt(&self, req: &Request<'_>) -> Result<Response, Failure> {
+        // Read on every attempt, so a rotated token is picked up.
+        let auth = self.authorization().map_err(Failure::last)?;
+        let mut builder = self.client.request(req.method.clone(), req.url.clone());
+        if let Some(auth) = auth {
+            builder = builder.header(AUTHORIZATION, auth);
+        }
+        if let Some((name, value)) = &req.header {
+            builder = builder.header(name, value);
+        }
+        if let Some(body) = req.body {
+            builder = builder.json(body);
+        }
+        let started = Instant::now();
+        let result = builder.send().await;
+        let elapsed = started.elapsed();
+
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.record(
+                    req.op,
+                    if e.is_timeout() {
+                        "timeout"
+                    } else {
+                        "network_error"
+                    },
+                    elapsed,
+                );
+                if e.is_builder() {
+                    return Err(Failure::last(ProviderError::Permanent(format!(
+                        "Cannot build the {} request: {}",
                         req.op,
-                        if e.is_timeout() {
-                            "timeout"
-                        } else {
-                            "network_error"
-                        },
-                        elapsed,
-                    );
-                    if e.is_builder() {
-                        return Err(ProviderError::Permanent(format!(
-                            "Cannot build the {} request: {}",
-                            req.op,
-                            describe(&e)
-                        )));
-                    }
-                    let message = format!(
-                        "Cannot reach the load balancer API ({} {}): {}",
-                        req.method,
-                        redact_url(&req.url),
                         describe(&e)
-                    );
-                    (ProviderError::transient(message), self.backoff.delay(retry))
+                    ))));
                 }
-                Ok(resp) => {
-                    let status = resp.status();
-                    self.record(req.op, outcome(status), elapsed);
-                    debug!(op = req.op, url = %redact_url(&req.url), %status, ?elapsed, "Load balancer API answered");
-                    match verdict(status) {
-                        Verdict::Done => return Ok(resp),
-                        Verdict::Fail => return Err(error_of(resp).await),
-                        Verdict::Retry => {
-                            let message = message_of(resp).await;
-                            (ProviderError::transient(message), self.backoff.delay(retry))
-                        }
-                        Verdict::Throttled => {
-                            let asked = retry_after(resp.headers());
-                            let message = message_of(resp).await;
-                            let error = ProviderError::Transient {
-                                message,
-                                retry_after: asked,
-                            };
-                            match asked {
-                                Some(asked) if asked > MAX_INLINE_RETRY_AFTER => return Err(error),
-                                Some(asked) => (error, after_at_least(asked)),
-                                None => (error, self.backoff.delay(retry)),
-                            }
-                        }
-                    }
-                }
-            };
-            if retry >= self.max_retries {
-                return Err(error);
+                let message = format!(
+                    "Cannot reach the load balancer API ({} {}): {}",
+                    req.method,
+                    redact_url(&req.url),
+                    describe(&e)
+                );
+                return Err(Failure::retry(ProviderError::transient(message)));
             }
-            debug!(op = req.op, retry, ?wait, %error, "Retrying the load balancer API");
-            tokio::time::sleep(wait).await;
-            retry += 1;
+        };
+        let status = resp.status();
+        self.record(req.op, outcome(status), elapsed);
+        debug!(op = req.op, url = %redact_url(&req.url), %status, ?elapsed, "Load balancer API answered");
+        match verdict(status) {
+            Verdict::Done => Ok(resp),
+            Verdict::Fail => Err(Failure::last(error_of(resp).await)),
+            Verdict::Retry => Err(Failure::retry(ProviderError::transient(
+                message_of(resp).await,
+            ))),
+            Verdict::Throttled => {
+                let asked = retry_after(resp.headers());
+                let error = ProviderError::Transient {
+                    message: message_of(resp).await,
+                    retry_after: asked,
+                };
+                match asked {
+                    Some(asked) if asked > MAX_INLINE_RETRY_AFTER => Err(Failure::last(error)),
+                    Some(asked) => Err(Failure {
+                        retry_after: Some(asked),
+                        ..Failure::retry(error)
+                    }),
+                    None => Err(Failure::retry(error)),
+                }
+            }
         }
     }
 

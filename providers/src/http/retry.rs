@@ -1,5 +1,6 @@
 //! How long to wait between attempts.
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use rand::Rng;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use std::time::Duration;
@@ -23,15 +24,19 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// The wait before retry number `retry` (0-based): `initial * 2^retry`, capped at `max`,
-    /// of which a random half ("equal jitter"), so clients that failed together spread out.
-    pub fn delay(&self, retry: u32) -> Duration {
-        let ceiling = self
-            .initial
-            .saturating_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX))
-            .min(self.max);
-        let half = ceiling / 2;
-        half + rand::rng().random_range(Duration::ZERO..=half)
+    /// The waits before each of at most `retries` retries: retry `n` (0-based) waits
+    /// between half of `initial * 2^n` (capped at `max`) and all of it ("equal jitter"), so
+    /// clients that failed together spread out.
+    pub fn build(&self, retries: u32) -> ExponentialBackoff {
+        // backon adds a random part of each delay to it (a delay `d` becomes `d..2d`), so
+        // its delays are the halves of ours.
+        ExponentialBuilder::new()
+            .with_min_delay(self.initial / 2)
+            .with_max_delay(self.max / 2)
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(retries as usize)
+            .build()
     }
 }
 
@@ -57,22 +62,30 @@ mod tests {
     #[test]
     fn backoff_grows_then_caps() {
         let b = Backoff::default();
-        for (retry, ceiling_ms) in [
-            (0, 100),
-            (1, 200),
-            (2, 400),
-            (5, 3200),
-            (6, 5000),
-            (40, 5000),
-        ] {
-            for _ in 0..50 {
-                let d = b.delay(retry).as_millis();
+        for _ in 0..50 {
+            let delays: Vec<Duration> = b.build(41).collect();
+            assert_eq!(delays.len(), 41);
+            for (retry, ceiling_ms) in [
+                (0, 100),
+                (1, 200),
+                (2, 400),
+                (5, 3200),
+                (6, 5000),
+                (40, 5000),
+            ] {
+                let d = delays[retry].as_millis();
                 assert!(
                     d >= ceiling_ms / 2 && d <= ceiling_ms,
                     "retry {retry}: {d} ms"
                 );
             }
         }
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        assert_eq!(Backoff::default().build(0).count(), 0);
+        assert_eq!(Backoff::default().build(3).count(), 3);
     }
 
     #[test]

@@ -325,7 +325,7 @@ pub(crate) fn is_valid_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Listener, NodeTarget, ServiceRef, naming, ownership_labels};
+    use crate::{NodeTarget, ServiceRef};
     use serde_json::json;
 
     fn desired() -> DesiredLoadBalancer {
@@ -334,51 +334,25 @@ mod tests {
             name: "web".into(),
             uid: "6f1c7c2e-1d2b-4e8a-9a57-0c1f1b1e2d3c".into(),
         };
-        DesiredLoadBalancer {
-            id: naming::load_balancer_id("prod", "shop", "web", &service.uid),
-            cluster: "prod".into(),
-            labels: ownership_labels("prod", &service),
-            service,
-            listeners: vec![
-                Listener {
-                    name: "https".into(),
-                    port: 443,
-                    protocol: Protocol::Tcp,
-                    node_port: Some(30443),
-                },
-                Listener {
-                    name: "dns".into(),
-                    port: 53,
-                    protocol: Protocol::Udp,
-                    node_port: Some(30053),
-                },
-            ],
-            targets: vec![
-                NodeTarget {
-                    name: "node-b".into(),
-                    internal_ip: Some("fd00::b".parse().unwrap()),
-                    provider_id: None,
-                    zone: None,
-                },
-                NodeTarget {
-                    name: "node-a".into(),
-                    internal_ip: Some("10.0.0.1".parse().unwrap()),
-                    provider_id: Some("aws:///us-east-1a/i-0123".into()),
-                    zone: Some("us-east-1a".into()),
-                },
-            ],
-            health_check: HealthCheck::http_healthz(31000),
-            source_ranges: vec![
-                "192.168.7.9/16".parse().unwrap(),
-                "10.0.0.0/8".parse().unwrap(),
-            ],
-            session_affinity: SessionAffinity::ClientIp {
+        DesiredLoadBalancer::builder("prod", service)
+            .listener("https", 443, Protocol::Tcp, Some(30443))
+            .listener("dns", 53, Protocol::Udp, Some(30053))
+            .target(NodeTarget::new("node-b", Some("fd00::b".parse().unwrap())))
+            .target(NodeTarget {
+                provider_id: Some("aws:///us-east-1a/i-0123".into()),
+                zone: Some("us-east-1a".into()),
+                ..NodeTarget::new("node-a", Some("10.0.0.1".parse().unwrap()))
+            })
+            .health_check(HealthCheck::http_healthz(31000))
+            .source_range("192.168.7.9/16".parse().unwrap())
+            .source_range("10.0.0.0/8".parse().unwrap())
+            .session_affinity(SessionAffinity::ClientIp {
                 timeout_seconds: 600,
-            },
-            ip_families: vec![IpFamily::IPv4, IpFamily::IPv6],
-            requested_addresses: vec!["192.0.2.10".parse().unwrap()],
-            annotations: [("example.com/ignored".to_string(), "x".to_string())].into(),
-        }
+            })
+            .ip_families([IpFamily::IPv4, IpFamily::IPv6])
+            .requested_address("192.0.2.10".parse().unwrap())
+            .annotation("example.com/ignored", "x")
+            .build()
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!
 //! State lives in memory behind a mutex and is rebuilt at start-up: the controller feeds
 //! the pools ([`L2Provider::set_pools`]), namespace labels and each Service's published
-//! addresses ([`L2Provider::restore`]) before it reconciles anything.
+//! addresses ([`L2Provider::restore`]) before it reconciles anything. What the allocator
+//! needs to know about a Service (its labels, selector and traffic policy) comes in its
+//! [`DesiredLoadBalancer`] like everything else.
 
 pub mod alloc;
 pub mod pool;
@@ -16,7 +18,7 @@ pub use pool::{LabelSelector, PoolSpec, SelectorRequirement, ServiceAllocation};
 
 use crate::types::{
     DesiredLoadBalancer, Ingress, IpMode, LoadBalancerRef, LoadBalancerStatus, OwnedLoadBalancer,
-    ServiceRef, ownership_labels,
+    ServiceRef, TrafficPolicy, ownership_labels,
 };
 use crate::{Provider, ProviderError};
 use async_trait::async_trait;
@@ -27,15 +29,6 @@ use tokio::sync::mpsc;
 
 /// The annotation holding requested addresses (parsed by the controller).
 pub const LB_IPS_ANNOTATION: &str = "berth.io/load-balancer-ips";
-
-/// Facts about a Service the plain desired state does not carry.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServiceFacts {
-    /// `metadata.labels` (for pools' `serviceSelectors`).
-    pub labels: BTreeMap<String, String>,
-    /// `Some(spec.selector)` when `externalTrafficPolicy: Local`.
-    pub local_selector: Option<BTreeMap<String, String>>,
-}
 
 /// What happened to a Service's addresses, for events and pool status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +51,6 @@ pub enum AllocEvent {
 #[derive(Debug, Default)]
 struct State {
     alloc: Allocator,
-    facts: HashMap<String, ServiceFacts>,
     namespaces: HashMap<String, BTreeMap<String, String>>,
     owners: HashMap<String, (String, String, ServiceRef)>,
     failed: HashMap<String, String>,
@@ -125,26 +117,9 @@ impl L2Provider {
         broken
     }
 
-    /// Records a Service's labels and traffic policy before `ensure`; true when they changed
-    /// (so the caller must not skip `ensure`).
-    pub fn set_service_facts(&self, uid: &str, facts: ServiceFacts) -> bool {
-        let mut st = self.lock();
-        let changed = st.facts.get(uid) != Some(&facts);
-        if changed {
-            st.facts.insert(uid.to_string(), facts);
-        }
-        changed
-    }
-
     /// Takes a Service's published addresses back at start-up.
-    pub fn restore(
-        &self,
-        lb: &DesiredLoadBalancer,
-        facts: ServiceFacts,
-        ips: &[IpAddr],
-    ) -> Result<(), ProviderError> {
+    pub fn restore(&self, lb: &DesiredLoadBalancer, ips: &[IpAddr]) -> Result<(), ProviderError> {
         let mut st = self.lock();
-        st.facts.insert(lb.service.uid.clone(), facts);
         let req = request(&st, lb);
         st.alloc.restore(&req, ips)?;
         st.owners.insert(
@@ -172,7 +147,6 @@ impl L2Provider {
 
 /// The allocator's view of a desired load balancer.
 fn request(st: &State, lb: &DesiredLoadBalancer) -> AllocRequest {
-    let facts = st.facts.get(&lb.service.uid).cloned().unwrap_or_default();
     let ann = |k: &str| {
         lb.annotations
             .get(k)
@@ -183,7 +157,7 @@ fn request(st: &State, lb: &DesiredLoadBalancer) -> AllocRequest {
         uid: lb.service.uid.clone(),
         namespace: lb.service.namespace.clone(),
         name: lb.service.name.clone(),
-        service_labels: facts.labels,
+        service_labels: lb.service_labels.clone(),
         namespace_labels: st
             .namespaces
             .get(&lb.service.namespace)
@@ -199,7 +173,8 @@ fn request(st: &State, lb: &DesiredLoadBalancer) -> AllocRequest {
         sharing_key: ann(SHARING_ANNOTATION),
         ports: lb.listeners.iter().map(|l| (l.port, l.protocol)).collect(),
         families: lb.ip_families.clone(),
-        local_selector: facts.local_selector,
+        local_selector: (lb.external_traffic_policy == TrafficPolicy::Local)
+            .then(|| lb.selector.clone()),
     }
 }
 
@@ -211,6 +186,12 @@ impl Provider for L2Provider {
 
     fn needs_node_ports(&self) -> bool {
         false
+    }
+
+    /// Pools select Services by label, and Services sharing an address must agree on their
+    /// traffic policy and selector.
+    fn reads_service_facts(&self) -> bool {
+        true
     }
 
     fn validate(&self, _lb: &DesiredLoadBalancer) -> Result<(), ProviderError> {
@@ -269,7 +250,6 @@ impl Provider for L2Provider {
         let released = {
             let mut st = self.lock();
             let uid = &lb.service.uid;
-            st.facts.remove(uid);
             st.failed.remove(uid);
             st.owners.remove(uid);
             st.alloc.release(uid).is_some()

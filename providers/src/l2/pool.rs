@@ -199,20 +199,11 @@ pub(crate) fn parse_range(s: &str) -> Result<Range, String> {
         format!("{e}; expected a CIDR (10.0.0.0/24) or a range (10.0.0.10-10.0.0.20)")
     })?;
     let (family, first) = to_int(cidr.addr());
-    let bits = match family {
-        IpFamily::IPv4 => 32,
-        IpFamily::IPv6 => 128,
-    };
-    let host_bits = bits - u32::from(cidr.prefix_len());
-    let size_minus_one = if host_bits >= 128 {
-        u128::MAX
-    } else {
-        (1u128 << host_bits) - 1
-    };
+    let (_, last) = to_int(cidr.last());
     Ok(Range {
         family,
         first,
-        last: first + size_minus_one,
+        last,
     })
 }
 

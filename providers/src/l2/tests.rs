@@ -1,6 +1,5 @@
 use super::*;
-use crate::naming;
-use crate::types::{HealthCheck, IpFamily, Listener, Protocol, SessionAffinity};
+use crate::types::{IpFamily, Protocol};
 
 fn lb(name: &str, port: u16, ann: &[(&str, &str)]) -> DesiredLoadBalancer {
     let service = ServiceRef {
@@ -8,28 +7,13 @@ fn lb(name: &str, port: u16, ann: &[(&str, &str)]) -> DesiredLoadBalancer {
         name: name.into(),
         uid: format!("uid-{name}"),
     };
-    DesiredLoadBalancer {
-        id: naming::load_balancer_id("c1", "default", name, &service.uid),
-        cluster: "c1".into(),
-        labels: ownership_labels("c1", &service),
-        service,
-        listeners: vec![Listener {
-            name: String::new(),
-            port,
-            protocol: Protocol::Tcp,
-            node_port: None,
-        }],
-        targets: vec![],
-        health_check: HealthCheck::tcp_traffic_port(),
-        source_ranges: vec![],
-        session_affinity: SessionAffinity::None,
-        ip_families: vec![IpFamily::IPv4],
-        requested_addresses: vec![],
-        annotations: ann
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    }
+    ann.iter()
+        .fold(DesiredLoadBalancer::builder("c1", service), |b, (k, v)| {
+            b.annotation(k, v)
+        })
+        .listener("", port, Protocol::Tcp, None)
+        .ip_families([IpFamily::IPv4])
+        .build()
 }
 
 fn provider() -> L2Provider {
@@ -121,22 +105,41 @@ async fn sharing_annotation_and_facts_flow_into_the_allocator() {
     let b = p.ensure(&lb("b", 443, &key)).await.unwrap();
     assert_eq!(a.ingress[0].ip, b.ingress[0].ip);
     // ETP=Local with another selector may not share: b moves once its facts change.
-    assert!(p.set_service_facts(
-        "uid-b",
-        ServiceFacts {
-            labels: Default::default(),
-            local_selector: Some([("app".to_string(), "b".to_string())].into()),
-        }
-    ));
-    assert!(!p.set_service_facts(
-        "uid-b",
-        ServiceFacts {
-            labels: Default::default(),
-            local_selector: Some([("app".to_string(), "b".to_string())].into()),
-        }
-    ));
-    let b2 = p.ensure(&lb("b", 443, &key)).await.unwrap();
+    let mut b_local = lb("b", 443, &key);
+    b_local.external_traffic_policy = TrafficPolicy::Local;
+    b_local.selector = [("app".to_string(), "b".to_string())].into();
+    assert!(p.reads_service_facts());
+    let b2 = p.ensure(&b_local).await.unwrap();
     assert_ne!(a.ingress[0].ip, b2.ingress[0].ip);
+    // A pool's serviceSelectors see the Service's own labels.
+    p.set_pools(&[
+        PoolSpec {
+            name: "default".into(),
+            addresses: vec!["198.51.100.0/30".into()],
+            auto_assign: true,
+            ..Default::default()
+        },
+        PoolSpec {
+            name: "web-only".into(),
+            addresses: vec!["203.0.113.0/30".into()],
+            auto_assign: false,
+            allocation: Some(ServiceAllocation {
+                service_selectors: vec![LabelSelector {
+                    match_labels: [("tier".to_string(), "web".to_string())].into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ]);
+    let pick = [(POOL_ANNOTATION, "web-only")];
+    let e = p.ensure(&lb("w", 80, &pick)).await.unwrap_err();
+    assert!(e.to_string().contains("web-only"), "{e}");
+    let mut labelled = lb("w", 80, &pick);
+    labelled.service_labels = [("tier".to_string(), "web".to_string())].into();
+    let w = p.ensure(&labelled).await.unwrap();
+    assert_eq!(w.ingress[0].ip, Some("203.0.113.0".parse().unwrap()));
     // The pool annotation.
     let e = p
         .ensure(&lb("c", 80, &[(POOL_ANNOTATION, "nope")]))
@@ -149,12 +152,7 @@ async fn sharing_annotation_and_facts_flow_into_the_allocator() {
 async fn restore_takes_addresses_back_before_allocating() {
     let p = provider();
     let d = lb("web", 80, &[]);
-    p.restore(
-        &d,
-        ServiceFacts::default(),
-        &["198.51.100.2".parse().unwrap()],
-    )
-    .unwrap();
+    p.restore(&d, &["198.51.100.2".parse().unwrap()]).unwrap();
     let st = p.ensure(&lb("other", 80, &[])).await.unwrap();
     assert_eq!(st.ingress[0].ip, Some("198.51.100.0".parse().unwrap()));
     let st = p.ensure(&d).await.unwrap();

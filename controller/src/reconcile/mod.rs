@@ -10,6 +10,10 @@
 //! Every write (to the API server through the fenced client, to the provider through
 //! [`Context::call`]) happens only while this replica leads; a reconcile in flight when
 //! leadership is lost is cancelled.
+//!
+//! The pure decisions (which branch, whether to call the provider) are in `decide.rs`; this
+//! file performs them (`apply`, `cleanup`) and publishes what the owner sees (status,
+//! condition, events) through [`Context`].
 
 use crate::desired::{InvalidField, desired_load_balancer};
 use crate::leader::Fence;
@@ -17,6 +21,7 @@ use crate::metrics::ClassMetrics;
 use crate::service::{ClassFilter, LEGACY_FINALIZER, key, uid};
 use crate::text::{bounded, redact};
 use crate::{nodeports, nodes, status};
+use berth_api::names::{condition_reasons, reasons};
 use berth_providers::{
     DesiredLoadBalancer, LABEL_CLASS, LoadBalancerRef, LoadBalancerStatus, Provider, ProviderError,
     ServiceRef, naming,
@@ -32,6 +37,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
+
+mod decide;
+#[cfg(test)]
+mod tests;
+
+pub use decide::{Branch, Change, EnsurePlan, branch, plan_ensure};
 
 /// The longest event note the API server accepts.
 pub const MAX_EVENT_NOTE: usize = 1024;
@@ -101,11 +112,6 @@ struct Ensured {
     at: Instant,
 }
 
-/// Tells a provider facts about a Service that its desired state does not carry (the l2
-/// allocator's labels and traffic policy); returns true when they changed since last time,
-/// so the provider must be called again even if the desired state did not change.
-pub type ServiceHook = Arc<dyn Fn(&Service) -> bool + Send + Sync>;
-
 pub struct Context {
     pub client: Client,
     pub provider: Arc<dyn Provider>,
@@ -122,7 +128,6 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Consecutive looks at a load balancer that has no address yet, per Service uid.
     pending: Mutex<HashMap<String, u32>>,
-    service_hook: Option<ServiceHook>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -158,14 +163,7 @@ impl Context {
             warned: Mutex::default(),
             failures: Mutex::default(),
             pending: Mutex::default(),
-            service_hook: None,
         }
-    }
-
-    /// Calls `hook` before deciding whether a Service's load balancer is up to date.
-    pub fn with_service_hook(mut self, hook: ServiceHook) -> Self {
-        self.service_hook = Some(hook);
-        self
     }
 
     /// Gates every write on `fence`.
@@ -335,85 +333,6 @@ impl Done {
             action,
             result: "success",
         })
-    }
-}
-
-/// Which branch a reconcile takes (the pure first decision).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Branch {
-    /// Not this class's, nothing of ours to clean up: forget it.
-    Ignore,
-    /// It does not want this class's load balancer (any more) and this class may own one:
-    /// delete it, clear the status, remove the finalizer(s).
-    CleanUp,
-    /// It wants a load balancer from this class but has no finalizer of ours yet: add it
-    /// before anything is created.
-    AddFinalizer,
-    /// It wants a load balancer from this class: make it so.
-    Apply,
-}
-
-/// The first decision of a reconcile, from the Service and the class alone.
-pub fn branch(classes: &ClassFilter, svc: &Service) -> Branch {
-    if classes.wants_load_balancer(svc) {
-        if classes.has_finalizer(svc) {
-            Branch::Apply
-        } else {
-            Branch::AddFinalizer
-        }
-    } else if classes.claims(svc) {
-        Branch::CleanUp
-    } else {
-        Branch::Ignore
-    }
-}
-
-/// What must happen to a valid Service's load balancer, given what berth last ensured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EnsurePlan {
-    /// As berth last ensured it, with an address, within the resync period: no call.
-    UpToDate,
-    /// Call the provider; `change` says what the owner is told.
-    Call(Change),
-}
-
-/// Why the provider is called, which decides the events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    /// Never ensured by this process, or its spec changed: `EnsuringLoadBalancer`, then
-    /// `EnsuredLoadBalancer` (or `SyncLoadBalancerFailed`).
-    Spec,
-    /// Only the targets changed: `UpdatedLoadBalancer` (or `UpdateLoadBalancerFailed`).
-    Targets,
-    /// Nothing changed, but it is time to look again (resync, address still pending, the
-    /// provider's facts changed): no event unless it fails.
-    Recheck,
-}
-
-/// The pure second decision: call the provider or not, and why.
-pub fn plan_ensure(
-    desired: &DesiredLoadBalancer,
-    previous: Option<(&DesiredLoadBalancer, bool, Duration)>,
-    resync: Duration,
-    facts_changed: bool,
-) -> EnsurePlan {
-    let Some((prev, has_address, age)) = previous else {
-        return EnsurePlan::Call(Change::Spec);
-    };
-    if prev == desired {
-        if has_address && age < resync && !facts_changed {
-            EnsurePlan::UpToDate
-        } else {
-            EnsurePlan::Call(Change::Recheck)
-        }
-    } else {
-        let mut same_but_targets = prev.clone();
-        same_but_targets.targets = desired.targets.clone();
-        if same_but_targets == *desired {
-            EnsurePlan::Call(Change::Targets)
-        } else {
-            EnsurePlan::Call(Change::Spec)
-        }
     }
 }
 
@@ -607,7 +526,6 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
         };
     }
     let id = uid(&svc);
-    let facts_changed = ctx.service_hook.as_ref().is_some_and(|h| h(&svc));
     let previous = ctx.lock_ensured().get(&id).cloned();
     let plan = plan_ensure(
         &desired,
@@ -615,7 +533,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
             .as_ref()
             .map(|p| (&p.desired, !p.status.ingress.is_empty(), p.at.elapsed())),
         ctx.settings.resync,
-        facts_changed,
+        ctx.provider.reads_service_facts(),
     );
     let lb_status = if let (EnsurePlan::UpToDate, Some(p)) = (plan, previous.as_ref()) {
         p.status.clone()
@@ -629,7 +547,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
         if targets.is_empty() {
             ctx.warn_once(
                 &svc,
-                "UnAvailableLoadBalancer",
+                reasons::UNAVAILABLE_LOAD_BALANCER,
                 "There are no available nodes for LoadBalancer".into(),
             )
             .await;
@@ -638,7 +556,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
             ctx.event(
                 &svc,
                 EventType::Normal,
-                "EnsuringLoadBalancer",
+                reasons::ENSURING_LOAD_BALANCER,
                 "Ensuring load balancer".into(),
             )
             .await;
@@ -651,7 +569,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
             Err(Error::Provider(e)) => {
                 let (reason, msg) = if only_targets {
                     (
-                        "UpdateLoadBalancerFailed",
+                        reasons::UPDATE_LOAD_BALANCER_FAILED,
                         format!(
                             "Error updating load balancer with new hosts: {}",
                             provider_message(&e)
@@ -659,7 +577,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
                     )
                 } else {
                     (
-                        "SyncLoadBalancerFailed",
+                        reasons::SYNC_LOAD_BALANCER_FAILED,
                         format!(
                             "Error syncing load balancer: failed to ensure load balancer: {}",
                             provider_message(&e)
@@ -675,7 +593,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
                     e.summary()
                 );
                 let _ = ctx
-                    .set_condition(&svc, false, "SyncFailed", &stable, None)
+                    .set_condition(&svc, false, condition_reasons::SYNC_FAILED, &stable, None)
                     .await;
                 return Err(Error::Provider(e));
             }
@@ -685,7 +603,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
             ctx.event(
                 &svc,
                 EventType::Normal,
-                "UpdatedLoadBalancer",
+                reasons::UPDATED_LOAD_BALANCER,
                 "Updated load balancer with new hosts".into(),
             )
             .await;
@@ -693,7 +611,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
             ctx.event(
                 &svc,
                 EventType::Normal,
-                "EnsuredLoadBalancer",
+                reasons::ENSURED_LOAD_BALANCER,
                 "Ensured load balancer".into(),
             )
             .await;
@@ -722,7 +640,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
         ctx.set_condition(
             &svc,
             false,
-            "AddressPending",
+            condition_reasons::ADDRESS_PENDING,
             &format!(
                 "Load balancer {} has no address yet; waiting for the provider",
                 desired.id
@@ -746,7 +664,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
     ctx.set_condition(
         &svc,
         true,
-        "Ensured",
+        condition_reasons::ENSURED,
         &format!("Load balancer {} serves {address}", desired.id),
         Some(ingress),
     )
@@ -761,10 +679,16 @@ async fn invalid_input(svc: &Service, ctx: &Context, inv: InvalidField) -> Resul
         "Error syncing load balancer: invalid {}: {}",
         inv.field, inv.message
     );
-    ctx.warn_once(svc, "SyncLoadBalancerFailed", msg.clone())
+    ctx.warn_once(svc, reasons::SYNC_LOAD_BALANCER_FAILED, msg.clone())
         .await;
-    ctx.set_condition(svc, false, "InvalidConfiguration", &msg, None)
-        .await?;
+    ctx.set_condition(
+        svc,
+        false,
+        condition_reasons::INVALID_CONFIGURATION,
+        &msg,
+        None,
+    )
+    .await?;
     Ok(Done {
         action: Action::await_change(),
         result: "invalid",
@@ -790,7 +714,7 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Done, Error> {
     ctx.event(
         svc,
         EventType::Normal,
-        "DeletingLoadBalancer",
+        reasons::DELETING_LOAD_BALANCER,
         "Deleting load balancer".into(),
     )
     .await;
@@ -798,8 +722,13 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Done, Error> {
         Ok(()) => {}
         Err(Error::Provider(e)) => {
             let msg = format!("Error deleting load balancer: {}", provider_message(&e));
-            ctx.event(svc, EventType::Warning, "DeleteLoadBalancerFailed", msg)
-                .await;
+            ctx.event(
+                svc,
+                EventType::Warning,
+                reasons::DELETE_LOAD_BALANCER_FAILED,
+                msg,
+            )
+            .await;
             return Err(Error::Provider(e));
         }
         Err(e) => return Err(e),
@@ -825,184 +754,10 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Done, Error> {
     ctx.event(
         svc,
         EventType::Normal,
-        "DeletedLoadBalancer",
+        reasons::DELETED_LOAD_BALANCER,
         "Deleted load balancer".into(),
     )
     .await;
     info!(service = %key(svc), id = %lb.id, "Deleted load balancer");
     Done::ok(Action::await_change())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    use crate::service::tests::SvcB;
-    use crate::service::{LEGACY_FINALIZER, finalizer_for};
-    use berth_providers::NodeTarget;
-
-    fn with_finalizer(mut s: Service, f: &str) -> Service {
-        s.metadata
-            .finalizers
-            .get_or_insert_with(Vec::new)
-            .push(f.into());
-        s
-    }
-
-    #[test]
-    fn branch_table() {
-        let a = ClassFilter::new("berth.io/http", true);
-        let ours = SvcB::lb("s").port(80, "TCP", 30080).svc();
-        let deleted = {
-            let mut s = with_finalizer(ours.clone(), &a.finalizer);
-            s.metadata.deletion_timestamp =
-                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                    k8s_openapi::jiff::Timestamp::now(),
-                ));
-            s
-        };
-        let cases: Vec<(&str, Service, Branch)> = vec![
-            ("new Service of ours", ours.clone(), Branch::AddFinalizer),
-            (
-                "ours with our finalizer",
-                with_finalizer(ours.clone(), &a.finalizer),
-                Branch::Apply,
-            ),
-            (
-                "ours with only the legacy finalizer gets ours too",
-                with_finalizer(ours.clone(), LEGACY_FINALIZER),
-                Branch::AddFinalizer,
-            ),
-            ("deleted, ours", deleted, Branch::CleanUp),
-            (
-                "type changed, ours",
-                with_finalizer(SvcB::lb("s").type_("ClusterIP").svc(), &a.finalizer),
-                Branch::CleanUp,
-            ),
-            (
-                "type changed, never ours",
-                SvcB::lb("s").type_("ClusterIP").svc(),
-                Branch::Ignore,
-            ),
-            (
-                "another class, its finalizer",
-                with_finalizer(
-                    SvcB::lb("s").class("example.com/b").svc(),
-                    &finalizer_for("example.com/b"),
-                ),
-                Branch::Ignore,
-            ),
-            (
-                "another class, legacy finalizer",
-                with_finalizer(SvcB::lb("s").class("example.com/b").svc(), LEGACY_FINALIZER),
-                Branch::Ignore,
-            ),
-        ];
-        for (what, svc, want) in cases {
-            assert_eq!(branch(&a, &svc), want, "{what}");
-        }
-    }
-
-    fn desired(port: i32, nodes: &[&str]) -> DesiredLoadBalancer {
-        let targets: Vec<NodeTarget> = nodes
-            .iter()
-            .map(|n| NodeTarget {
-                name: n.to_string(),
-                internal_ip: Some("127.0.0.1".parse().unwrap()),
-                provider_id: None,
-                zone: None,
-            })
-            .collect();
-        crate::desired::desired_load_balancer(
-            &SvcB::lb("s").port(port, "TCP", 30080).svc(),
-            &targets,
-            "c",
-            true,
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn plan_ensure_table() {
-        let resync = Duration::from_secs(300);
-        let d = desired(80, &["n1", "n2"]);
-        let fresh = Duration::from_secs(1);
-        let old = Duration::from_secs(301);
-        let cases: Vec<(&str, EnsurePlan, EnsurePlan)> = vec![
-            (
-                "never ensured",
-                plan_ensure(&d, None, resync, false),
-                EnsurePlan::Call(Change::Spec),
-            ),
-            (
-                "unchanged, fresh, with an address",
-                plan_ensure(&d, Some((&d, true, fresh)), resync, false),
-                EnsurePlan::UpToDate,
-            ),
-            (
-                "unchanged but the resync is due",
-                plan_ensure(&d, Some((&d, true, old)), resync, false),
-                EnsurePlan::Call(Change::Recheck),
-            ),
-            (
-                "unchanged, address still pending",
-                plan_ensure(&d, Some((&d, false, fresh)), resync, false),
-                EnsurePlan::Call(Change::Recheck),
-            ),
-            (
-                "unchanged, the provider's facts changed",
-                plan_ensure(&d, Some((&d, true, fresh)), resync, true),
-                EnsurePlan::Call(Change::Recheck),
-            ),
-            (
-                "a node joined",
-                plan_ensure(
-                    &desired(80, &["n1", "n2", "n3"]),
-                    Some((&d, true, fresh)),
-                    resync,
-                    false,
-                ),
-                EnsurePlan::Call(Change::Targets),
-            ),
-            (
-                "a port changed",
-                plan_ensure(
-                    &desired(81, &["n1", "n2"]),
-                    Some((&d, true, fresh)),
-                    resync,
-                    false,
-                ),
-                EnsurePlan::Call(Change::Spec),
-            ),
-            (
-                "a port and the nodes changed",
-                plan_ensure(
-                    &desired(81, &["n1"]),
-                    Some((&d, true, fresh)),
-                    resync,
-                    false,
-                ),
-                EnsurePlan::Call(Change::Spec),
-            ),
-        ];
-        for (what, got, want) in cases {
-            assert_eq!(got, want, "{what}");
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_to_the_cap_with_jitter() {
-        let min = Duration::from_secs(1);
-        let max = Duration::from_secs(60);
-        for (n, base) in [(1, 1.0), (2, 2.0), (3, 4.0), (7, 60.0), (40, 60.0)] {
-            let d = backoff(n, min, max).as_secs_f64();
-            assert!(d >= base * 0.8 - 1e-9 && d <= base * 1.2 + 1e-9, "{n}: {d}");
-        }
-    }
-
-    #[test]
-    fn error_chain_prints_every_cause_once() {
-        let e = Error::Provider(ProviderError::Permanent("boom".into()));
-        assert_eq!(error_chain(&e), "Load balancer provider failed: boom");
-    }
 }
