@@ -253,21 +253,24 @@ pub const SESSION_PEER_LABEL: &str = "berth.io/bgp-peer";
 
 impl LabelSelector {
     /// Whether the selector selects an object with `labels` (`matchLabels` and
-    /// `matchExpressions`; an unknown operator selects nothing).
+    /// `matchExpressions`, by kube's own matcher; an unknown operator selects nothing).
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
-            && self.match_expressions.iter().all(|e| {
-                let got = labels.get(&e.key);
-                match e.operator.as_str() {
-                    "In" => got.is_some_and(|g| e.values.contains(g)),
-                    "NotIn" => got.is_none_or(|g| !e.values.contains(g)),
-                    "Exists" => got.is_some(),
-                    "DoesNotExist" => got.is_none(),
-                    _ => false,
-                }
-            })
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+        use kube::core::{Selector, SelectorExt};
+        let sel = meta::LabelSelector {
+            match_labels: (!self.match_labels.is_empty()).then(|| self.match_labels.clone()),
+            match_expressions: (!self.match_expressions.is_empty()).then(|| {
+                self.match_expressions
+                    .iter()
+                    .map(|e| meta::LabelSelectorRequirement {
+                        key: e.key.clone(),
+                        operator: e.operator.clone(),
+                        values: Some(e.values.clone()),
+                    })
+                    .collect()
+            }),
+        };
+        Selector::try_from(sel).is_ok_and(|s| s.matches(labels))
     }
 }
 
