@@ -306,17 +306,19 @@ fn aws_nlb_follows_service_ports_nodes_and_health_checks() {
             .filter(|h| *h == dns)
     });
 
-    // TCP and UDP on one port: one TCP_UDP listener and group.
+    // TCP and UDP on one port: one TCP_UDP listener and group. The NodePort is in the range's
+    // static band (below 30086), which random allocation never hands out, so web's ports
+    // cannot already hold it.
     w.cloud.apply(&[service(
         "dns",
-        json!([{"name": "dns-tcp", "port": 53, "protocol": "TCP", "nodePort": 31053},
-               {"name": "dns-udp", "port": 53, "protocol": "UDP", "nodePort": 31053}]),
+        json!([{"name": "dns-tcp", "port": 53, "protocol": "TCP", "nodePort": 30053},
+               {"name": "dns-udp", "port": 53, "protocol": "UDP", "nodePort": 30053}]),
         json!({"service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing"}),
         false,
     )]);
     let dns_uid = w.uid("dns");
     let st = w.converge("dns's TCP_UDP NLB", |st| {
-        check_nlb(st, &dns_uid, &[(53, "TCP_UDP", 31053)], &eligible)
+        check_nlb(st, &dns_uid, &[(53, "TCP_UDP", 30053)], &eligible)
     });
     assert_eq!(st.lbs_of(&dns_uid)[0]["scheme"], "internet-facing");
 
