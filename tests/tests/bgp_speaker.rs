@@ -18,39 +18,9 @@
 mod harness;
 use harness::*;
 
-use berth_tests::{Proc, binary, kubectl_path, scratch_dir, wait_for};
+use berth_tests::wait_for;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const CLASS: &str = "berth.io/l2";
-const AS: u32 = 64512;
-const PORT: u16 = 8080;
-const CLIENT: &str = "10.98.0.2";
-const ROUTER: &str = "10.97.0.1";
-const ROUTER6: &str = "fd97::1";
-const POOL: [&str; 2] = [
-    "198.51.100.10-198.51.100.50",
-    "2001:db8:100::10-2001:db8:100::50",
-];
-const KEY: &str = "bgp-e2e-membership-key-0123456789abcdef";
-const MD5: &str = "s3cret-md5";
-
-/// Not a test: with `BERTH_BGP_SERVER=NAME` this process is a node's workload, answering
-/// every TCP connection on 8080 (IPv4 and IPv6) with the node's name.
-#[test]
-fn helper_bgp_node_server() {
-    let Ok(name) = std::env::var("BERTH_BGP_SERVER") else {
-        return;
-    };
-    let l = std::net::TcpListener::bind(("::", PORT)).expect("bind server");
-    for c in l.incoming().flatten() {
-        let mut c = c;
-        let _ = std::io::Write::write_all(&mut c, format!("{name}\n").as_bytes());
-    }
-}
 
 #[test]
 fn bgp_speaker_end_to_end() {
@@ -61,14 +31,14 @@ fn bgp_speaker_end_to_end() {
     // 1. Sessions Established with FRR; a VIP with three next hops, multipath in the kernel.
     for ip in &all {
         wait_for(&format!("{ip} Established at FRR"), LONG, || {
-            (c.frr.state(ip) == "Established").then_some(())
+            (c.frr().state(ip) == "Established").then_some(())
         });
     }
     println!("bgp: 3 sessions Established at FRR");
     let web = c.service("web", json!({}));
     let prefix = format!("{web}/32");
     wait_for("3 next hops in FRR's RIB", LONG, || {
-        (c.frr.rib_next_hops(&prefix) == all).then_some(())
+        (c.frr().rib_next_hops(&prefix) == all).then_some(())
     });
     wait_for("a multipath kernel route at the router", LONG, || {
         (c.net.kernel_next_hops(&web) == all).then_some(())
@@ -77,7 +47,9 @@ fn bgp_speaker_end_to_end() {
         "bgp: router kernel route: {}",
         run(&["ip", "-n", &c.net.router, "route", "show", &web]).trim()
     );
-    let v = c.frr.json(&format!("show bgp ipv4 unicast {prefix} json"));
+    let v = c
+        .frr()
+        .json(&format!("show bgp ipv4 unicast {prefix} json"));
     let path = &v["paths"][0];
     assert_eq!(path["locPrf"], 150, "{v}");
     assert_eq!(path["community"]["string"], "64512:100", "{v}");
@@ -115,7 +87,7 @@ fn bgp_speaker_end_to_end() {
         wait_for(
             &format!("only node-{} next hop for {local}", node + 1),
             LONG,
-            || (c.frr.rib_next_hops(&lprefix) == vec![node_ip(node)]).then_some(()),
+            || (c.frr().rib_next_hops(&lprefix) == vec![node_ip(node)]).then_some(()),
         );
         println!(
             "bgp: ETP=Local VIP {local} next hop follows the pod to node-{}",
@@ -143,12 +115,12 @@ fn bgp_speaker_end_to_end() {
         println!("bgp: {peer}: {err}");
     }
     assert_eq!(
-        c.frr.rib_next_hops(&prefix),
+        c.frr().rib_next_hops(&prefix),
         all,
         "the good peer is unaffected"
     );
     for i in 0..3 {
-        assert_eq!(c.frr.state(&node_ip(i)), "Established");
+        assert_eq!(c.frr().state(&node_ip(i)), "Established");
         assert!(
             c.speakers[i].as_mut().unwrap().try_exit().is_none(),
             "speaker {i} exited"
@@ -201,7 +173,7 @@ fn bgp_speaker_end_to_end() {
             .filter(|s| s.2.contains("MD5"))
     });
     assert_ne!(state, "Established");
-    assert_ne!(c.frr.state(&node_ip6(0)), "Established");
+    assert_ne!(c.frr().state(&node_ip6(0)), "Established");
     println!("bgp: router6 with a wrong password: {state}: {err}");
     c.apply(&[secret(MD5)]);
     let all6: Vec<String> = (0..3).map(node_ip6).collect();
@@ -209,14 +181,16 @@ fn bgp_speaker_end_to_end() {
         wait_for(
             &format!("{ip} Established at FRR (MD5)"),
             Duration::from_secs(60),
-            || (c.frr.state(ip) == "Established").then_some(()),
+            || (c.frr().state(ip) == "Established").then_some(()),
         );
     }
     let prefix6 = format!("{v6}/128");
     wait_for("3 IPv6 next hops in FRR's RIB", LONG, || {
-        (c.frr.rib_next_hops(&prefix6) == all6).then_some(())
+        (c.frr().rib_next_hops(&prefix6) == all6).then_some(())
     });
-    let v = c.frr.json(&format!("show bgp ipv6 unicast {prefix6} json"));
+    let v = c
+        .frr()
+        .json(&format!("show bgp ipv6 unicast {prefix6} json"));
     assert_eq!(v["paths"][0]["locPrf"], 150, "{v}");
     println!("bgp: TCP MD5 sessions Established; IPv6 VIP {v6} via {all6:?}");
 
@@ -235,7 +209,7 @@ fn bgp_speaker_end_to_end() {
         t0.elapsed()
     );
     let nb = c
-        .frr
+        .frr()
         .json(&format!("show bgp neighbor {} json", node_ip(2)));
     println!(
         "bgp: FRR's last notification from node-3: {}",
@@ -258,7 +232,7 @@ fn bgp_speaker_end_to_end() {
     let took = time_until("web's route gone after deletion", LONG, || {
         c.net.kernel_next_hops(&web).is_empty()
     });
-    assert!(c.frr.rib_next_hops(&prefix).is_empty());
+    assert!(c.frr().rib_next_hops(&prefix).is_empty());
     println!(
         "bgp: Service deleted -> route gone from the router's kernel in {took:?} (kubectl included: {:?})",
         t0.elapsed()

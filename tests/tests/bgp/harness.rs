@@ -1,6 +1,41 @@
 //! The BGP end-to-end test's world: network namespaces (client, router, bridge, nodes), FRR in the router namespace, and mock-cloud with the l2 controller and one speaker per node.
 
-use super::*;
+// Shared by several test binaries, each using part of it.
+#![allow(dead_code)]
+
+use berth_tests::{Proc, binary, kubectl_path, scratch_dir, wait_for};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) const CLASS: &str = "berth.io/l2";
+pub(crate) const AS: u32 = 64512;
+pub(crate) const PORT: u16 = 8080;
+pub(crate) const CLIENT: &str = "10.98.0.2";
+pub(crate) const ROUTER: &str = "10.97.0.1";
+pub(crate) const ROUTER6: &str = "fd97::1";
+pub(crate) const POOL: [&str; 2] = [
+    "198.51.100.10-198.51.100.50",
+    "2001:db8:100::10-2001:db8:100::50",
+];
+pub(crate) const KEY: &str = "bgp-e2e-membership-key-0123456789abcdef";
+pub(crate) const MD5: &str = "s3cret-md5";
+
+/// Not a test: with `BERTH_BGP_SERVER=NAME` this process is a node's workload, answering
+/// every TCP connection on 8080 (IPv4 and IPv6) with the node's name.
+#[test]
+fn helper_bgp_node_server() {
+    let Ok(name) = std::env::var("BERTH_BGP_SERVER") else {
+        return;
+    };
+    let l = std::net::TcpListener::bind(("::", PORT)).expect("bind server");
+    for c in l.incoming().flatten() {
+        let mut c = c;
+        let _ = std::io::Write::write_all(&mut c, format!("{name}\n").as_bytes());
+    }
+}
 
 pub(crate) fn node_ip(i: usize) -> String {
     format!("10.97.0.{}", 11 + i)
@@ -258,7 +293,8 @@ pub(crate) struct Frr {
 }
 
 impl Frr {
-    pub(crate) fn start(net: &Net, dir: &Path) -> Frr {
+    /// With `bfd`, bfdd has the profile `fast` (300 ms x 3) and the IPv4 neighbours use it.
+    pub(crate) fn start(net: &Net, dir: &Path, bfd: bool) -> Frr {
         let dir = dir.join("frr");
         std::fs::create_dir_all(&dir).expect("frr dir");
         // FRR drops privileges to user frr.
@@ -269,13 +305,25 @@ impl Frr {
             dir.to_str().unwrap(),
         ]);
         std::fs::write(dir.join("zebra.conf"), "hostname router\n").unwrap();
-        std::fs::write(dir.join("bfdd.conf"), "hostname router\nbfd\n!\n").unwrap();
+        let profile = if bfd {
+            " profile fast\n  detect-multiplier 3\n  receive-interval 300\n  transmit-interval 300\n !\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            dir.join("bfdd.conf"),
+            format!("hostname router\nbfd\n{profile}!\n"),
+        )
+        .unwrap();
         let mut bgp = format!(
             "hostname router\nrouter bgp {AS}\n bgp router-id {ROUTER}\n no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n"
         );
         for i in 0..net.nodes.len() {
             bgp += &format!(" neighbor {} remote-as {AS}\n", node_ip(i));
             bgp += &format!(" neighbor {} timers connect 1\n", node_ip(i));
+            if bfd {
+                bgp += &format!(" neighbor {} bfd profile fast\n", node_ip(i));
+            }
             bgp += &format!(" neighbor {} remote-as {AS}\n", node_ip6(i));
             bgp += &format!(" neighbor {} password {MD5}\n", node_ip6(i));
             bgp += &format!(" neighbor {} timers connect 1\n", node_ip6(i));
@@ -319,10 +367,15 @@ impl Frr {
     }
 
     pub(crate) fn vtysh(&self, cmd: &str) -> Option<String> {
+        self.vtysh_all(&[cmd])
+    }
+
+    /// Several commands in one vtysh session (`configure terminal` and what follows).
+    pub(crate) fn vtysh_all(&self, cmds: &[&str]) -> Option<String> {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.ns, "vtysh", "--vty_socket"])
             .arg(&self.dir)
-            .args(["-c", cmd])
+            .args(cmds.iter().flat_map(|c| ["-c", c]))
             .stderr(Stdio::null())
             .output()
             .ok()?;
@@ -371,11 +424,95 @@ impl Frr {
     }
 }
 
+/// BIRD 2 in the router namespace: iBGP with the three nodes (direct, so next hops need no
+/// IGP), a kernel protocol with `merge paths on` so the kernel route is multipath.
+pub(crate) struct Bird {
+    pub(crate) sock: PathBuf,
+    pub(crate) ns: String,
+    pub(crate) _proc: Proc,
+}
+
+impl Bird {
+    pub(crate) fn start(net: &Net, dir: &Path) -> Bird {
+        for f in ["/usr/sbin/bird", "/usr/sbin/birdc"] {
+            assert!(
+                Path::new(f).exists(),
+                "{f} is missing: install BIRD 2 (apt-get install -y bird2; ./scripts/test does when root)"
+            );
+        }
+        let dir = dir.join("bird");
+        std::fs::create_dir_all(&dir).expect("bird dir");
+        run(&[
+            "chmod",
+            "0777",
+            dir.parent().unwrap().to_str().unwrap(),
+            dir.to_str().unwrap(),
+        ]);
+        let mut conf = format!(
+            "router id {ROUTER};\nprotocol device {{}}\n\
+             protocol kernel {{ ipv4 {{ export all; }}; merge paths on; }}\n"
+        );
+        for i in 0..net.nodes.len() {
+            conf += &format!(
+                "protocol bgp node{} {{\n  local {ROUTER} as {AS};\n  neighbor {} as {AS};\n  \
+                 direct;\n  hold time 9;\n  connect retry time 1;\n  \
+                 ipv4 {{ gateway direct; import all; export none; }};\n}}\n",
+                i + 1,
+                node_ip(i)
+            );
+        }
+        let cfg = dir.join("bird.conf");
+        std::fs::write(&cfg, conf).unwrap();
+        let sock = dir.join("bird.ctl");
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &net.router, "/usr/sbin/bird", "-f", "-c"])
+            .arg(&cfg)
+            .arg("-s")
+            .arg(&sock)
+            .arg("-P")
+            .arg(dir.join("bird.pid"));
+        let bird = Bird {
+            sock,
+            ns: net.router.clone(),
+            _proc: Proc::spawn("bird", c, dir.join("bird.log")),
+        };
+        wait_for("bird to answer birdc", Duration::from_secs(15), || {
+            bird.birdc("show status")
+        });
+        bird
+    }
+
+    pub(crate) fn birdc(&self, cmd: &str) -> Option<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "/usr/sbin/birdc", "-s"])
+            .arg(&self.sock)
+            .args(cmd.split_whitespace())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Which routing daemon runs in the router namespace.
+pub(crate) enum Router {
+    /// FRR; with BFD profile `fast` on the IPv4 neighbours when true.
+    Frr(bool),
+    Bird,
+}
+
+pub(crate) enum Daemon {
+    Frr(Frr),
+    Bird(Bird),
+}
+
 pub(crate) struct Cluster {
     pub(crate) net: Net,
     pub(crate) dir: PathBuf,
     pub(crate) kubeconfig: PathBuf,
-    pub(crate) frr: Frr,
+    pub(crate) daemon: Daemon,
     pub(crate) _cloud: Proc,
     pub(crate) _servers: Vec<Proc>,
     pub(crate) _controller: Option<Proc>,
@@ -385,10 +522,31 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     pub(crate) fn start() -> Cluster {
+        Cluster::start_with("bgp-speaker", Router::Frr(false))
+    }
+
+    pub(crate) fn frr(&self) -> &Frr {
+        match &self.daemon {
+            Daemon::Frr(f) => f,
+            Daemon::Bird(_) => panic!("this cluster's router runs BIRD, not FRR"),
+        }
+    }
+
+    pub(crate) fn bird(&self) -> &Bird {
+        match &self.daemon {
+            Daemon::Bird(b) => b,
+            Daemon::Frr(_) => panic!("this cluster's router runs FRR, not BIRD"),
+        }
+    }
+
+    pub(crate) fn start_with(name: &str, router: Router) -> Cluster {
         kubectl_path();
         let net = Net::new(3);
-        let dir = scratch_dir("bgp-speaker");
-        let frr = Frr::start(&net, &dir);
+        let dir = scratch_dir(name);
+        let daemon = match router {
+            Router::Frr(bfd) => Daemon::Frr(Frr::start(&net, &dir, bfd)),
+            Router::Bird => Daemon::Bird(Bird::start(&net, &dir)),
+        };
         let kubeconfig = dir.join("kubeconfig");
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &net.client])
@@ -411,7 +569,7 @@ impl Cluster {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", n])
                     .arg(std::env::current_exe().expect("test exe"))
-                    .args(["--exact", "helper_bgp_node_server", "--nocapture"])
+                    .args(["--exact", "harness::helper_bgp_node_server", "--nocapture"])
                     .env("BERTH_BGP_SERVER", format!("node-{}", i + 1));
                 Proc::spawn(
                     &format!("server[node-{}]", i + 1),
@@ -424,7 +582,7 @@ impl Cluster {
             net,
             dir,
             kubeconfig,
-            frr,
+            daemon,
             _cloud: cloud,
             _servers: servers,
             _controller: None,
