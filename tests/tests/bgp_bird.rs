@@ -8,6 +8,8 @@
 
 #[path = "bgp/harness.rs"]
 mod harness;
+#[path = "bgp/routers.rs"]
+mod routers;
 use harness::*;
 
 use berth_tests::wait_for;
