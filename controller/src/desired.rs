@@ -235,7 +235,8 @@ pub fn desired_load_balancer(
     let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
     let name = meta.name.clone().unwrap_or_default();
     let uid = meta.uid.clone().unwrap_or_default();
-    let ann: BTreeMap<String, String> = meta.annotations.clone().unwrap_or_default();
+    // Other load balancers' annotations of the same meaning fold into berth's.
+    let ann = crate::compat::fold_aliases(&meta.annotations.clone().unwrap_or_default())?;
     let spec = svc
         .spec
         .as_ref()

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod compat;
 pub mod desired;
 pub mod factory;
 pub mod gc;

@@ -105,3 +105,39 @@ pub fn lease_holder(cloud: &Cloud) -> Option<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
 }
+
+/// `berth controller --provider l2` against `cloud` (no leader election, 5 s resync): the
+/// process and its /metrics address.
+pub fn start_l2_controller(cloud: &Cloud, identity: &str) -> (Proc, String) {
+    let mut cmd = Command::new(binary("berth"));
+    cmd.arg("controller")
+        .arg("--kubeconfig")
+        .arg(&cloud.kubeconfig)
+        .args(["--provider", "l2", "--cluster-name", identity])
+        .args(["--identity", identity, "--metrics-listen", "127.0.0.1:0"])
+        .args(["--leader-elect", "false", "--resync", "5s"])
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG");
+    let mut proc = Proc::spawn(
+        &format!("berth[{identity}]"),
+        cmd,
+        cloud.dir.join(format!("berth-{identity}.log")),
+    );
+    let line = proc.wait_for_line("Serving /metrics", Duration::from_secs(60));
+    let admin = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("address="))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    (proc, admin)
+}
+
+/// Applies berth's CRDs from deploy/ and waits until IPAddressPools are served.
+pub fn install_berth_crds(cloud: &Cloud) {
+    let crds =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds/berth.io_crds.yaml");
+    cloud.kubectl_ok(&["apply", "-f", crds.to_str().expect("utf-8 path")]);
+    wait_for("the IPAddressPool resource to be served", DEADLINE, || {
+        cloud.try_kubectl(&["get", "ipaddresspools"]).ok()
+    });
+}

@@ -4,11 +4,10 @@
 //! migrated pools the addresses MetalLB would (lowest free address first, `.0`/`.255` skipped
 //! with avoidBuggyIPs, autoAssign honoured).
 
-use berth_tests::{Cloud, DEADLINE, Proc, binary, wait_for};
+use berth_tests::{Cloud, DEADLINE, binary, install_berth_crds, start_l2_controller, wait_for};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/migrate");
@@ -37,27 +36,6 @@ fn migrate(file: &Path) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-/// The l2 controller and its /metrics address.
-fn start_l2(cloud: &Cloud) -> (Proc, String) {
-    let mut cmd = Command::new(binary("berth"));
-    cmd.arg("controller")
-        .arg("--kubeconfig")
-        .arg(&cloud.kubeconfig)
-        .args(["--provider", "l2", "--cluster-name", "migrate"])
-        .args(["--identity", "migrate", "--metrics-listen", "127.0.0.1:0"])
-        .args(["--leader-elect", "false", "--resync", "5s"])
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG");
-    let mut proc = Proc::spawn("berth[migrate]", cmd, cloud.dir.join("berth-migrate.log"));
-    let line = proc.wait_for_line("Serving /metrics", Duration::from_secs(60));
-    let admin = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("address="))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    (proc, admin)
-}
-
 fn service(name: &str, pool: &str, labels: Value) -> Value {
     json!({
         "apiVersion": "v1",
@@ -77,11 +55,7 @@ fn migrated_metallb_manifests_apply_and_allocate_the_same_addresses() {
     let files = fixtures();
     assert!(files.len() >= 6, "documentation-style fixtures: {files:?}");
     let cloud = Cloud::start("migrate");
-    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds/berth.io_crds.yaml");
-    cloud.kubectl_ok(&["apply", "-f", crds.to_str().expect("utf-8")]);
-    wait_for("the IPAddressPool resource to be served", DEADLINE, || {
-        cloud.try_kubectl(&["get", "ipaddresspools"]).ok()
-    });
+    install_berth_crds(&cloud);
 
     for f in &files {
         let out = migrate(f);
@@ -147,7 +121,7 @@ fn migrated_metallb_manifests_apply_and_allocate_the_same_addresses() {
     let ads = cloud.kubectl_ok(&["get", "l2advertisements", "-o", "name"]);
     assert!(ads.contains("/example") && ads.contains("/rack-a"), "{ads}");
 
-    let (_l2, admin) = start_l2(&cloud);
+    let (_l2, admin) = start_l2_controller(&cloud, "migrate");
     let cases = [
         ("first", "first-pool", json!({}), "192.168.1.240"),
         ("dev", "development", json!({}), "192.168.9.1"),
