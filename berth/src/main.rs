@@ -161,18 +161,7 @@ async fn speaker(args: berth_speaker::SpeakerArgs) -> anyhow::Result<()> {
 /// An error and its causes on one line, leaving out a cause whose text the line already
 /// holds (libraries often repeat their source's message in their own).
 fn error_chain(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if text.is_empty() || line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
+    berth_controller::kube_util::describe(e.as_ref())
 }
 
 fn main() {

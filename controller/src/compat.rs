@@ -3,7 +3,7 @@
 //! and sharing its owner asked for. Two annotations of one meaning that disagree make the
 //! Service invalid (a Warning naming both, nothing allocated) rather than one silently winning.
 
-use crate::desired::{InvalidField, annotations};
+use crate::desired::{InvalidField, annotation_field as field, annotations};
 use berth_providers::l2::{POOL_ANNOTATION, SHARING_ANNOTATION};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -35,10 +35,6 @@ pub const ALIASES: [(&str, &[&str]); 3] = [
         ],
     ),
 ];
-
-fn field(key: &str) -> String {
-    format!("metadata.annotations[{key}]")
-}
 
 /// The value's meaning, for comparing two annotations: a set of addresses for address lists,
 /// the trimmed text otherwise.

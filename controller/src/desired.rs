@@ -28,7 +28,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidField
     }
 }
 
-fn annotation_field(key: &str) -> String {
+pub(crate) fn annotation_field(key: &str) -> String {
     format!("metadata.annotations[{key}]")
 }
 
