@@ -124,6 +124,12 @@ pub mod reasons {
     pub const NODE_ASSIGNED: &str = "NodeAssigned";
     /// On an IPAddressPool: it cannot be used (the note says why).
     pub const INVALID_POOL: &str = "InvalidPool";
+    /// A Service annotation of a known family that its provider does not implement (the note
+    /// names it and says what berth does instead).
+    pub const UNSUPPORTED_ANNOTATION: &str = "UnsupportedAnnotation";
+    /// A `berth.io/` Service annotation berth does not know (a typo; the note suggests the
+    /// closest known key).
+    pub const UNKNOWN_ANNOTATION: &str = "UnknownAnnotation";
 }
 
 /// The condition type on an IPAddressPool.

@@ -1,6 +1,7 @@
 //! berth: gives Kubernetes Services of `type: LoadBalancer` a real external load balancer.
 
 pub mod admin;
+pub mod annotation_check;
 pub mod cli;
 pub mod compat;
 pub mod desired;

@@ -45,6 +45,14 @@ impl Provider for Fake {
     fn needs_node_ports(&self) -> bool {
         true
     }
+    fn annotations(&self) -> berth_providers::AnnotationSupport {
+        berth_providers::AnnotationSupport {
+            keys: &[],
+            health_check: true,
+            requested_addresses: true,
+            otherwise: "the fake ignores it",
+        }
+    }
     fn validate(&self, _: &DesiredLoadBalancer) -> Result<(), ProviderError> {
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! nodes into a [`DesiredLoadBalancer`] and hands it to a [`Provider`], which makes the
 //! outside world match it and reports the addresses to publish.
 
+pub mod annotations;
 pub mod aws;
 pub mod bounds;
 mod cidr;
@@ -13,6 +14,7 @@ pub mod l2;
 pub mod naming;
 pub mod types;
 
+pub use annotations::AnnotationSupport;
 pub use error::ProviderError;
 pub use types::*;
 
@@ -41,6 +43,11 @@ pub trait Provider: Send + Sync + 'static {
     fn reads_service_facts(&self) -> bool {
         false
     }
+
+    /// The Service annotations this provider honours (its own keys, and whether it uses the
+    /// health check and requested addresses berth's own annotations set). The controller warns
+    /// about annotations of known families that are not among them.
+    fn annotations(&self) -> AnnotationSupport;
 
     /// Checks what this provider can serve; bad input is [`ProviderError::Invalid`] naming
     /// the field and the accepted values. No I/O.

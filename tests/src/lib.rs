@@ -14,6 +14,7 @@ pub mod fake_lb;
 
 mod cloud;
 mod controller;
+pub mod warnings;
 pub use cloud::*;
 pub use controller::*;
 

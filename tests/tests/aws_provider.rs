@@ -588,3 +588,57 @@ fn aws_invalid_annotations_warn_and_write_nothing() {
     });
     berth.stop(Duration::from_secs(10));
 }
+
+#[test]
+fn aws_unimplemented_annotations_warn_once_and_the_nlb_is_built() {
+    use berth_tests::warnings::{UNSUPPORTED_ANNOTATION, annotation_warnings_once};
+    let w = World::start("aws-annwarn", 1);
+    w.cloud.apply(&[w.node(0, false)]);
+    let mut berth = w.berth("annwarn");
+    let line = berth.wait_for_line("Serving /metrics", DEADLINE);
+    let admin = line
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix("address="))
+        .expect("the /metrics address")
+        .to_string();
+    let ignored: std::collections::BTreeMap<&str, &str> = [
+        "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol",
+        "service.beta.kubernetes.io/aws-load-balancer-type",
+        "berth.io/load-balancer-ips",
+        "berth.io/address-pool",
+        "metallb.io/loadBalancerIPs",
+    ]
+    .into_iter()
+    .map(|k| (k, UNSUPPORTED_ANNOTATION))
+    .collect();
+    let mut ann = json!({
+        "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
+        "berth.io/health-check-interval-seconds": "10",
+    });
+    for k in ignored.keys() {
+        ann[*k] = json!(if k.contains("IP") || k.contains("ips") {
+            "10.0.0.5"
+        } else {
+            "*"
+        });
+    }
+    w.cloud.apply(&[service(
+        "annotated",
+        json!([{"name": "a", "port": 80, "protocol": "TCP"}]),
+        ann,
+        false,
+    )]);
+    let uid = w.uid("annotated");
+    w.converge("the NLB despite the warnings", |st| {
+        (st.lbs_of(&uid).len() == 1)
+            .then_some(())
+            .ok_or("absent".into())
+    });
+    wait_for("one warning per ignored annotation", DEADLINE, || {
+        annotation_warnings_once(&w.cloud, "annotated", &ignored).ok()
+    });
+    berth_tests::warnings::wait_reconciles(&[admin.as_str()], 2);
+    annotation_warnings_once(&w.cloud, "annotated", &ignored)
+        .unwrap_or_else(|e| panic!("after resyncs: {e}"));
+    berth.stop(Duration::from_secs(10));
+}

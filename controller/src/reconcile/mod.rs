@@ -33,11 +33,12 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
+mod annotations;
 mod decide;
 #[cfg(test)]
 mod tests;
@@ -124,6 +125,8 @@ pub struct Context {
     ensured: Mutex<HashMap<String, Ensured>>,
     /// The last warning published per Service uid, so a broken Service is reported once.
     warned: Mutex<HashMap<String, String>>,
+    /// The ignored-annotation findings published per Service uid (see `annotations.rs`).
+    annotation_findings: Mutex<HashMap<String, BTreeSet<String>>>,
     /// Consecutive failures per Service uid (the backoff exponent).
     failures: Mutex<HashMap<String, u32>>,
     /// Consecutive looks at a load balancer that has no address yet, per Service uid.
@@ -161,6 +164,7 @@ impl Context {
             fence: Fence::open(),
             ensured: Mutex::default(),
             warned: Mutex::default(),
+            annotation_findings: Mutex::default(),
             failures: Mutex::default(),
             pending: Mutex::default(),
         }
@@ -224,6 +228,11 @@ impl Context {
     /// Publishes an event; the note is cut to what the API server accepts and stripped of
     /// credentials.
     async fn event(&self, svc: &Service, type_: EventType, reason: &str, note: String) {
+        self.publish(svc, type_, reason, note).await;
+    }
+
+    /// [`Context::event`], telling whether the event was published.
+    async fn publish(&self, svc: &Service, type_: EventType, reason: &str, note: String) -> bool {
         let ev = Event {
             type_,
             reason: reason.into(),
@@ -232,10 +241,16 @@ impl Context {
             secondary: None,
         };
         match self.recorder.publish(&ev, &svc.object_ref(&())).await {
-            Ok(()) => self.metrics.event(),
-            Err(e) if crate::kube_util::is_fenced(&e) => {}
-            Err(e) => warn!(service = %key(svc), error = %e, "Cannot publish event"),
-        };
+            Ok(()) => {
+                self.metrics.event();
+                true
+            }
+            Err(e) if crate::kube_util::is_fenced(&e) => false,
+            Err(e) => {
+                warn!(service = %key(svc), error = %e, "Cannot publish event");
+                false
+            }
+        }
     }
 
     /// Publishes a warning unless the same one was already published for this Service.
@@ -387,6 +402,7 @@ fn forget_service(ctx: &Context, id: &str) {
     ctx.lock_ensured().remove(id);
     locked(&ctx.pending).remove(id);
     locked(&ctx.warned).remove(id);
+    locked(&ctx.annotation_findings).remove(id);
 }
 
 /// Backs off per Service: retry_min doubling to retry_max, with jitter, and never sooner
@@ -493,6 +509,7 @@ async fn remove_finalizers(svc: &Service, ctx: &Context) -> Result<(), Error> {
 }
 
 async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
+    annotations::warn_ignored_annotations(svc, ctx).await;
     let mut svc = svc.clone();
     if ctx.provider.needs_node_ports() {
         match nodeports::ensure_node_ports(&ctx.client, &svc, &ctx.settings.node_port_range).await {

@@ -29,6 +29,15 @@ use crate::{
 use api::{CurrentLb, CurrentTg, Elb, health_differs};
 use plan::{Plan, owned_by};
 
+/// What the aws provider honours: the annotations in [`annotations::ALL`] and berth's
+/// health check; not requested addresses (AWS assigns the NLB's).
+pub const ANNOTATIONS: crate::AnnotationSupport = crate::AnnotationSupport {
+    keys: &annotations::ALL,
+    health_check: true,
+    requested_addresses: false,
+    otherwise: "the NLB is built without that setting",
+};
+
 /// Where and how to reach AWS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsProviderConfig {
@@ -206,6 +215,10 @@ impl Provider for AwsProvider {
 
     fn needs_node_ports(&self) -> bool {
         true
+    }
+
+    fn annotations(&self) -> crate::AnnotationSupport {
+        ANNOTATIONS
     }
 
     fn validate(&self, lb: &DesiredLoadBalancer) -> Result<(), ProviderError> {

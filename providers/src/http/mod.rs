@@ -254,6 +254,15 @@ impl HttpProvider {
     }
 }
 
+/// What the http provider honours: berth's health check and requested addresses, which it
+/// sends to the load balancer API; no annotation of its own.
+pub const ANNOTATIONS: crate::AnnotationSupport = crate::AnnotationSupport {
+    keys: &[],
+    health_check: true,
+    requested_addresses: true,
+    otherwise: "it is not sent to the load balancer API",
+};
+
 #[async_trait]
 impl Provider for HttpProvider {
     fn name(&self) -> &'static str {
@@ -262,6 +271,10 @@ impl Provider for HttpProvider {
 
     fn needs_node_ports(&self) -> bool {
         true
+    }
+
+    fn annotations(&self) -> crate::AnnotationSupport {
+        ANNOTATIONS
     }
 
     /// Traffic goes to `address:NodePort`: a node without an address cannot be a target yet.

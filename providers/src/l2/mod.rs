@@ -178,6 +178,15 @@ fn request(st: &State, lb: &DesiredLoadBalancer) -> AllocRequest {
     }
 }
 
+/// What the l2 provider honours: the pool and sharing annotations and requested addresses;
+/// not the health check (kube-proxy on the announcing node picks ready endpoints).
+pub const ANNOTATIONS: crate::AnnotationSupport = crate::AnnotationSupport {
+    keys: &[POOL_ANNOTATION, SHARING_ANNOTATION],
+    health_check: false,
+    requested_addresses: true,
+    otherwise: "the address comes from an IPAddressPool and one node announces it, without that setting",
+};
+
 #[async_trait]
 impl Provider for L2Provider {
     fn name(&self) -> &'static str {
@@ -186,6 +195,10 @@ impl Provider for L2Provider {
 
     fn needs_node_ports(&self) -> bool {
         false
+    }
+
+    fn annotations(&self) -> crate::AnnotationSupport {
+        ANNOTATIONS
     }
 
     /// Pools select Services by label, and Services sharing an address must agree on their
