@@ -85,3 +85,17 @@ pub fn wait_reconciles(admins: &[&str], n: u64) {
         },
     );
 }
+
+/// Waits until [`annotation_warnings_once`] holds for `name`; panics with what differs.
+pub fn wait_annotation_warnings(cloud: &Cloud, name: &str, expected: &BTreeMap<&str, &str>) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match annotation_warnings_once(cloud, name, expected) {
+            Ok(()) => return,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("{name}'s annotation warnings, after {DEADLINE:?}: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}

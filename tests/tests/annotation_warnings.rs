@@ -6,7 +6,7 @@
 
 use berth_tests::warnings::{
     UNKNOWN_ANNOTATION as UNKNOWN, UNSUPPORTED_ANNOTATION as UNSUPPORTED, annotation_warnings,
-    annotation_warnings_once as exactly_once, wait_reconciles,
+    annotation_warnings_once as exactly_once, wait_annotation_warnings, wait_reconciles,
 };
 use berth_tests::{Cloud, Controller, DEADLINE, install_berth_crds, start_l2_controller, wait_for};
 use serde_json::{Value, json};
@@ -127,9 +127,7 @@ fn ignored_annotations_warn_once_each_and_never_block() {
         ("http-clean", &none),
     ];
     for (name, expected) in cases {
-        wait_for(&format!("{name}'s annotation warnings"), DEADLINE, || {
-            exactly_once(&cloud, name, expected).ok()
-        });
+        wait_annotation_warnings(&cloud, name, expected);
     }
     // The suggestions and what berth does instead.
     let notes: Vec<String> = annotation_warnings(&cloud, "l2-ignored")
@@ -169,9 +167,7 @@ fn ignored_annotations_warn_once_each_and_never_block() {
     ]);
     let mut more = l2_bad.clone();
     more.insert("metallb.io/loadBalancerIP", UNSUPPORTED);
-    wait_for("the new annotation's warning", DEADLINE, || {
-        exactly_once(&cloud, "l2-ignored", &more).ok()
-    });
+    wait_annotation_warnings(&cloud, "l2-ignored", &more);
     let typo = annotation_warnings(&cloud, "l2-ignored")
         .into_iter()
         .find(|(_, n, _)| n.contains("Annotation metallb.io/loadBalancerIP "))

@@ -634,9 +634,7 @@ fn aws_unimplemented_annotations_warn_once_and_the_nlb_is_built() {
             .then_some(())
             .ok_or("absent".into())
     });
-    wait_for("one warning per ignored annotation", DEADLINE, || {
-        annotation_warnings_once(&w.cloud, "annotated", &ignored).ok()
-    });
+    berth_tests::warnings::wait_annotation_warnings(&w.cloud, "annotated", &ignored);
     berth_tests::warnings::wait_reconciles(&[admin.as_str()], 2);
     annotation_warnings_once(&w.cloud, "annotated", &ignored)
         .unwrap_or_else(|e| panic!("after resyncs: {e}"));

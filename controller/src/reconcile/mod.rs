@@ -228,16 +228,25 @@ impl Context {
     /// Publishes an event; the note is cut to what the API server accepts and stripped of
     /// credentials.
     async fn event(&self, svc: &Service, type_: EventType, reason: &str, note: String) {
-        self.publish(svc, type_, reason, note).await;
+        self.publish(svc, type_, reason, reason, note).await;
     }
 
-    /// [`Context::event`], telling whether the event was published.
-    async fn publish(&self, svc: &Service, type_: EventType, reason: &str, note: String) -> bool {
+    /// [`Context::event`] with its `action`, telling whether the event was published. Events
+    /// of one Service with the same type, reason and action are one series (the recorder
+    /// counts them and keeps the first note).
+    async fn publish(
+        &self,
+        svc: &Service,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) -> bool {
         let ev = Event {
             type_,
             reason: reason.into(),
             note: Some(bounded(&redact(&note), MAX_EVENT_NOTE)),
-            action: reason.into(),
+            action: action.into(),
             secondary: None,
         };
         match self.recorder.publish(&ev, &svc.object_ref(&())).await {
