@@ -8,7 +8,7 @@ use berth_tests::warnings::{
     UNKNOWN_ANNOTATION as UNKNOWN, UNSUPPORTED_ANNOTATION as UNSUPPORTED, annotation_warnings,
     annotation_warnings_once as exactly_once, wait_annotation_warnings, wait_reconciles,
 };
-use berth_tests::{Cloud, Controller, DEADLINE, install_berth_crds, start_l2_controller, wait_for};
+use berth_tests::{Cloud, Controller, install_berth_crds, start_l2_controller};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
