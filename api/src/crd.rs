@@ -414,7 +414,14 @@ mod tests {
             .collect();
         assert_eq!(
             cols,
-            ["Auto Assign", "Assigned", "Available", "Valid", "Addresses", "Age"]
+            [
+                "Auto Assign",
+                "Assigned",
+                "Available",
+                "Valid",
+                "Addresses",
+                "Age"
+            ]
         );
         assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
     }
@@ -442,7 +449,8 @@ mod tests {
                 d["metadata"]["name"]
             );
         }
-        let spec = &docs[0]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let spec =
+            &docs[0]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
         let addrs = &spec["properties"]["addresses"];
         assert!(addrs["description"].as_str().unwrap().starts_with("CIDRs"));
         assert_eq!(addrs["minItems"], 1);
@@ -463,9 +471,16 @@ mod tests {
         let alloc = &spec["properties"]["serviceAllocation"]["properties"];
         assert_eq!(alloc["priority"]["minimum"].as_f64(), Some(0.0));
         let req = &alloc["serviceSelectors"]["items"]["properties"]["matchExpressions"]["items"];
-        assert_eq!(req["properties"]["operator"]["enum"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            req["properties"]["operator"]["enum"]
+                .as_array()
+                .unwrap()
+                .len(),
+            4
+        );
         assert!(req["x-kubernetes-validations"].is_array());
-        let peer = &docs[3]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let peer =
+            &docs[3]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
         let bound = |f: &str, b: &str| peer["properties"][f][b].as_f64();
         assert_eq!(bound("peerASN", "minimum"), Some(1.0));
         assert_eq!(bound("peerASN", "maximum"), Some(4_294_967_295.0));

@@ -185,7 +185,9 @@ pub fn selector_values_rule() -> String {
 /// The rule tying a BGPPeer's sourceAddress to its peerAddress's family.
 pub fn peer_family_rule() -> String {
     let (s, p) = ("self.sourceAddress.trim()", "self.peerAddress.trim()");
-    format!("!has(self.sourceAddress) || !isIP({s}) || !isIP({p}) || ip({s}).family() == ip({p}).family()")
+    format!(
+        "!has(self.sourceAddress) || !isIP({s}) || !isIP({p}) || ip({s}).family() == ip({p}).family()"
+    )
 }
 
 #[cfg(test)]

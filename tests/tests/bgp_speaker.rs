@@ -127,7 +127,10 @@ fn bgp_speaker_end_to_end() {
         json!({"apiVersion": "berth.io/v1alpha1", "kind": "BGPPeer", "metadata": {"name": "bad-bfd"},
                "spec": {"peerAddress": "10.97.0.251", "peerASN": AS, "myASN": AS, "bfdProfile": "missing"}}),
     ]);
-    for (peer, want) in [("bad-hold", "must be 0 or at least 3s"), ("bad-bfd", "\"missing\" does not exist")] {
+    for (peer, want) in [
+        ("bad-hold", "must be 0 or at least 3s"),
+        ("bad-bfd", "\"missing\" does not exist"),
+    ] {
         let (state, _, err) = wait_for(&format!("{peer} status"), LONG, || {
             c.session(peer, "node-1").filter(|s| !s.2.is_empty())
         });

@@ -27,9 +27,11 @@ fn crds() -> String {
 fn cloud(tag: &str) -> Cloud {
     let cloud = Cloud::start(tag);
     cloud.kubectl_ok(&["apply", "-f", &crds()]);
-    wait_for("the CRDs to be served", std::time::Duration::from_secs(20), || {
-        cloud.try_kubectl(&["get", "ipaddresspools,bgppeers"]).ok()
-    });
+    wait_for(
+        "the CRDs to be served",
+        std::time::Duration::from_secs(20),
+        || cloud.try_kubectl(&["get", "ipaddresspools,bgppeers"]).ok(),
+    );
     cloud
 }
 
@@ -178,7 +180,10 @@ fn invalid_pools_are_refused_by_kubectl_apply_with_the_rules_message() {
     let f = write(
         &cloud,
         "several",
-        &pool_yaml("several", "  addresses: [10.0.0.300/24, 10.0.0.9-10.0.0.1]\n"),
+        &pool_yaml(
+            "several",
+            "  addresses: [10.0.0.300/24, 10.0.0.9-10.0.0.1]\n",
+        ),
     );
     let err = cloud.try_kubectl(&["apply", "-f", &f]).unwrap_err();
     assert!(
@@ -275,7 +280,12 @@ fn valid_pools_are_accepted_defaulted_and_pruned() {
         r#"{"status":{"conditions":[{"type":"Valid","status":"False","reason":"Overlap","message":"overlaps pool v6"}]}}"#,
     ]);
     let table = cloud.kubectl_ok(&["get", "ipaddresspools"]);
-    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
     assert!(header.contains(&"VALID"), "{table}");
     let col = header.iter().position(|h| *h == "VALID").expect("VALID") - 1; // "AUTO ASSIGN" is two words
     let row: Vec<&str> = table
@@ -297,14 +307,19 @@ fn valid_pools_are_accepted_defaulted_and_pruned() {
             r#"{"status":{"conditions":[{"type":"Valid","status":"Maybe","reason":"X","message":""}]}}"#,
         ])
         .unwrap_err();
-    assert!(err.contains("status.conditions[0].status: Unsupported value"), "{err}");
+    assert!(
+        err.contains("status.conditions[0].status: Unsupported value"),
+        "{err}"
+    );
 }
 
 #[test]
 fn invalid_bgp_objects_are_refused_with_the_rules_message() {
     let cloud = cloud("crd-bgp");
     let peer = |name: &str, spec: &str| {
-        format!("apiVersion: berth.io/v1alpha1\nkind: BGPPeer\nmetadata:\n  name: {name}\nspec:\n{spec}")
+        format!(
+            "apiVersion: berth.io/v1alpha1\nkind: BGPPeer\nmetadata:\n  name: {name}\nspec:\n{spec}"
+        )
     };
     for (name, spec, field, message) in [
         (
@@ -381,8 +396,14 @@ fn the_crds_validate_with_kubernetes_validate() {
     std::fs::write(
         &pools,
         [
-            pool_yaml("v4", "  addresses: [198.51.100.0/24, 203.0.113.10-203.0.113.20]\n"),
-            pool_yaml("v6", "  addresses: ['2001:db8::/120']\n  autoAssign: false\n"),
+            pool_yaml(
+                "v4",
+                "  addresses: [198.51.100.0/24, 203.0.113.10-203.0.113.20]\n",
+            ),
+            pool_yaml(
+                "v6",
+                "  addresses: ['2001:db8::/120']\n  autoAssign: false\n",
+            ),
         ]
         .join("---\n"),
     )
@@ -422,7 +443,11 @@ fn the_crds_validate_with_kubernetes_validate() {
         .output()
         .expect("run kubernetes-validate");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn plural(kind: &str) -> String {
@@ -437,7 +462,9 @@ fn plural(kind: &str) -> String {
 fn venv_python() -> PathBuf {
     let dir = std::env::var_os("BERTH_VENV")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("../berth-venv")))
+        .or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("../berth-venv"))
+        })
         .unwrap_or_else(|| root().join(".venv"));
     let py = dir.join("bin/python");
     let ok = Command::new(&py)

@@ -254,7 +254,15 @@ fn pools_allocate_honour_requests_share_exhaust_and_survive_restarts() {
         .collect();
     assert_eq!(
         header,
-        ["NAME", "AUTO", "ASSIGN", "ASSIGNED", "AVAILABLE", "VALID", "AGE"],
+        [
+            "NAME",
+            "AUTO",
+            "ASSIGN",
+            "ASSIGNED",
+            "AVAILABLE",
+            "VALID",
+            "AGE"
+        ],
         "{table}"
     );
     let valid_col = |name: &str| -> Option<String> {

@@ -109,7 +109,8 @@ fn ip(This(v): This<Cel>) -> Result<Cel, ExecutionError> {
 }
 
 fn cidr(s: Arc<String>) -> Result<Cel, ExecutionError> {
-    let c = parse_cidr(&s).ok_or_else(|| err("cidr", format!("network address {s:?} parse error")))?;
+    let c =
+        parse_cidr(&s).ok_or_else(|| err("cidr", format!("network address {s:?} parse error")))?;
     Ok(Cel::Opaque(Arc::new(c)))
 }
 

@@ -80,7 +80,11 @@ pub struct Checked {
 pub fn check(schema: &Value, obj: &mut Value) -> Checked {
     let Some(m) = obj.as_object_mut() else {
         return Checked {
-            errors: vec![FieldError::new("", "FieldValueTypeInvalid", "the body must be a JSON object".into())],
+            errors: vec![FieldError::new(
+                "",
+                "FieldValueTypeInvalid",
+                "the body must be a JSON object".into(),
+            )],
             pruned: Vec::new(),
         };
     };
@@ -141,7 +145,10 @@ fn rules(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
     if v.is_null() {
         return;
     }
-    if let Some(list) = schema.get("x-kubernetes-validations").and_then(Value::as_array) {
+    if let Some(list) = schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    {
         for r in list {
             let Some(rule) = r.get("rule").and_then(Value::as_str) else {
                 continue;
@@ -154,8 +161,14 @@ fn rules(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
                 Some(fp) => format!("{path}{fp}"),
                 None => path.to_string(),
             };
-            let type_ = schema.get("type").and_then(Value::as_str).unwrap_or("object");
-            let reason = r.get("reason").and_then(Value::as_str).unwrap_or("FieldValueInvalid");
+            let type_ = schema
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("object");
+            let reason = r
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("FieldValueInvalid");
             match cel::eval(rule, v) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -228,9 +241,15 @@ pub fn admit(
     let Some(schema) = schema_of(info) else {
         return Ok(());
     };
-    let Checked { errors: mut errs, pruned } = check(schema, obj);
+    let Checked {
+        errors: mut errs,
+        pruned,
+    } = check(schema, obj);
     if strict && !pruned.is_empty() {
-        let list: Vec<String> = pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+        let list: Vec<String> = pruned
+            .iter()
+            .map(|p| format!("unknown field \"{p}\""))
+            .collect();
         return Err(ApiError::bad_request(format!(
             "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
             list.join(", "),
@@ -241,7 +260,9 @@ pub fn admit(
     if let Some(old) = old {
         // Ratcheting: a value that did not change is not the writer's doing.
         errs.retain(|e| {
-            e.field == "<nil>" || at(obj, &e.field).is_none() || at(obj, &e.field) != at(old, &e.field)
+            e.field == "<nil>"
+                || at(obj, &e.field).is_none()
+                || at(obj, &e.field) != at(old, &e.field)
         });
         if errs.len() == 1 && errs[0].field == "<nil>" {
             errs.clear();

@@ -100,7 +100,10 @@ fn regex_matches(pattern: &str, s: &str) -> Option<bool> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     static CACHE: OnceLock<Mutex<HashMap<String, Option<regex::Regex>>>> = OnceLock::new();
-    let mut c = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     if c.len() >= REGEX_CACHE_MAX && !c.contains_key(pattern) {
         c.clear();
     }
@@ -122,7 +125,10 @@ fn count(schema: &Value, key: &str) -> Option<usize> {
 pub fn validate(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
     if v.is_null() {
         if schema.get("nullable") != Some(&Value::Bool(true)) {
-            let want = schema.get("type").and_then(Value::as_str).unwrap_or("object");
+            let want = schema
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("object");
             errs.push(FieldError::type_invalid(path, v, want));
         }
         return;
@@ -205,7 +211,11 @@ fn number(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
     if let Some(min) = num(schema, "minimum") {
         let excl = schema.get("exclusiveMinimum") == Some(&Value::Bool(true));
         if x < min || (excl && x == min) {
-            let rel = if excl { "greater than" } else { "greater than or equal to" };
+            let rel = if excl {
+                "greater than"
+            } else {
+                "greater than or equal to"
+            };
             errs.push(FieldError::invalid(
                 path,
                 v,
@@ -216,7 +226,11 @@ fn number(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldError>) {
     if let Some(max) = num(schema, "maximum") {
         let excl = schema.get("exclusiveMaximum") == Some(&Value::Bool(true));
         if x > max || (excl && x == max) {
-            let rel = if excl { "less than" } else { "less than or equal to" };
+            let rel = if excl {
+                "less than"
+            } else {
+                "less than or equal to"
+            };
             errs.push(FieldError::invalid(
                 path,
                 v,
@@ -274,7 +288,11 @@ fn object(schema: &Value, m: &Map<String, Value>, path: &str, errs: &mut Vec<Fie
     if let Some(req) = schema.get("required").and_then(Value::as_array) {
         for k in req.iter().filter_map(Value::as_str) {
             if !m.contains_key(k) {
-                errs.push(FieldError::new(join(k), "FieldValueRequired", "Required value".into()));
+                errs.push(FieldError::new(
+                    join(k),
+                    "FieldValueRequired",
+                    "Required value".into(),
+                ));
             }
         }
     }

@@ -35,25 +35,58 @@ fn kubernetes_ip_and_cidr_functions() {
     }
     assert!(holds("ip(self).family() == 4", json!("192.0.2.1")));
     assert!(holds("ip(self).family() == 6", json!("2001:db8::1")));
-    assert!(holds("cidr(self).prefixLength() == 20", json!("10.0.0.0/20")));
-    assert!(holds("cidr(self).containsIP('10.0.15.255')", json!("10.0.0.0/20")));
-    assert!(!holds("cidr(self).containsIP('10.0.16.0')", json!("10.0.0.0/20")));
-    assert!(holds("cidr(self).containsIP(ip('2001:db8::5'))", json!("2001:db8::/64")));
-    assert!(!holds("cidr(self).containsIP('10.0.0.1')", json!("2001:db8::/64")));
+    assert!(holds(
+        "cidr(self).prefixLength() == 20",
+        json!("10.0.0.0/20")
+    ));
+    assert!(holds(
+        "cidr(self).containsIP('10.0.15.255')",
+        json!("10.0.0.0/20")
+    ));
+    assert!(!holds(
+        "cidr(self).containsIP('10.0.16.0')",
+        json!("10.0.0.0/20")
+    ));
+    assert!(holds(
+        "cidr(self).containsIP(ip('2001:db8::5'))",
+        json!("2001:db8::/64")
+    ));
+    assert!(!holds(
+        "cidr(self).containsIP('10.0.0.1')",
+        json!("2001:db8::/64")
+    ));
     assert!(holds("cidr(self).ip().family() == 4", json!("10.0.0.0/8")));
-    assert!(holds("cidr(self).containsIP('1.2.3.4')", json!("0.0.0.0/0")));
+    assert!(holds(
+        "cidr(self).containsIP('1.2.3.4')",
+        json!("0.0.0.0/0")
+    ));
     assert!(eval("ip(self).family() == 4", &json!("nope")).is_err());
 }
 
 #[test]
 fn standard_library_strings_and_macros() {
-    assert!(holds("self.split('-').size() == 2 && self.split('-')[1].trim() == 'b'", json!("a - b")));
-    assert!(holds("self.all(x, x > 0) && self.exists(x, x == 2)", json!([1, 2, 3])));
+    assert!(holds(
+        "self.split('-').size() == 2 && self.split('-')[1].trim() == 'b'",
+        json!("a - b")
+    ));
+    assert!(holds(
+        "self.all(x, x > 0) && self.exists(x, x == 2)",
+        json!([1, 2, 3])
+    ));
     assert!(holds("int(self.split(':')[0]) <= 65535", json!("65000:1")));
     assert!(holds("self.matches('^[0-9]+$')", json!("123")));
-    assert!(holds("!has(self.b) && has(self.a) && size(self.a) == 1", json!({"a": ["x"]})));
-    assert!(eval("self +", &json!(1)).is_err(), "a syntax error is an error");
-    assert!(eval("self", &json!(1)).is_err(), "a non-bool result is an error");
+    assert!(holds(
+        "!has(self.b) && has(self.a) && size(self.a) == 1",
+        json!({"a": ["x"]})
+    ));
+    assert!(
+        eval("self +", &json!(1)).is_err(),
+        "a syntax error is an error"
+    );
+    assert!(
+        eval("self", &json!(1)).is_err(),
+        "a non-bool result is an error"
+    );
 }
 
 fn pool_schema() -> Value {
@@ -121,41 +154,79 @@ fn prunes_unknown_fields_drops_nulls_and_fills_defaults() {
 fn schema_errors_are_worded_as_kube_apiserver_words_them() {
     let s = pool_schema();
     let cases = [
-        (json!({"addresses": "10.0.0.0/24"}), vec![
-            r#"spec.addresses: Invalid value: "string": spec.addresses in body must be of type array: "string""#,
-            r#"<nil>: Invalid value: "null": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation"#,
-        ]),
+        (
+            json!({"addresses": "10.0.0.0/24"}),
+            vec![
+                r#"spec.addresses: Invalid value: "string": spec.addresses in body must be of type array: "string""#,
+                r#"<nil>: Invalid value: "null": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation"#,
+            ],
+        ),
         (json!({}), vec!["spec.addresses: Required value"]),
-        (json!({"addresses": []}), vec!["spec.addresses: Invalid value: 0: spec.addresses in body should have at least 1 items"]),
-        (json!({"addresses": ["10.0.0.0/8", "10.0.0.0/9", "10.0.0.0/10", "10.0.0.0/11"]}),
-            vec!["spec.addresses: Too many: 4: must have at most 3 items"]),
-        (json!({"addresses": ["10.0.0.0/8"], "priority": -1}),
-            vec!["spec.priority: Invalid value: -1: spec.priority in body should be greater than or equal to 0"]),
-        (json!({"addresses": ["10.0.0.0/8"], "priority": 11}),
-            vec!["spec.priority: Invalid value: 11: spec.priority in body should be less than or equal to 10"]),
-        (json!({"addresses": ["10.0.0.0/8"], "mode": "c"}),
-            vec![r#"spec.mode: Unsupported value: "c": supported values: "a", "b""#]),
-        (json!({"addresses": ["10.0.0.0/8"], "name": "A1"}),
-            vec![r#"spec.name: Invalid value: "A1": spec.name in body should match '^[a-z]+$'"#]),
-        (json!({"addresses": ["10.0.0.0/8"], "name": "a"}),
-            vec![r#"spec.name: Invalid value: "a": spec.name in body should be at least 2 chars long"#]),
-        (json!({"addresses": ["10.0.0.0/8", "x".repeat(21)]}),
+        (
+            json!({"addresses": []}),
+            vec![
+                "spec.addresses: Invalid value: 0: spec.addresses in body should have at least 1 items",
+            ],
+        ),
+        (
+            json!({"addresses": ["10.0.0.0/8", "10.0.0.0/9", "10.0.0.0/10", "10.0.0.0/11"]}),
+            vec!["spec.addresses: Too many: 4: must have at most 3 items"],
+        ),
+        (
+            json!({"addresses": ["10.0.0.0/8"], "priority": -1}),
+            vec![
+                "spec.priority: Invalid value: -1: spec.priority in body should be greater than or equal to 0",
+            ],
+        ),
+        (
+            json!({"addresses": ["10.0.0.0/8"], "priority": 11}),
+            vec![
+                "spec.priority: Invalid value: 11: spec.priority in body should be less than or equal to 10",
+            ],
+        ),
+        (
+            json!({"addresses": ["10.0.0.0/8"], "mode": "c"}),
+            vec![r#"spec.mode: Unsupported value: "c": supported values: "a", "b""#],
+        ),
+        (
+            json!({"addresses": ["10.0.0.0/8"], "name": "A1"}),
+            vec![r#"spec.name: Invalid value: "A1": spec.name in body should match '^[a-z]+$'"#],
+        ),
+        (
+            json!({"addresses": ["10.0.0.0/8"], "name": "a"}),
+            vec![
+                r#"spec.name: Invalid value: "a": spec.name in body should be at least 2 chars long"#,
+            ],
+        ),
+        (
+            json!({"addresses": ["10.0.0.0/8", "x".repeat(21)]}),
             vec![
                 "spec.addresses[1]: Too long: may not be more than 20 bytes",
                 r#"spec.addresses[1]: Invalid value: "string": must be a CIDR"#,
-            ]),
-        (json!({"addresses": ["10.0.0.300/24"]}),
-            vec![r#"spec.addresses[0]: Invalid value: "string": must be a CIDR"#]),
-        (json!({"addresses": ["10.0.0.0/8", "10.1.0.0/16", "10.2.0.0/16"], "strict": true}),
-            vec![r#"spec: Invalid value: "object": strict pools hold at most 2 entries"#]),
-        (json!({"addresses": ["10.0.0.0/8"], "priority": "1"}), vec![
-            r#"spec.priority: Invalid value: "string": spec.priority in body must be of type integer: "string""#,
-            r#"<nil>: Invalid value: "null": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation"#,
-        ]),
-        (json!({"addresses": ["10.0.0.0/8"], "labels": {"a": 1}}), vec![
-            r#"spec.labels.a: Invalid value: "integer": spec.labels.a in body must be of type string: "integer""#,
-            r#"<nil>: Invalid value: "null": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation"#,
-        ]),
+            ],
+        ),
+        (
+            json!({"addresses": ["10.0.0.300/24"]}),
+            vec![r#"spec.addresses[0]: Invalid value: "string": must be a CIDR"#],
+        ),
+        (
+            json!({"addresses": ["10.0.0.0/8", "10.1.0.0/16", "10.2.0.0/16"], "strict": true}),
+            vec![r#"spec: Invalid value: "object": strict pools hold at most 2 entries"#],
+        ),
+        (
+            json!({"addresses": ["10.0.0.0/8"], "priority": "1"}),
+            vec![
+                r#"spec.priority: Invalid value: "string": spec.priority in body must be of type integer: "string""#,
+                r#"<nil>: Invalid value: "null": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation"#,
+            ],
+        ),
+        (
+            json!({"addresses": ["10.0.0.0/8"], "labels": {"a": 1}}),
+            vec![
+                r#"spec.labels.a: Invalid value: "integer": spec.labels.a in body must be of type string: "integer""#,
+                r#"<nil>: Invalid value: "null": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation"#,
+            ],
+        ),
     ];
     for (spec, want) in cases {
         let (_, got) = lines(&s, json!({"metadata": {"name": "p"}, "spec": spec.clone()}));
@@ -201,7 +272,10 @@ fn a_refusal_is_a_422_status_with_causes() {
     let mut ok = json!({"apiVersion": "x.io/v1", "kind": "Pool", "metadata": {"name": "ok"},
                         "spec": {"addresses": ["10.0.0.0/8"], "junk": 1}});
     admit(&info, &mut ok, None, false).unwrap();
-    assert_eq!(ok["spec"], json!({"addresses": ["10.0.0.0/8"], "strict": false}));
+    assert_eq!(
+        ok["spec"],
+        json!({"addresses": ["10.0.0.0/8"], "strict": false})
+    );
     // fieldValidation=Strict: an unknown field is a 400 naming it.
     let mut typo = json!({"apiVersion": "x.io/v1", "kind": "Pool", "metadata": {"name": "t"},
                           "spec": {"addresses": ["10.0.0.0/8"], "adresses": [], "labels": {"a": "b"}}});
