@@ -248,6 +248,15 @@ fn valid_pools_are_accepted_defaulted_and_pruned() {
     let v4 = cloud.get("ipaddresspool", "v4").expect("v4 stored");
     assert_eq!(v4["spec"]["autoAssign"], true, "defaulted: {v4}");
 
+    // kubectl explain reads the descriptions from the CRD's schema.
+    let explain = cloud.kubectl_ok(&["explain", "ipaddresspool"]);
+    assert!(
+        explain.contains("A pool of addresses berth gives") && !explain.contains("Auto-generated"),
+        "{explain}"
+    );
+    let explain = cloud.kubectl_ok(&["explain", "ipaddresspool.spec.addresses"]);
+    assert!(explain.contains("CIDRs"), "{explain}");
+
     // kubectl asks for strict field validation: a misspelt field is refused by name.
     let typo = write(
         &cloud,
