@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
     version = "v1alpha1",
     kind = "BGPPeer",
     plural = "bgppeers",
+    doc = "A BGP router that the speakers on the selected nodes peer with.",
     shortname = "bgppeer",
     category = "berth",
     printcolumn(name = "Address", type_ = "string", json_path = ".spec.peerAddress"),
@@ -36,28 +37,40 @@ use std::collections::BTreeMap;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": crate::rules::peer_family_rule(),
+    "message": crate::rules::MSG_PEER_FAMILY,
+}]))]
 pub struct BGPPeerSpec {
     /// The router's address (IPv4 or IPv6). The session carries IPv4 and IPv6 routes
     /// (MP-BGP) whatever its transport.
+    #[schemars(length(max = 45), extend("x-kubernetes-validations" = crate::rules::ip_rule()))]
     pub peer_address: String,
     /// The router's AS number (1 to 4294967295; 4-octet AS numbers are supported).
     #[serde(rename = "peerASN")]
+    #[schemars(extend("minimum" = 1, "maximum" = 4_294_967_295_u64))]
     pub peer_asn: u32,
     /// The nodes' AS number (the same on every node). Equal to `peerASN`: iBGP.
     #[serde(rename = "myASN")]
+    #[schemars(extend("minimum" = 1, "maximum" = 4_294_967_295_u64))]
     pub my_asn: u32,
-    /// The router's TCP port; default 179.
+    /// The router's TCP port (1 to 65535); default 179.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 1, "maximum" = 65535))]
     pub peer_port: Option<u16>,
     /// Proposed hold time (`90s`, `3s`; 0 disables keepalives; default 90s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
     pub hold_time: Option<String>,
     /// Keepalive interval; default a third of the negotiated hold time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
     pub keepalive_time: Option<String>,
-    /// The local address to connect from; default: chosen by the kernel's routing. The
-    /// session's local address is the next hop of every route announced.
+    /// The local address to connect from, of the same family as `peerAddress`; default:
+    /// chosen by the kernel's routing. The session's local address is the next hop of every
+    /// route announced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 45), extend("x-kubernetes-validations" = crate::rules::ip_rule()))]
     pub source_address: Option<String>,
     /// The router is more than one hop away (eBGP multihop: TTL 255 instead of 1).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -72,6 +85,7 @@ pub struct BGPPeerSpec {
     /// A [`BFDProfile`] name: run BFD on the session, so a failed node's routes are
     /// withdrawn within the BFD detection time instead of the hold time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub bfd_profile: Option<String>,
 }
 
@@ -79,6 +93,8 @@ pub struct BGPPeerSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Default: the speaker's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,6 +111,7 @@ pub struct SecretKeyRef {
     version = "v1alpha1",
     kind = "BGPAdvertisement",
     plural = "bgpadvertisements",
+    doc = "Which IPAddressPools' VIPs the BGP speakers announce, from which nodes, to which BGPPeers, with which attributes.",
     shortname = "bgpadv",
     category = "berth",
     printcolumn(name = "Pools", type_ = "string", json_path = ".spec.ipAddressPools"),
@@ -116,28 +133,33 @@ pub struct BGPAdvertisementSpec {
     /// IPAddressPool names announced. With `ipAddressPoolSelectors` too, a pool named here or
     /// selected there is announced; both empty: every pool.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::rules::names")]
     pub ip_address_pools: Vec<String>,
     /// IPAddressPools announced by label (any matching selector is enough).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_address_pool_selectors: Vec<LabelSelector>,
     /// BGPPeer names announced to; empty: every peer of the node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::rules::names")]
     pub peers: Vec<String>,
     /// Nodes that announce (any matching selector is enough); empty: every node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_selectors: Vec<LabelSelector>,
     /// Prefix length of the IPv4 routes (default 32: one route per VIP). Shorter: VIPs are
-    /// announced as the covering prefix.
+    /// announced as the covering prefix. 0 to 32.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 0, "maximum" = 32))]
     pub aggregation_length: Option<u8>,
-    /// Prefix length of the IPv6 routes (default 128).
+    /// Prefix length of the IPv6 routes (default 128). 0 to 128.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 0, "maximum" = 128))]
     pub aggregation_length_v6: Option<u8>,
     /// LOCAL_PREF of the routes (sent to iBGP peers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_pref: Option<u32>,
     /// Communities attached: standard `65000:100` or large `65000:1:2`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::rules::communities")]
     pub communities: Vec<String>,
 }
 
@@ -148,6 +170,7 @@ pub struct BGPAdvertisementSpec {
     version = "v1alpha1",
     kind = "BFDProfile",
     plural = "bfdprofiles",
+    doc = "BFD settings a BGPPeer names in `bfdProfile` (single-hop asynchronous mode).",
     shortname = "bfdprofile",
     category = "berth",
     printcolumn(
@@ -175,15 +198,19 @@ pub struct BGPAdvertisementSpec {
 pub struct BFDProfileSpec {
     /// Minimum interval between received packets, milliseconds (10 to 60000, default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 10, "maximum" = 60000))]
     pub receive_interval: Option<u32>,
     /// Minimum interval between sent packets, milliseconds (10 to 60000, default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 10, "maximum" = 60000))]
     pub transmit_interval: Option<u32>,
     /// Packets missed before the session is down (2 to 255, default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minimum" = 2, "maximum" = 255))]
     pub detect_multiplier: Option<u32>,
     /// Echo mode is not supported: must be false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "!self", "message": crate::rules::MSG_ECHO}]))]
     pub echo_mode: bool,
 }
 
@@ -195,6 +222,7 @@ pub struct BFDProfileSpec {
     version = "v1alpha1",
     kind = "BGPSessionStatus",
     plural = "bgpsessionstatuses",
+    doc = "The BGP session of one node's speaker with one BGPPeer; written by that speaker.",
     shortname = "bgpsession",
     category = "berth",
     status = "BGPSessionStatusStatus",

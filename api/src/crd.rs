@@ -25,6 +25,7 @@ fn yes() -> bool {
     version = "v1alpha1",
     kind = "IPAddressPool",
     plural = "ipaddresspools",
+    doc = "A pool of addresses berth gives LoadBalancer Services (provider l2): CIDRs and ranges of both IP families, and which Services may use them. `kubectl apply` refuses a malformed entry; a pool that overlaps an older one is accepted and reported in `.status.conditions` (VALID False) and a Warning event.",
     shortname = "ippool",
     category = "berth",
     status = "IPAddressPoolStatus",
@@ -35,6 +36,11 @@ fn yes() -> bool {
     ),
     printcolumn(name = "Assigned", type_ = "integer", json_path = ".status.assigned"),
     printcolumn(name = "Available", type_ = "integer", json_path = ".status.available"),
+    printcolumn(
+        name = "Valid",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Valid")].status"#
+    ),
     printcolumn(
         name = "Addresses",
         type_ = "string",
@@ -50,7 +56,8 @@ fn yes() -> bool {
 #[serde(rename_all = "camelCase")]
 pub struct IPAddressPoolSpec {
     /// CIDRs (`198.51.100.0/24`, `2001:db8::/120`) or ranges (`198.51.100.10-198.51.100.20`),
-    /// IPv4 and IPv6.
+    /// IPv4 and IPv6; 1 to 64 entries.
+    #[schemars(schema_with = "crate::rules::pool_addresses")]
     pub addresses: Vec<String>,
     /// Whether Services that name no pool and request no address get addresses from here.
     #[serde(default = "yes")]
@@ -67,11 +74,13 @@ pub struct IPAddressPoolSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceAllocation {
-    /// Lower is preferred; unset (0) comes after every positive priority.
+    /// Lower is preferred; unset (0) comes after every positive priority. Not negative.
     #[serde(default)]
+    #[schemars(extend("minimum" = 0))]
     pub priority: i32,
     /// Namespaces allowed by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::rules::namespaces")]
     pub namespaces: Vec<String>,
     /// Namespaces allowed by label (any matching selector is enough).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -81,23 +90,34 @@ pub struct ServiceAllocation {
     pub service_selectors: Vec<LabelSelector>,
 }
 
-/// A Kubernetes label selector.
+/// A Kubernetes label selector: `matchLabels` and `matchExpressions` must all match.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LabelSelector {
+    /// Labels that must have these values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub match_labels: BTreeMap<String, String>,
+    /// Requirements on labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_expressions: Vec<LabelSelectorRequirement>,
 }
 
 /// One `matchExpressions` entry.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": crate::rules::selector_values_rule(),
+    "message": crate::rules::MSG_SELECTOR_VALUES,
+}]))]
 pub struct LabelSelectorRequirement {
+    /// The label key.
+    #[schemars(length(min = 1, max = 317))]
     pub key: String,
     /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    #[schemars(extend("enum" = ["In", "NotIn", "Exists", "DoesNotExist"]))]
     pub operator: String,
+    /// The values for `In` and `NotIn`; empty for `Exists` and `DoesNotExist`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
     pub values: Vec<String>,
 }
 
@@ -131,15 +151,21 @@ pub struct IPAddressPoolStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
+    /// The condition's type, e.g. `Valid`.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.
+    #[schemars(extend("enum" = ["True", "False", "Unknown"]))]
     pub status: String,
+    /// Why, in one CamelCase word.
     pub reason: String,
+    /// Why, for a human.
     #[serde(default)]
     pub message: String,
+    /// When `status` last changed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<String>,
+    /// The `metadata.generation` the condition was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
@@ -151,6 +177,7 @@ pub struct Condition {
     version = "v1alpha1",
     kind = "L2Advertisement",
     plural = "l2advertisements",
+    doc = "Which IPAddressPools the l2 speakers announce with ARP/NDP, from which nodes and on which interfaces.",
     shortname = "l2adv",
     category = "berth",
     printcolumn(name = "Pools", type_ = "string", json_path = ".spec.ipAddressPools"),
@@ -165,9 +192,11 @@ pub struct Condition {
 pub struct L2AdvertisementSpec {
     /// Pool names announced; empty: every pool.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::rules::names")]
     pub ip_address_pools: Vec<String>,
     /// Interfaces to answer ARP/NDP on; empty: the speaker's default selection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::rules::interfaces")]
     pub interfaces: Vec<String>,
     /// Nodes that may announce (any matching selector is enough); empty: every node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -183,6 +212,7 @@ pub struct L2AdvertisementSpec {
     version = "v1alpha1",
     kind = "ServiceL2Status",
     plural = "servicel2statuses",
+    doc = "What the l2 speaker on one node announces for one Service; written by that speaker.",
     shortname = "l2status",
     category = "berth",
     namespaced,
@@ -209,9 +239,11 @@ pub struct ServiceL2StatusSpec {
     pub node: String,
     /// The VIPs announced.
     #[serde(default)]
+    #[schemars(schema_with = "crate::rules::ips")]
     pub vips: Vec<String>,
     /// The interfaces they are announced on.
     #[serde(default)]
+    #[schemars(schema_with = "crate::rules::interfaces")]
     pub interfaces: Vec<String>,
 }
 
@@ -382,9 +414,78 @@ mod tests {
             .collect();
         assert_eq!(
             cols,
-            ["Auto Assign", "Assigned", "Available", "Addresses", "Age"]
+            [
+                "Auto Assign",
+                "Assigned",
+                "Available",
+                "Valid",
+                "Addresses",
+                "Age"
+            ]
         );
         assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
+    }
+
+    #[test]
+    fn every_crd_is_described_and_carries_its_rules() {
+        let docs: Vec<serde_json::Value> = [
+            IPAddressPool::crd(),
+            L2Advertisement::crd(),
+            ServiceL2Status::crd(),
+            crate::bgp::BGPPeer::crd(),
+            crate::bgp::BGPAdvertisement::crd(),
+            crate::bgp::BFDProfile::crd(),
+            crate::bgp::BGPSessionStatus::crd(),
+        ]
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap())
+        .collect();
+        for d in &docs {
+            let root = &d["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+            let desc = root["description"].as_str().unwrap_or_default();
+            assert!(
+                !desc.is_empty() && !desc.contains("Auto-generated"),
+                "{}: {desc}",
+                d["metadata"]["name"]
+            );
+        }
+        let spec =
+            &docs[0]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let addrs = &spec["properties"]["addresses"];
+        assert!(addrs["description"].as_str().unwrap().starts_with("CIDRs"));
+        assert_eq!(addrs["minItems"], 1);
+        let rules: Vec<&str> = addrs["items"]["x-kubernetes-validations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["message"].as_str())
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                crate::rules::MSG_ADDRESS,
+                crate::rules::MSG_RANGE_FAMILY,
+                crate::rules::MSG_RANGE_ORDER
+            ]
+        );
+        let alloc = &spec["properties"]["serviceAllocation"]["properties"];
+        assert_eq!(alloc["priority"]["minimum"].as_f64(), Some(0.0));
+        let req = &alloc["serviceSelectors"]["items"]["properties"]["matchExpressions"]["items"];
+        assert_eq!(
+            req["properties"]["operator"]["enum"]
+                .as_array()
+                .unwrap()
+                .len(),
+            4
+        );
+        assert!(req["x-kubernetes-validations"].is_array());
+        let peer =
+            &docs[3]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let bound = |f: &str, b: &str| peer["properties"][f][b].as_f64();
+        assert_eq!(bound("peerASN", "minimum"), Some(1.0));
+        assert_eq!(bound("peerASN", "maximum"), Some(4_294_967_295.0));
+        assert_eq!(bound("peerPort", "minimum"), Some(1.0));
+        assert!(peer["x-kubernetes-validations"][0]["rule"].is_string());
     }
 
     #[cfg(feature = "l2")]

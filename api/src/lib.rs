@@ -8,3 +8,4 @@ pub mod duration;
 pub mod exposition;
 pub mod names;
 pub mod nodes;
+pub mod rules;

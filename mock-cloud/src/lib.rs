@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod patch;
 pub mod podlogs;
 pub mod registry;
+pub mod schema;
 pub mod selector;
 pub mod services;
 pub mod store;

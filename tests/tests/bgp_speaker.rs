@@ -97,14 +97,40 @@ fn bgp_speaker_end_to_end() {
         );
     }
 
-    // 4. Bad BGPPeers: status and a Warning event; the good peer is unaffected.
+    // 4. Bad BGPPeers. Malformed ones are refused at apply time by the CRD's rules; those
+    // only the speaker can judge (a hold time BGP forbids, a missing BFDProfile) get status
+    // and a Warning event; the good peer is unaffected.
+    for (peer, spec, want) in [
+        (
+            "bad-asn",
+            json!({"peerAddress": "10.97.0.250", "peerASN": 0, "myASN": AS}),
+            "spec.peerASN",
+        ),
+        (
+            "bad-addr",
+            json!({"peerAddress": "nope", "peerASN": AS, "myASN": AS}),
+            "must be an IPv4 or IPv6 address",
+        ),
+    ] {
+        let f = c.dir.join(format!("{peer}.json"));
+        let obj = json!({"apiVersion": "berth.io/v1alpha1", "kind": "BGPPeer",
+                         "metadata": {"name": peer}, "spec": spec});
+        std::fs::write(&f, obj.to_string()).expect("write manifest");
+        let err = c
+            .kubectl(&["apply", "-f", f.to_str().unwrap()])
+            .expect_err("a malformed BGPPeer is refused");
+        assert!(err.contains(want), "{peer}: {err}");
+    }
     c.apply(&[
-        json!({"apiVersion": "berth.io/v1alpha1", "kind": "BGPPeer", "metadata": {"name": "bad-asn"},
-               "spec": {"peerAddress": "10.97.0.250", "peerASN": 0, "myASN": AS}}),
-        json!({"apiVersion": "berth.io/v1alpha1", "kind": "BGPPeer", "metadata": {"name": "bad-addr"},
-               "spec": {"peerAddress": "nope", "peerASN": AS, "myASN": AS}}),
+        json!({"apiVersion": "berth.io/v1alpha1", "kind": "BGPPeer", "metadata": {"name": "bad-hold"},
+               "spec": {"peerAddress": "10.97.0.250", "peerASN": AS, "myASN": AS, "holdTime": "1s"}}),
+        json!({"apiVersion": "berth.io/v1alpha1", "kind": "BGPPeer", "metadata": {"name": "bad-bfd"},
+               "spec": {"peerAddress": "10.97.0.251", "peerASN": AS, "myASN": AS, "bfdProfile": "missing"}}),
     ]);
-    for (peer, want) in [("bad-asn", "AS number 0"), ("bad-addr", "\"nope\" is not")] {
+    for (peer, want) in [
+        ("bad-hold", "must be 0 or at least 3s"),
+        ("bad-bfd", "\"missing\" does not exist"),
+    ] {
         let (state, _, err) = wait_for(&format!("{peer} status"), LONG, || {
             c.session(peer, "node-1").filter(|s| !s.2.is_empty())
         });

@@ -26,6 +26,8 @@ pub struct WriteOptions {
     pub dry_run: bool,
     pub field_manager: Option<String>,
     pub force: bool,
+    /// `fieldValidation=Strict`: a custom resource's unknown fields are an error.
+    pub strict_fields: bool,
 }
 
 /// Options of a delete request.
@@ -531,6 +533,7 @@ impl ApiCore {
             }
         } else {
             self.validate_status(info, &new)?;
+            crate::schema::admit(info, &mut new, Some(old), opts.strict_fields)?;
         }
         if let Some(manager) = &opts.field_manager {
             new = patch::record_update(&info.api_version(), Some(old), new, manager, &now());

@@ -397,6 +397,7 @@ fn write_options(q: &HashMap<String, String>) -> Result<WriteOptions, ApiError> 
         dry_run,
         field_manager: q.get("fieldManager").filter(|m| !m.is_empty()).cloned(),
         force: truthy(q, "force"),
+        strict_fields: q.get("fieldValidation").map(String::as_str) == Some("Strict"),
     })
 }
 

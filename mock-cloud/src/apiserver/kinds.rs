@@ -77,7 +77,7 @@ impl ApiCore {
         w: &mut WriteState,
         info: &ResourceInfo,
         obj: &mut Value,
-        _opts: &WriteOptions,
+        opts: &WriteOptions,
     ) -> Result<(), ApiError> {
         let name = meta_str(obj, "name").unwrap_or("").to_string();
         match (info.group.as_str(), info.resource.as_str()) {
@@ -101,9 +101,10 @@ impl ApiCore {
             }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 ResourceInfo::from_crd(obj).map_err(|m| crd_invalid(&name, &m))?;
+                crate::schema::check_crd_rules(obj).map_err(|m| crd_invalid(&name, &m))?;
                 obj["status"] = crd_status(obj);
             }
-            _ => {}
+            _ => crate::schema::admit(info, obj, None, opts.strict_fields)?,
         }
         Ok(())
     }
@@ -121,7 +122,7 @@ impl ApiCore {
         info: &ResourceInfo,
         old: &Value,
         new: &mut Value,
-        _opts: &WriteOptions,
+        opts: &WriteOptions,
     ) -> Result<(), ApiError> {
         let name = meta_str(old, "name").unwrap_or("").to_string();
         match (info.group.as_str(), info.resource.as_str()) {
@@ -132,6 +133,7 @@ impl ApiCore {
             }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 ResourceInfo::from_crd(new).map_err(|m| crd_invalid(&name, &m))?;
+                crate::schema::check_crd_rules(new).map_err(|m| crd_invalid(&name, &m))?;
                 new["status"] = crd_status(new);
             }
             ("apps", "deployments" | "replicasets") => {
@@ -141,7 +143,7 @@ impl ApiCore {
             ("", "namespaces") if new.get("spec") != old.get("spec") => {
                 new["spec"] = old.get("spec").cloned().unwrap_or(json!({}));
             }
-            _ => {}
+            _ => crate::schema::admit(info, new, Some(old), opts.strict_fields)?,
         }
         Ok(())
     }
