@@ -365,5 +365,6 @@ impl J for meta::LabelSelectorRequirement {
 
 mod apps_v1;
 mod core_v1;
+pub mod encode;
 #[cfg(test)]
 mod tests;
