@@ -11,16 +11,26 @@ use mock_cloud::testing::{Answer, Request, http_bytes};
 use prost::Message;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::mpsc;
 use std::time::Duration;
 
 const PB: &str = "application/vnd.kubernetes.protobuf";
 
-/// Responses kubectl logged (`-v=8`) as protobuf.
+/// Answers kubectl logged (`-v=8`: a `"Response"` line, then its headers until ` >`) with a
+/// protobuf Content-Type.
 fn protobuf_answers(stderr: &str) -> usize {
-    stderr
-        .lines()
-        .filter(|l| l.contains("Content-Type: application/vnd.kubernetes.protobuf"))
-        .count()
+    let mut in_response = false;
+    let mut n = 0;
+    for l in stderr.lines() {
+        if l.contains("\"Response\" status=") {
+            in_response = true;
+        } else if l.starts_with(" >") || l.starts_with('I') {
+            in_response = false;
+        } else if in_response && l.trim() == format!("Content-Type: {PB}") {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Runs kubectl at `-v=8`; its stdout, and how many answers were protobuf.
@@ -34,6 +44,25 @@ fn kubectl_v8(s: &Served, args: &[&str]) -> (String, usize) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         protobuf_answers(&stderr),
     )
+}
+
+/// The lines a reader yields, read on a thread so a test can wait with a deadline.
+fn lines_of(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line, failing the test after 30 s without one.
+fn next_line(rx: &mpsc::Receiver<String>, what: &str) -> String {
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("no line {what}: {e}"))
 }
 
 fn get(s: &Served, path: &str, accept: &str) -> Answer {
@@ -88,9 +117,8 @@ fn typed_kubectl_commands_get_protobuf_answers() {
     let (out, pb) = kubectl_v8(&s, &["create", "configmap", "cfg", "--from-literal=a=b"]);
     assert!(out.contains("configmap/cfg created"), "{out}");
     assert!(pb >= 1);
-    let (out, pb) = kubectl_v8(&s, &["set", "image", "deployment/web", "*=example/web:2"]);
+    let out = s.kubectl_ok(&["set", "image", "deployment/web", "*=example/web:2"]);
     assert!(out.contains("image updated"), "{out}");
-    let _ = pb;
     s.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
     let (out, pb) = kubectl_v8(&s, &["rollout", "history", "deployment/web"]);
     assert!(out.contains("REVISION") && out.contains('2'), "{out}");
@@ -107,6 +135,34 @@ fn typed_kubectl_commands_get_protobuf_answers() {
         "jsonpath={.spec.template.spec.containers[0].image}",
     ]);
     assert_eq!(image, "example/web:1");
+    // `kubectl events -w` watches in protobuf (length-prefixed WatchEvent frames).
+    let mut w = s.kubectl_spawn(&["events", "-w", "-v=8"]);
+    let event = s.manifest(
+        "event.yaml",
+        "apiVersion: v1\nkind: Event\nmetadata: {name: web.1, namespace: default}\ninvolvedObject: {kind: Deployment, name: web, namespace: default, apiVersion: apps/v1}\nreason: Testing\nmessage: sent through a protobuf watch\ntype: Normal\ncount: 1\nsource: {component: tester}\n",
+    );
+    let lines = lines_of(w.stdout.take().unwrap());
+    let log = lines_of(w.stderr.take().unwrap());
+    s.kubectl_ok(&["apply", "-f", &event]);
+    let line = loop {
+        let l = next_line(&lines, "from kubectl events -w");
+        if l.contains("sent through a protobuf watch") {
+            break l;
+        }
+    };
+    assert!(
+        line.contains("Testing") && line.contains("Deployment/web"),
+        "{line}"
+    );
+    let _ = w.kill();
+    let _ = w.wait();
+    let stderr: Vec<String> = log.iter().collect();
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.trim() == format!("Content-Type: {PB};stream=watch")),
+        "{stderr:?}"
+    );
     // An error Status in protobuf: kubectl still prints the server's message.
     let out = s.kubectl(&["describe", "deployment", "nope", "-v=8"]);
     assert!(!out.status.success());
@@ -224,17 +280,19 @@ fn kubectl_logs_follow_streams_new_requests_and_ends_with_the_pod() {
     let since = s.kubectl_ok(&["logs", "echo", "--since=1h"]);
     assert_eq!(since.lines().count(), 2, "{since}");
     let mut f = s.kubectl_spawn(&["logs", "-f", "echo", "--tail=1"]);
-    let mut lines = BufReader::new(f.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("a line").expect("read");
+    let lines = lines_of(f.stdout.take().unwrap());
+    let first = next_line(&lines, "from kubectl logs -f");
     assert!(first.contains("\"GET /hello HTTP/1.1\""), "{first}");
     http_get(&addr);
-    let second = lines.next().expect("a followed line").expect("read");
+    let second = next_line(&lines, "followed");
     assert!(second.contains("GET /hello"), "{second}");
     assert_ne!(first, second);
     s.kubectl_ok(&["delete", "pod", "echo", "--wait=false"]);
     // The stream ends with the pod: kubectl exits 0 with nothing more.
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(rest.is_empty(), "{rest:?}");
+    match lines.recv_timeout(Duration::from_secs(30)) {
+        Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        other => panic!("kubectl logs -f went on after the pod was deleted: {other:?}"),
+    }
     let status = wait_for("kubectl logs -f to exit", Duration::from_secs(20), || {
         f.try_wait().expect("wait")
     });

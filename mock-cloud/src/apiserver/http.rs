@@ -209,7 +209,7 @@ async fn dispatch(
                 Ok(w) => w,
                 Err(e) => return e.into_response(),
             };
-            match resource(srv, method, *rp, query, headers, &accept, wire, body).await {
+            match resource(srv, method, *rp, query, headers, wire, body).await {
                 Ok(r) => r,
                 Err(e) => negotiate::error(wire, e),
             }
@@ -485,10 +485,13 @@ async fn resource(
     rp: ResourcePath,
     q: &HashMap<String, String>,
     headers: &HeaderMap,
-    accept: &str,
     wire: Wire,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
     let core = &srv.core;
     let info = &rp.info;
     let ns = rp.namespace.clone().unwrap_or_default();
