@@ -75,13 +75,13 @@ trait Field: Sized {
 /// Whether a JSON key spells a field name, ignoring case, underscores and `r#`.
 fn same_name(json: &str, field: &str) -> bool {
     let f = field.strip_prefix("r#").unwrap_or(field);
-    let norm = |s: &str| {
-        s.chars()
-            .filter(|c| *c != '_')
-            .flat_map(char::to_lowercase)
-            .collect::<Vec<_>>()
-    };
-    norm(json) == norm(f)
+    json.bytes()
+        .filter(|c| *c != b'_')
+        .map(|c| c.to_ascii_lowercase())
+        .eq(f
+            .bytes()
+            .filter(|c| *c != b'_')
+            .map(|c| c.to_ascii_lowercase()))
 }
 
 fn object<'a>(v: &'a Value, path: &str) -> Res<&'a Map<String, Value>> {
