@@ -173,7 +173,11 @@ impl Follow {
             }
             tokio::select! {
                 r = changed.changed() => if r.is_err() { return },
-                _ = check.tick() => if self.pod_gone() { return },
+                _ = check.tick() => if self.pod_gone() {
+                    // A pod deleted before it ran has no kubelet to drop its log.
+                    self.srv.core.pod_logs.remove(&self.uid);
+                    return;
+                },
                 _ = shutdown.changed() => return,
                 _ = self.tx.closed() => return,
             }
