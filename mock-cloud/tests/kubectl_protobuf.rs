@@ -16,17 +16,21 @@ use std::time::Duration;
 
 const PB: &str = "application/vnd.kubernetes.protobuf";
 
-/// Answers kubectl logged (`-v=8`: a `"Response"` line, then its headers until ` >`) with a
-/// protobuf Content-Type.
+/// Answers kubectl logged (`-v=8`) with a protobuf Content-Type. The response headers
+/// follow a `"Response" status=` line (kubectl 1.33) or a `Response Headers:` line (1.32),
+/// up to the body or the next request.
 fn protobuf_answers(stderr: &str) -> usize {
     let mut in_response = false;
     let mut n = 0;
     for l in stderr.lines() {
-        if l.contains("\"Response\" status=") {
+        if l.contains("\"Response\" status=") || l.contains("Response Headers:") {
             in_response = true;
-        } else if l.starts_with(" >") || l.starts_with('I') {
+        } else if l.contains("Request")
+            || l.contains("Response Body")
+            || l.trim_start().starts_with('>')
+        {
             in_response = false;
-        } else if in_response && l.trim() == format!("Content-Type: {PB}") {
+        } else if in_response && l.trim_end().ends_with(&format!("Content-Type: {PB}")) {
             n += 1;
         }
     }
@@ -352,4 +356,84 @@ fn a_rollout_that_cannot_progress_exceeds_its_deadline() {
     s.kubectl_ok(&["rollout", "undo", "deployment/web"]);
     let out = s.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
+}
+
+#[test]
+fn rbac_service_account_and_pdb_generators_send_protobuf_and_work() {
+    let s = Served::start(1, &[]);
+    for args in [
+        &["create", "serviceaccount", "robot"][..],
+        &[
+            "create",
+            "role",
+            "r1",
+            "--verb=get,list",
+            "--resource=pods,services",
+        ],
+        &[
+            "create",
+            "rolebinding",
+            "rb1",
+            "--role=r1",
+            "--serviceaccount=default:robot",
+        ],
+        &[
+            "create",
+            "clusterrole",
+            "cr1",
+            "--verb=get",
+            "--non-resource-url=/healthz",
+        ],
+        &[
+            "create",
+            "clusterrolebinding",
+            "crb1",
+            "--clusterrole=cr1",
+            "--user=bob",
+        ],
+        &[
+            "create",
+            "poddisruptionbudget",
+            "p1",
+            "--selector=app=web",
+            "--min-available=50%",
+        ],
+    ] {
+        let (out, pb) = kubectl_v8(&s, args);
+        assert!(out.contains("created"), "{args:?}: {out}");
+        assert!(pb >= 1, "{args:?}: the answer was not protobuf");
+    }
+    let j = |args: &[&str]| -> Value {
+        serde_json::from_str(&s.kubectl_ok(args)).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    };
+    assert_eq!(
+        j(&["get", "role", "r1", "-o", "jsonpath={.rules}"]),
+        serde_json::json!([{"apiGroups": [""], "resources": ["pods", "services"], "verbs": ["get", "list"]}])
+    );
+    assert_eq!(
+        j(&["get", "rolebinding", "rb1", "-o", "jsonpath={.roleRef}"]),
+        serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r1"})
+    );
+    assert_eq!(
+        j(&["get", "rolebinding", "rb1", "-o", "jsonpath={.subjects}"]),
+        serde_json::json!([{"kind": "ServiceAccount", "name": "robot", "namespace": "default"}])
+    );
+    assert_eq!(
+        j(&["get", "clusterrole", "cr1", "-o", "jsonpath={.rules}"]),
+        serde_json::json!([{"nonResourceURLs": ["/healthz"], "verbs": ["get"]}])
+    );
+    assert_eq!(
+        j(&[
+            "get",
+            "clusterrolebinding",
+            "crb1",
+            "-o",
+            "jsonpath={.subjects}"
+        ]),
+        serde_json::json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}])
+    );
+    assert_eq!(
+        j(&["get", "pdb", "p1", "-o", "jsonpath={.spec}"]),
+        serde_json::json!({"minAvailable": "50%", "selector": {"matchLabels": {"app": "web"}}})
+    );
 }
