@@ -37,6 +37,19 @@ impl<'a> Request<'a> {
 /// Sends `req` to `addr` (`host:port`) and returns (status code, body); a chunked body is
 /// decoded. Err on a transport failure or an answer that is not HTTP.
 pub fn http(addr: &str, req: &Request<'_>) -> Result<(u16, String), String> {
+    http_bytes(addr, req).map(|a| (a.code, String::from_utf8_lossy(&a.body).into_owned()))
+}
+
+/// A whole answer, body as bytes (protobuf bodies are not text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub code: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// [`http`], keeping the Content-Type and the body's bytes.
+pub fn http_bytes(addr: &str, req: &Request<'_>) -> Result<Answer, String> {
     let sa: SocketAddr = addr
         .to_socket_addrs()
         .map_err(|e| format!("{addr}: {e}"))?
@@ -81,11 +94,19 @@ pub fn http(addr: &str, req: &Request<'_>) -> Result<(u16, String), String> {
     }
 }
 
-/// (status code, body) of a complete HTTP/1.1 answer.
-fn parse_response(resp: &[u8]) -> Option<(u16, String)> {
+/// A complete HTTP/1.1 answer.
+fn parse_response(resp: &[u8]) -> Option<Answer> {
     let end = resp.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&resp[..end]);
     let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
     let body = &resp[end + 4..];
     let chunked = head.lines().any(|l| {
         let l = l.to_ascii_lowercase();
@@ -96,7 +117,11 @@ fn parse_response(resp: &[u8]) -> Option<(u16, String)> {
     } else {
         body.to_vec()
     };
-    Some((code, String::from_utf8_lossy(&body).into_owned()))
+    Some(Answer {
+        code,
+        content_type,
+        body,
+    })
 }
 
 /// Decodes a chunked body, stopping at the last chunk or at the first malformed or
@@ -136,9 +161,14 @@ mod tests {
     #[test]
     fn responses_give_code_and_body() {
         let plain = b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno";
-        assert_eq!(parse_response(plain), Some((404, "no".into())));
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked), Some((200, "ok".into())));
+        let a = parse_response(plain).unwrap();
+        assert_eq!((a.code, &a.body[..]), (404, &b"no"[..]));
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\ncontent-type: x/y\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+        let a = parse_response(chunked).unwrap();
+        assert_eq!(
+            (a.code, a.content_type.as_str(), &a.body[..]),
+            (200, "x/y", &b"ok"[..])
+        );
         assert_eq!(parse_response(b"garbage"), None);
         assert_eq!(parse_response(b"HTTP/1.1 x\r\n\r\n"), None);
     }

@@ -4,6 +4,7 @@
 use super::convert::from_storage;
 use super::core::{ApiCore, DeleteOptions, ListOptions, Propagation, WriteOptions};
 use super::error::{ApiError, success_status};
+use super::negotiate::{self, Wire, json_response, reply};
 use super::route::{ResourcePath, Route, not_found_path, parse_route};
 use super::watches::watch;
 use crate::faults::{Faults, Injected};
@@ -13,7 +14,7 @@ use crate::selector::{FieldSelector, LabelSelector, supported_fields};
 use crate::{discovery, openapi, table};
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -58,27 +59,6 @@ impl ApiServer {
 
 pub fn router(state: Arc<ApiServer>) -> axum::Router {
     axum::Router::new().fallback(handle).with_state(state)
-}
-
-fn json_response(code: u16, v: &Value) -> Response {
-    let body = serde_json::to_vec(v).unwrap_or_default();
-    Response::builder()
-        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .expect("valid response")
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut r = json_response(self.code, &self.status());
-        if let Some(secs) = self.retry_after
-            && let Ok(v) = secs.to_string().parse()
-        {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        r
-    }
 }
 
 fn aggregated_response(doc: Value) -> Response {
@@ -225,9 +205,13 @@ async fn dispatch(
         },
         Route::Admin(rest) => admin(srv, method, &rest, query, &body),
         Route::Resource(rp) => {
-            match resource(srv, method, *rp, query, headers, &accept, body).await {
+            let wire = match negotiate::choose(&accept) {
+                Ok(w) => w,
+                Err(e) => return e.into_response(),
+            };
+            match resource(srv, method, *rp, query, headers, wire, body).await {
                 Ok(r) => r,
-                Err(e) => e.into_response(),
+                Err(e) => negotiate::error(wire, e),
             }
         }
     }
@@ -492,21 +476,6 @@ fn decode_protobuf(body: &Bytes) -> Result<Value, ApiError> {
     }
 }
 
-/// Accept headers kubectl and kube-rs send: JSON (plain, or a Table). Protobuf-only → 406.
-fn check_accept(accept: &str) -> Result<(), ApiError> {
-    let ok = accept.split(',').any(|a| {
-        let base = a.split(';').next().unwrap_or("").trim();
-        base == "application/json" || base == "*/*" || base == "application/*" || base.is_empty()
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::not_acceptable(
-            "only the following media types are accepted: application/json",
-        ))
-    }
-}
-
 pub(super) fn render(info: &ResourceInfo, obj: &Value) -> Value {
     from_storage(info, obj)
 }
@@ -517,14 +486,17 @@ async fn resource(
     rp: ResourcePath,
     q: &HashMap<String, String>,
     headers: &HeaderMap,
-    accept: &str,
+    wire: Wire,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    check_accept(accept)?;
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
     let core = &srv.core;
     let info = &rp.info;
     let ns = rp.namespace.clone().unwrap_or_default();
-    if let Some(r) = subresource(srv, method, &rp, q, headers, &body)? {
+    if let Some(r) = subresource(srv, method, &rp, q, headers, wire, &body)? {
         return Ok(r);
     }
     let status = match rp.sub.as_deref() {
@@ -540,14 +512,14 @@ async fn resource(
     let as_table = table::wants_table(accept);
     match (method.clone(), rp.name.as_deref()) {
         (Method::GET, None) if rp.legacy_watch || truthy(q, "watch") => {
-            watch(srv, &rp, q, as_table)
+            watch(srv, &rp, q, as_table, wire)
         }
         (Method::GET, Some(name)) if rp.legacy_watch || truthy(q, "watch") => {
             let mut q = q.clone();
             let sel = format!("metadata.name={name}");
             q.insert("fieldSelector".into(), sel);
             let rp = ResourcePath { name: None, ..rp };
-            watch(srv, &rp, &q, as_table)
+            watch(srv, &rp, &q, as_table, wire)
         }
         (Method::GET, None) => {
             let opts = list_options(info, q)?;
@@ -573,7 +545,8 @@ async fn resource(
                 ));
             }
             let items: Vec<Value> = res.items.iter().map(|o| render(info, o)).collect();
-            Ok(json_response(
+            Ok(reply(
+                wire,
                 200,
                 &json!({"kind": info.list_kind, "apiVersion": info.api_version(), "metadata": meta, "items": items}),
             ))
@@ -592,13 +565,13 @@ async fn resource(
                     &table::to_table(info, &[&obj], true, include, meta, chrono::Utc::now()),
                 ));
             }
-            Ok(json_response(200, &obj))
+            Ok(reply(wire, 200, &obj))
         }
         (Method::POST, None) => {
             let obj = decode_body(headers, &body)?;
             let opts = write_options(q)?;
             let created = core.create(info, &ns, obj, &opts)?;
-            Ok(json_response(201, &render(info, &created)))
+            Ok(reply(wire, 201, &render(info, &created)))
         }
         (Method::PUT, Some(name)) => {
             if status && content_base(headers) == super::protobuf::MEDIA_TYPE {
@@ -610,7 +583,7 @@ async fn resource(
             let obj = decode_body(headers, &body)?;
             let opts = write_options(q)?;
             let updated = core.update(info, &ns, name, obj, status, &opts)?;
-            Ok(json_response(200, &render(info, &updated)))
+            Ok(reply(wire, 200, &render(info, &updated)))
         }
         (Method::PATCH, Some(name)) => {
             let ct = headers
@@ -632,7 +605,7 @@ async fn resource(
                 ));
             }
             let patched = core.patch(info, &ns, name, pt, &body, status, &opts)?;
-            Ok(json_response(200, &render(info, &patched)))
+            Ok(reply(wire, 200, &render(info, &patched)))
         }
         (Method::DELETE, Some(name)) => {
             let opts = delete_options(q, &body)?;
@@ -643,19 +616,17 @@ async fn resource(
                     .pointer("/metadata/uid")
                     .and_then(Value::as_str)
                     .unwrap_or("");
-                return Ok(json_response(
-                    200,
-                    &success_status(&info.resource, name, uid),
-                ));
+                return Ok(reply(wire, 200, &success_status(&info.resource, name, uid)));
             }
-            Ok(json_response(200, &render(info, &d.object)))
+            Ok(reply(wire, 200, &render(info, &d.object)))
         }
         (Method::DELETE, None) => {
             let list = list_options(info, q)?;
             let opts = delete_options(q, &body)?;
             let gone = core.delete_collection(info, rp.namespace.as_deref(), &list, &opts)?;
             let items: Vec<Value> = gone.iter().map(|o| render(info, o)).collect();
-            Ok(json_response(
+            Ok(reply(
+                wire,
                 200,
                 &json!({"kind": info.list_kind, "apiVersion": info.api_version(), "metadata": {}, "items": items}),
             ))
@@ -668,14 +639,15 @@ async fn resource(
 
 /// `scale` of Deployments and ReplicaSets, `log` of pods; None for other requests.
 fn subresource(
-    srv: &ApiServer,
+    srv: &Arc<ApiServer>,
     method: &Method,
     rp: &ResourcePath,
     q: &HashMap<String, String>,
     headers: &HeaderMap,
+    wire: Wire,
     body: &Bytes,
 ) -> Result<Option<Response>, ApiError> {
-    use super::subresources::{pod_log, scale};
+    use super::subresources::scale;
     let (Some(name), Some(sub)) = (rp.name.as_deref(), rp.sub.as_deref()) else {
         return Ok(None);
     };
@@ -708,23 +680,10 @@ fn subresource(
                 }
             };
             let v = scale(&srv.core, info, ns, name, write, &opts)?;
-            Ok(Some(json_response(200, &v)))
+            Ok(Some(reply(wire, 200, &v)))
         }
         ("log", Method::GET) if info.group.is_empty() && info.resource == "pods" => {
-            let text = pod_log(
-                &srv.core,
-                info,
-                ns,
-                name,
-                q.get("tailLines").map(String::as_str),
-            )?;
-            Ok(Some(
-                Response::builder()
-                    .status(200)
-                    .header(header::CONTENT_TYPE, "text/plain")
-                    .body(Body::from(text))
-                    .expect("valid response"),
-            ))
+            super::logs::pod_log(srv, info, ns, name, q).map(Some)
         }
         _ => Ok(None),
     }

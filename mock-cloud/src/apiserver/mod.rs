@@ -5,6 +5,8 @@ pub mod core;
 pub mod error;
 pub mod http;
 mod kinds;
+mod logs;
+mod negotiate;
 mod objmeta;
 pub mod protobuf;
 pub mod rbac;

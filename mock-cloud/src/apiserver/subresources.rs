@@ -1,5 +1,5 @@
 //! The `scale` subresource of Deployments and ReplicaSets (autoscaling/v1 Scale, what
-//! `kubectl scale` reads and patches) and the `log` subresource of pods (`kubectl logs`).
+//! `kubectl scale` reads and patches).
 
 use super::core::{ApiCore, WriteOptions};
 use super::error::ApiError;
@@ -121,34 +121,6 @@ pub fn scale(
 }
 
 /// `kubectl logs`: the pod's request log as plain text.
-pub fn pod_log(
-    core: &ApiCore,
-    info: &ResourceInfo,
-    ns: &str,
-    name: &str,
-    tail: Option<&str>,
-) -> Result<String, ApiError> {
-    let pod = core.get(info, ns, name)?;
-    let uid = pod
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let tail = match tail {
-        None => None,
-        Some(t) => Some(
-            t.parse::<i64>()
-                .map_err(|_| ApiError::bad_request(format!("tailLines: invalid value {t:?}")))?
-                .max(0) as usize,
-        ),
-    };
-    let mut out = String::new();
-    for l in core.pod_logs.lines(uid, tail) {
-        out.push_str(&l);
-        out.push('\n');
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

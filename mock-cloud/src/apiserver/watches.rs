@@ -4,6 +4,8 @@
 use super::core::storage_gr;
 use super::error::ApiError;
 use super::http::{ApiServer, list_options, render, truthy};
+use super::negotiate::Wire;
+use super::protobuf::{MEDIA_TYPE, encode::watch_frame};
 use super::route::ResourcePath;
 use crate::registry::ResourceInfo;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -72,8 +74,10 @@ pub(super) fn watch(
     rp: &ResourcePath,
     q: &HashMap<String, String>,
     as_table: bool,
+    wire: Wire,
 ) -> Result<Response, ApiError> {
     let info = rp.info.clone();
+    let proto = !as_table && wire.streams_protobuf(&info.api_version(), &info.kind)?;
     let opts = list_options(&info, q)?;
     let filter = WatchFilter {
         gr: storage_gr(&info),
@@ -162,18 +166,21 @@ pub(super) fn watch(
             as_table,
             include_object,
             headers_sent: false,
+            proto,
         };
         let result: Result<(), ()> = async {
             if let Some(msg) = expired {
                 let status = ApiError::gone(msg).status();
-                send(&tx, &json!({"type": "ERROR", "object": status})).await?;
+                enc.send(&tx, &json!({"type": "ERROR", "object": status}))
+                    .await?;
                 return Ok(());
             }
             for (t, obj) in &initial {
-                send(&tx, &enc.event(t.as_str(), obj)).await?;
+                let ev = enc.event(t.as_str(), obj);
+                enc.send(&tx, &ev).await?;
             }
             if initial_end {
-                send(&tx, &enc.bookmark(last_rv, true)).await?;
+                enc.send(&tx, &enc.bookmark(last_rv, true)).await?;
             }
             let mut live = live.take().expect("live channel");
             let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -192,7 +199,8 @@ pub(super) fn watch(
                             if ev.rv <= last_rv { continue; }
                             last_rv = ev.rv;
                             if let Some((t, obj)) = filter.translate(&ev) {
-                                send(&tx, &enc.event(t.as_str(), &obj)).await?;
+                                let ev = enc.event(t.as_str(), &obj);
+                                enc.send(&tx, &ev).await?;
                             }
                         }
                         // Too far behind: end the stream; the client resumes from its last version.
@@ -200,7 +208,7 @@ pub(super) fn watch(
                         Err(broadcast::error::RecvError::Closed) => return Ok(()),
                     },
                     _ = tick.tick(), if bookmarks => {
-                        send(&tx, &enc.bookmark(last_rv, false)).await?;
+                        enc.send(&tx, &enc.bookmark(last_rv, false)).await?;
                     }
                     _ = drops.changed() => return Ok(()),
                     _ = shutdown.changed() => return Ok(()),
@@ -214,21 +222,17 @@ pub(super) fn watch(
         srv2.open_watches.fetch_sub(1, Ordering::Relaxed);
     });
     let body = Body::from_stream(ReceiverStream::new(rx));
+    let content_type = if proto {
+        format!("{MEDIA_TYPE};stream=watch")
+    } else {
+        "application/json".into()
+    };
     Ok(Response::builder()
         .status(200)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, "no-cache, private")
         .body(body)
         .expect("valid response"))
-}
-
-pub(super) async fn send(
-    tx: &mpsc::Sender<Result<Bytes, Infallible>>,
-    v: &Value,
-) -> Result<(), ()> {
-    let mut line = serde_json::to_vec(v).unwrap_or_default();
-    line.push(b'\n');
-    tx.send(Ok(Bytes::from(line))).await.map_err(|_| ())
 }
 
 pub(super) struct Encoder {
@@ -236,9 +240,37 @@ pub(super) struct Encoder {
     as_table: bool,
     include_object: String,
     headers_sent: bool,
+    /// Protobuf frames instead of JSON lines.
+    proto: bool,
 }
 
 impl Encoder {
+    /// Sends one event; Err when the client is gone. An object that has no protobuf form
+    /// ends a protobuf stream with an ERROR event saying why.
+    async fn send(
+        &self,
+        tx: &mpsc::Sender<Result<Bytes, Infallible>>,
+        v: &Value,
+    ) -> Result<(), ()> {
+        let bytes = if self.proto {
+            match watch_frame(v) {
+                Ok(b) => b,
+                Err(e) => {
+                    let status = ApiError::internal(format!("no protobuf form: {e}")).status();
+                    let b = watch_frame(&json!({"type": "ERROR", "object": status}))
+                        .unwrap_or_default();
+                    let _ = tx.send(Ok(Bytes::from(b))).await;
+                    return Err(());
+                }
+            }
+        } else {
+            let mut line = serde_json::to_vec(v).unwrap_or_default();
+            line.push(b'\n');
+            line
+        };
+        tx.send(Ok(Bytes::from(bytes))).await.map_err(|_| ())
+    }
+
     fn event(&mut self, type_: &str, obj: &Value) -> Value {
         let obj = render(&self.info, obj);
         if self.as_table {

@@ -2,7 +2,7 @@
 //! controller does it, without any API access: how many replicas each ReplicaSet should have
 //! next, the pod-template hash, and the Deployment's status conditions.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// One ReplicaSet of a Deployment, as the rollout sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,10 +151,104 @@ pub fn template_hash(template: &Value, collision_count: i64) -> String {
         .collect()
 }
 
+/// The Progressing reason of a rollout past its `progressDeadlineSeconds`.
+pub const TIMED_OUT: &str = "ProgressDeadlineExceeded";
+
+pub fn condition(type_: &str, ok: bool, reason: &str, message: &str, now: &str) -> Value {
+    json!({
+        "type": type_, "status": if ok { "True" } else { "False" }, "reason": reason,
+        "message": message, "lastUpdateTime": now, "lastTransitionTime": now,
+    })
+}
+
+/// Keeps a condition's lastTransitionTime (and lastUpdateTime when nothing changed).
+pub fn merge_condition(old: Option<&Value>, mut new: Value) -> Value {
+    if let Some(old) = old
+        && old["status"] == new["status"]
+    {
+        new["lastTransitionTime"] = old["lastTransitionTime"].clone();
+        if old["reason"] == new["reason"] && old["message"] == new["message"] {
+            new["lastUpdateTime"] = old["lastUpdateTime"].clone();
+        }
+    }
+    new
+}
+
+/// `spec.progressDeadlineSeconds`; None (or the "never" value, MaxInt32) means no deadline,
+/// and a paused Deployment has none.
+pub fn deadline(d: &Value) -> Option<i64> {
+    if d.pointer("/spec/paused") == Some(&json!(true)) {
+        return None;
+    }
+    d.pointer("/spec/progressDeadlineSeconds")
+        .and_then(Value::as_i64)
+        .filter(|s| *s < i64::from(i32::MAX))
+}
+
+/// Whether a rollout moved since the last status, as upstream judges it: more updated,
+/// ready or available replicas, or fewer old ones. `counts`: updated, total, ready, available.
+pub fn progressed(old: Option<&Value>, counts: [i64; 4]) -> bool {
+    let [updated, total, ready, available] = counts;
+    let o = |k: &str| {
+        old.and_then(|s| s.get(k))
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    };
+    updated > o("updatedReplicas")
+        || total - updated < o("replicas") - o("updatedReplicas")
+        || ready > o("readyReplicas")
+        || available > o("availableReplicas")
+}
+
+/// The Progressing condition of an unfinished rollout: refreshed (lastUpdateTime now) on
+/// progress; False with `ProgressDeadlineExceeded` once the deadline passes without any
+/// (and so until the rollout moves again).
+pub fn rollout_condition(
+    old: Option<&Value>,
+    rs: &str,
+    moved: bool,
+    deadline: Option<i64>,
+    now: &str,
+) -> Value {
+    let updating = condition(
+        "Progressing",
+        true,
+        "ReplicaSetUpdated",
+        &format!("ReplicaSet \"{rs}\" is progressing."),
+        now,
+    );
+    let Some(old) = old.filter(|_| !moved) else {
+        // Progress: a fresh lastUpdateTime, the transition time kept while still True.
+        let mut c = updating;
+        if let Some(o) = old.filter(|o| o["status"] == "True") {
+            c["lastTransitionTime"] = o["lastTransitionTime"].clone();
+        }
+        return c;
+    };
+    if old["reason"] == TIMED_OUT {
+        return old.clone();
+    }
+    let since = old["lastUpdateTime"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let at = chrono::DateTime::parse_from_rfc3339(now).ok();
+    let expired = match (deadline, since, at) {
+        (Some(secs), Some(since), Some(at)) => (at - since).num_seconds() > secs,
+        _ => false,
+    };
+    if old["reason"] == "ReplicaSetUpdated" && expired {
+        let message = format!("ReplicaSet \"{rs}\" has timed out progressing.");
+        return merge_condition(
+            Some(old),
+            condition("Progressing", false, TIMED_OUT, &message, now),
+        );
+    }
+    merge_condition(Some(old), updating)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn rs(replicas: i64, available: i64) -> RsState {
         RsState {
@@ -217,6 +311,65 @@ mod tests {
             template_hash(&a, 0)
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric())
+        );
+    }
+
+    fn at(secs: u32) -> String {
+        format!("2024-05-01T10:{:02}:{:02}Z", secs / 60, secs % 60)
+    }
+
+    #[test]
+    fn a_rollout_that_stops_moving_times_out_after_its_deadline_and_recovers_on_progress() {
+        let start = rollout_condition(None, "web-1", false, Some(10), &at(0));
+        assert_eq!(
+            (&start["status"], &start["reason"]),
+            (&json!("True"), &json!("ReplicaSetUpdated"))
+        );
+        // No progress within the deadline: unchanged, the clock still at the last progress.
+        let c = rollout_condition(Some(&start), "web-1", false, Some(10), &at(10));
+        assert_eq!(c, start);
+        let out = rollout_condition(Some(&c), "web-1", false, Some(10), &at(11));
+        assert_eq!(out["status"], "False");
+        assert_eq!(out["reason"], TIMED_OUT);
+        assert_eq!(
+            out["message"],
+            "ReplicaSet \"web-1\" has timed out progressing."
+        );
+        assert_eq!(out["lastTransitionTime"], json!(at(11)));
+        // It stays timed out until the rollout moves.
+        assert_eq!(
+            rollout_condition(Some(&out), "web-1", false, Some(10), &at(30)),
+            out
+        );
+        let back = rollout_condition(Some(&out), "web-1", true, Some(10), &at(31));
+        assert_eq!(
+            (&back["status"], &back["reason"]),
+            (&json!("True"), &json!("ReplicaSetUpdated"))
+        );
+        assert_eq!(back["lastTransitionTime"], json!(at(31)));
+        // Progress refreshes lastUpdateTime and keeps the transition time; no deadline never expires.
+        let moved = rollout_condition(Some(&start), "web-1", true, None, &at(50));
+        assert_eq!(moved["lastUpdateTime"], json!(at(50)));
+        assert_eq!(moved["lastTransitionTime"], json!(at(0)));
+        let never = rollout_condition(Some(&start), "web-1", false, None, &at(3000));
+        assert_eq!(never["status"], "True");
+    }
+
+    #[test]
+    fn progress_is_more_updated_ready_or_available_replicas_or_fewer_old_ones() {
+        let old = json!({"replicas": 3, "updatedReplicas": 1, "readyReplicas": 2, "availableReplicas": 2});
+        assert!(!progressed(Some(&old), [1, 3, 2, 2]));
+        assert!(progressed(Some(&old), [2, 3, 2, 2]));
+        assert!(progressed(Some(&old), [1, 2, 2, 2]), "an old replica gone");
+        assert!(progressed(Some(&old), [1, 3, 3, 2]));
+        assert!(progressed(Some(&old), [1, 3, 2, 3]));
+        assert_eq!(
+            deadline(&json!({"spec": {"progressDeadlineSeconds": 2147483647}})),
+            None
+        );
+        assert_eq!(
+            deadline(&json!({"spec": {"progressDeadlineSeconds": 5}})),
+            Some(5)
         );
     }
 }

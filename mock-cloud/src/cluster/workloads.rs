@@ -11,7 +11,10 @@
 //!   and `kubectl rollout status` read (replicas, updated, ready, available, unavailable,
 //!   observedGeneration, Available and Progressing conditions).
 
-use super::rollout::{RsState, normalize, rolling_step, surge_and_unavailable, template_hash};
+use super::rollout::{
+    RsState, condition, deadline, merge_condition, normalize, progressed, rolling_step,
+    rollout_condition, surge_and_unavailable, template_hash,
+};
 use super::{
     Controller, Kind, Shared, array, is_deleting, list, modify, name_of, namespace_of, str_at,
     uid_of,
@@ -258,26 +261,6 @@ fn revision(obj: &Value) -> i64 {
         .and_then(Value::as_str)
         .and_then(|r| r.parse().ok())
         .unwrap_or(0)
-}
-
-fn condition(type_: &str, ok: bool, reason: &str, message: &str, now: &str) -> Value {
-    json!({
-        "type": type_, "status": if ok { "True" } else { "False" }, "reason": reason,
-        "message": message, "lastUpdateTime": now, "lastTransitionTime": now,
-    })
-}
-
-/// Keeps a condition's lastTransitionTime (and lastUpdateTime when nothing changed).
-fn merge_condition(old: Option<&Value>, mut new: Value) -> Value {
-    if let Some(old) = old
-        && old["status"] == new["status"]
-    {
-        new["lastTransitionTime"] = old["lastTransitionTime"].clone();
-        if old["reason"] == new["reason"] && old["message"] == new["message"] {
-            new["lastUpdateTime"] = old["lastUpdateTime"].clone();
-        }
-    }
-    new
 }
 
 impl DeploymentController {
@@ -548,37 +531,42 @@ impl DeploymentController {
             && total == replicas
             && available >= replicas
             && new_rs.is_some_and(|r| spec_replicas(r) == replicas);
+        let old_prog = old_cond("Progressing");
         let progressing_cond = match new_rs {
-            None => condition(
-                "Progressing",
-                true,
-                "ReplicaSetUpdated",
-                "Waiting for the new ReplicaSet.",
-                now,
-            ),
-            Some(rs) if complete => condition(
-                "Progressing",
-                true,
-                "NewReplicaSetAvailable",
-                &format!(
-                    "ReplicaSet \"{}\" has successfully progressed.",
-                    name_of(rs)
+            None => merge_condition(
+                old_prog.as_ref(),
+                condition(
+                    "Progressing",
+                    true,
+                    "ReplicaSetUpdated",
+                    "Waiting for the new ReplicaSet.",
+                    now,
                 ),
-                now,
             ),
-            Some(rs) => condition(
-                "Progressing",
-                true,
-                "ReplicaSetUpdated",
-                &format!("ReplicaSet \"{}\" is progressing.", name_of(rs)),
-                now,
+            Some(rs) if complete => merge_condition(
+                old_prog.as_ref(),
+                condition(
+                    "Progressing",
+                    true,
+                    "NewReplicaSetAvailable",
+                    &format!(
+                        "ReplicaSet \"{}\" has successfully progressed.",
+                        name_of(rs)
+                    ),
+                    now,
+                ),
             ),
+            Some(rs) => {
+                let counts = [updated, total, ready, available];
+                let moved = progressed(d.get("status"), counts);
+                rollout_condition(old_prog.as_ref(), name_of(rs), moved, deadline(d), now)
+            }
         };
         let mut st = json!({
             "observedGeneration": i(d, "/metadata/generation").max(1),
             "conditions": [
                 merge_condition(old_cond("Available").as_ref(), available_cond),
-                merge_condition(old_cond("Progressing").as_ref(), progressing_cond),
+                progressing_cond,
             ],
         });
         for (k, v) in [

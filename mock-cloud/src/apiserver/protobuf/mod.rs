@@ -1,6 +1,8 @@
 //! Protobuf request bodies (`application/vnd.kubernetes.protobuf`), as kubectl's typed
-//! generators (`create deployment|service|configmap|secret|namespace`, `expose`, `run`) send
-//! them: the `k8s\0` magic, then a `runtime.Unknown` whose `raw` holds the object.
+//! generators (`create deployment|service|configmap|secret|namespace|serviceaccount|role|
+//! rolebinding|clusterrole|clusterrolebinding|poddisruptionbudget`, `expose`, `run`) send
+//! them: the `k8s\0` magic, then a `runtime.Unknown` whose `raw` holds the object. Protobuf
+//! answers are [`encode`]d.
 //!
 //! Messages are decoded with the `k8s-pb` types (generated from the upstream protos) and
 //! turned into the JSON the rest of the server stores. Each conversion destructures its
@@ -18,6 +20,8 @@
 use base64::Engine;
 use k8s_pb::api::apps::v1 as apps;
 use k8s_pb::api::core::v1 as core;
+use k8s_pb::api::policy::v1 as policy;
+use k8s_pb::api::rbac::v1 as rbac;
 use k8s_pb::apimachinery::pkg::api::resource::Quantity;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_pb::apimachinery::pkg::runtime::Unknown;
@@ -70,6 +74,14 @@ pub fn decode(body: &[u8]) -> R {
         ("v1", "Pod") => dec::<core::Pod>(&raw)?.j("")?,
         ("apps/v1", "Deployment") => dec::<apps::Deployment>(&raw)?.j("")?,
         ("apps/v1", "ReplicaSet") => dec::<apps::ReplicaSet>(&raw)?.j("")?,
+        ("v1", "ServiceAccount") => dec::<core::ServiceAccount>(&raw)?.j("")?,
+        ("rbac.authorization.k8s.io/v1", "Role") => dec::<rbac::Role>(&raw)?.j("")?,
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => dec::<rbac::RoleBinding>(&raw)?.j("")?,
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => dec::<rbac::ClusterRole>(&raw)?.j("")?,
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            dec::<rbac::ClusterRoleBinding>(&raw)?.j("")?
+        }
+        ("policy/v1", "PodDisruptionBudget") => dec::<policy::PodDisruptionBudget>(&raw)?.j("")?,
         _ => return Err(PbError::UnknownKind { api_version, kind }),
     };
     if !obj.is_object() {
@@ -127,7 +139,6 @@ unsupported!(
     core::Volume,
     core::EphemeralContainer,
     core::PodSecurityContext,
-    core::LocalObjectReference,
     core::Affinity,
     core::Toleration,
     core::HostAlias,
@@ -365,5 +376,7 @@ impl J for meta::LabelSelectorRequirement {
 
 mod apps_v1;
 mod core_v1;
+pub mod encode;
+mod rbac_policy_v1;
 #[cfg(test)]
 mod tests;
