@@ -81,10 +81,10 @@ pub struct ControllerArgs {
     #[serde(default, deserialize_with = "de_duration")]
     pub resync: Option<Duration>,
     /// Writes per second to the Kubernetes API server after a burst, as client-go's
-    /// --kube-api-qps; 0 disables the limit. Default: 200 (see docs/scaling.md).
+    /// --kube-api-qps; 0 disables the limit. Default: 500 (see docs/scaling.md).
     #[arg(long)]
     pub kube_api_qps: Option<f64>,
-    /// Writes the API server may receive at once before --kube-api-qps applies. Default: 400.
+    /// Writes the API server may receive at once before --kube-api-qps applies. Default: 1000.
     #[arg(long)]
     pub kube_api_burst: Option<u32>,
     /// A change of the node set is applied to every load balancer once the Nodes have been
@@ -426,11 +426,11 @@ impl ControllerArgs {
         if request_timeout.is_zero() {
             bail!("--request-timeout must be more than 0");
         }
-        let kube_api_qps = self.kube_api_qps.unwrap_or(200.0);
+        let kube_api_qps = self.kube_api_qps.unwrap_or(500.0);
         if !kube_api_qps.is_finite() || kube_api_qps < 0.0 {
             bail!("--kube-api-qps must be 0 (no limit) or more");
         }
-        let kube_api_burst = self.kube_api_burst.unwrap_or(400);
+        let kube_api_burst = self.kube_api_burst.unwrap_or(1000);
         if kube_api_burst == 0 {
             bail!("--kube-api-burst must be at least 1");
         }

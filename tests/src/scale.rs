@@ -309,7 +309,7 @@ impl Scenario {
         ));
     }
 
-    /// Services with an address, and Services in all.
+    /// The scenario's Services (`lb-N`) with an address, and in all.
     fn addressed(&self) -> (usize, usize) {
         let Some(info) = self.mc.core.info("", "v1", "services") else {
             return (0, 0);
@@ -321,8 +321,16 @@ impl Scenario {
         else {
             return (0, 0);
         };
-        let done = list
+        let ours: Vec<_> = list
             .items
+            .iter()
+            .filter(|s| {
+                s["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("lb-"))
+            })
+            .collect();
+        let done = ours
             .iter()
             .filter(|s| {
                 s["status"]["loadBalancer"]["ingress"]
@@ -330,7 +338,7 @@ impl Scenario {
                     .is_some_and(|i| !i.is_empty())
             })
             .count();
-        (done, list.items.len())
+        (done, ours.len())
     }
 
     /// Polls `done` until it holds, then waits until the load balancer API has been idle for
@@ -355,10 +363,16 @@ impl Scenario {
             }
             anyhow::ensure!(
                 started.elapsed() < self.cfg.phase_timeout,
-                "{what}: not done after {:?}",
-                self.cfg.phase_timeout
+                "{what}: not done after {:?}: {} of {} Services addressed; {} load balancers, {} with the {} nodes expected",
+                self.cfg.phase_timeout,
+                self.addressed().0,
+                self.addressed().1,
+                self.lb().count_targeting(&self.nodes).0,
+                self.lb().count_targeting(&self.nodes).1,
+                self.nodes.len()
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Each look walks every load balancer under the LB API's lock: not too often.
+            tokio::time::sleep(Duration::from_millis(200)).await;
         };
         self.settle().await;
         Ok(took)
@@ -370,7 +384,7 @@ impl Scenario {
         let mut last = calls(&self.lb().stats());
         let mut since = Instant::now();
         while since.elapsed() < self.cfg.quiet {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
             let now = calls(&self.lb().stats());
             if now != last {
                 last = now;
