@@ -80,6 +80,22 @@ pub struct ControllerArgs {
     #[arg(long, value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub resync: Option<Duration>,
+    /// Writes per second to the Kubernetes API server after a burst, as client-go's
+    /// --kube-api-qps; 0 disables the limit. Default: 500 (see docs/scaling.md).
+    #[arg(long)]
+    pub kube_api_qps: Option<f64>,
+    /// Writes the API server may receive at once before --kube-api-qps applies. Default: 1000.
+    #[arg(long)]
+    pub kube_api_burst: Option<u32>,
+    /// A change of the node set is applied to every load balancer once the Nodes have been
+    /// quiet this long (a burst of node events costs one write per load balancer). Default: 500ms.
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub node_sync_quiet: Option<Duration>,
+    /// ... or this long after the first change of a burst that never quiets down. Default: 10s.
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub node_sync_max_delay: Option<Duration>,
     /// Orphan garbage collection interval. Default: 5m.
     #[arg(long, value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
@@ -224,6 +240,10 @@ impl ControllerArgs {
             gc_interval,
             gc_max_deletes,
             request_timeout,
+            kube_api_qps,
+            kube_api_burst,
+            node_sync_quiet,
+            node_sync_max_delay,
             retry_min,
             retry_max,
             node_port_range,
@@ -406,6 +426,21 @@ impl ControllerArgs {
         if request_timeout.is_zero() {
             bail!("--request-timeout must be more than 0");
         }
+        let kube_api_qps = self.kube_api_qps.unwrap_or(500.0);
+        if !kube_api_qps.is_finite() || kube_api_qps < 0.0 {
+            bail!("--kube-api-qps must be 0 (no limit) or more");
+        }
+        let kube_api_burst = self.kube_api_burst.unwrap_or(1000);
+        if kube_api_burst == 0 {
+            bail!("--kube-api-burst must be at least 1");
+        }
+        let node_sync = crate::node_sync::NodeSyncSettings {
+            quiet: self.node_sync_quiet.unwrap_or(Duration::from_millis(500)),
+            max_delay: self.node_sync_max_delay.unwrap_or(Duration::from_secs(10)),
+        };
+        if node_sync.max_delay < node_sync.quiet {
+            bail!("--node-sync-max-delay must not be shorter than --node-sync-quiet");
+        }
         Ok(ControllerOptions {
             settings: Settings {
                 cluster: self.cluster_name.clone().unwrap_or_default(),
@@ -422,6 +457,9 @@ impl ControllerArgs {
             metrics_listen: self.metrics_listen()?,
             identity,
             request_timeout,
+            node_sync,
+            kube_api_qps,
+            kube_api_burst,
         })
     }
 }

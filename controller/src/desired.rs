@@ -3,8 +3,8 @@
 
 use berth_providers::bounds::{check_health_check_path, quote};
 use berth_providers::{
-    Cidr, DesiredLoadBalancer, HealthCheck, HealthProtocol, IpFamily, Listener, NodeTarget,
-    Protocol, ServiceRef, SessionAffinity, TrafficPolicy, naming, ownership_labels,
+    Cidr, DesiredLoadBalancer, HealthCheck, HealthProtocol, IpFamily, Listener, Protocol,
+    ServiceRef, SessionAffinity, TrafficPolicy, naming, ownership_labels,
 };
 use k8s_openapi::api::core::v1::Service;
 use std::collections::BTreeMap;
@@ -224,10 +224,10 @@ fn requested_addresses(
     Ok(out)
 }
 
-/// The desired load balancer of `svc` behind `targets`.
+/// The desired load balancer of `svc` behind `targets` (shared, not copied).
 pub fn desired_load_balancer(
     svc: &Service,
-    targets: &[NodeTarget],
+    targets: &berth_providers::Targets,
     cluster: &str,
     needs_node_ports: bool,
 ) -> Result<DesiredLoadBalancer, InvalidField> {
@@ -321,7 +321,7 @@ pub fn desired_load_balancer(
         labels: ownership_labels(cluster, &service),
         service,
         listeners,
-        targets: targets.to_vec(),
+        targets: targets.clone(),
         health_check: health_check(svc, &ann)?,
         source_ranges: source_ranges(svc, &ann)?,
         session_affinity,
@@ -338,14 +338,16 @@ pub fn desired_load_balancer(
 pub(crate) mod tests {
     use super::*;
     use crate::service::tests::SvcB;
+    use berth_providers::NodeTarget;
 
-    fn targets() -> Vec<NodeTarget> {
-        vec![NodeTarget {
+    fn targets() -> berth_providers::Targets {
+        [NodeTarget {
             name: "node-1".into(),
             internal_ip: Some("10.0.0.1".parse().unwrap()),
             provider_id: None,
             zone: None,
         }]
+        .into()
     }
 
     #[test]

@@ -3,31 +3,32 @@
 //! classes ([`serve`]); each has its own lease, finalizer, workers, GC and metrics labels.
 
 use crate::admin::{self, Health};
+use crate::events::EventSink;
 use crate::gc::Collector;
 use crate::kube_util::fenced_client;
 use crate::kube_util::{stopped, store_ready};
 use crate::leader::{Fence, LeaderElector, LeaseSettings};
 use crate::metrics::{ClassMetrics, Metrics};
-use crate::nodes;
+use crate::node_sync::{self, NodeSyncSettings};
+use crate::ratelimit::rate_limited_client;
 use crate::reconcile::{self, Context, Settings};
-use berth_providers::{NodeTarget, Provider};
+use berth_providers::Provider;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{info, warn};
+use tracing::info;
 
 /// Everything one class's controller runs with.
 #[derive(Debug, Clone)]
@@ -45,6 +46,11 @@ pub struct ControllerOptions {
     pub identity: String,
     /// Bound on every non-watch Kubernetes API request.
     pub request_timeout: Duration,
+    /// How node changes are coalesced before every load balancer is updated.
+    pub node_sync: NodeSyncSettings,
+    /// Writes per second to the API server after a burst (0: no limit).
+    pub kube_api_qps: f64,
+    pub kube_api_burst: u32,
 }
 
 /// A running controller, for callers that embed it (the demo, tests, benchmarks).
@@ -78,45 +84,19 @@ pub trait Extension: Send + Sync + 'static {
 /// Where a running class publishes its context and Service cache for the admin endpoints.
 type Cell = Arc<Mutex<Option<(Arc<Context>, Store<Service>)>>>;
 
-/// Watches Nodes; sends a trigger whenever the set of eligible targets changes (never for
-/// changes that cannot move a target, such as heartbeats).
-fn spawn_node_tracker(
-    client: Client,
-) -> (Store<Node>, mpsc::Receiver<()>, tokio::task::JoinHandle<()>) {
-    let (reader, writer) = reflector::store();
-    let events = watcher(Api::<Node>::all(client), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
-    let (tx, rx) = mpsc::channel::<()>(1);
-    let r = reader.clone();
-    let task = tokio::spawn(async move {
-        let mut last: Option<BTreeMap<String, NodeTarget>> = None;
-        let mut events = std::pin::pin!(events);
-        while let Some(ev) = events.next().await {
-            match ev {
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
-                Ok(_) => {}
-                Err(e) => {
-                    warn!(error = %crate::kube_util::describe(&e), "Node watch failed; retrying");
-                    continue;
-                }
-            }
-            let now: BTreeMap<String, NodeTarget> = r
-                .state()
-                .iter()
-                .filter_map(|n| nodes::fingerprint(n).map(|t| (t.name.clone(), t)))
-                .collect();
-            if last.as_ref() != Some(&now) {
-                if last.is_some() {
-                    // A full channel already holds a pending trigger: coalesce.
-                    let _ = tx.try_send(());
-                }
-                last = Some(now);
-            }
+/// Keeps of a Service what berth reads: drops managedFields and kubectl's copy of the last
+/// applied manifest (as large as the Service itself), so 10,000 Services cost little memory.
+pub fn prune_service(svc: &mut Service) {
+    svc.metadata.managed_fields = None;
+    if let Some(a) = svc.metadata.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+        if a.is_empty() {
+            svc.metadata.annotations = None;
         }
-    });
-    (reader, rx, task)
+    }
 }
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// What of a Service can change what berth does with it: everything but its status (and
 /// bookkeeping such as resourceVersion and managedFields). berth's own status writes then do
@@ -297,16 +277,21 @@ async fn run_class(
         Fence::open()
     };
     metrics.set_leader(true);
-    let client = fenced_client(base.clone(), fence.clone(), opts.request_timeout);
+    let client = rate_limited_client(
+        fenced_client(base.clone(), fence.clone(), opts.request_timeout),
+        opts.kube_api_qps,
+        opts.kube_api_burst,
+    );
 
-    let (node_store, node_triggers, node_task) = spawn_node_tracker(client.clone());
+    let (mut node_targets, node_triggers, node_task) =
+        node_sync::spawn(client.clone(), provider.clone(), opts.node_sync);
     let ready = tokio::select! {
-        r = node_store.wait_until_ready() => r.map_err(|e| anyhow::anyhow!("Node cache failed: {e}")),
+        r = node_targets.wait_ready() => if r { Ok(()) } else { Err(anyhow::anyhow!("Node cache failed")) },
         _ = stopped(&mut shutdown) => return finish(&metrics, leader_task, &fence, node_task, true).await,
         _ = fence.lost() => Ok(()),
     };
     ready?;
-    let recorder = Recorder::new(
+    let recorder = EventSink::new(
         client.clone(),
         Reporter {
             controller: "berth".into(),
@@ -317,7 +302,7 @@ async fn run_class(
         client.clone(),
         provider.clone(),
         opts.settings.clone(),
-        node_store,
+        node_targets,
         recorder,
         metrics.clone(),
     )
@@ -347,6 +332,7 @@ async fn run_class(
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(prune_service)
     .reflect(writer)
     .applied_objects()
     .predicate_filter(service_trigger_hash, Default::default());

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub use crate::cidr::{Cidr, CidrError};
 
@@ -74,8 +75,12 @@ pub struct DesiredLoadBalancer {
     pub service: ServiceRef,
     /// One per Service port, in the Service's order.
     pub listeners: Vec<Listener>,
-    /// The eligible nodes, sorted by name.
-    pub targets: Vec<NodeTarget>,
+    /// The eligible nodes, sorted by name. Shared: every load balancer of one node set holds
+    /// the same list, so 10,000 load balancers of 1,000 nodes keep 1,000 targets in memory,
+    /// not ten million, and comparing two desired states with the same list is a pointer
+    /// comparison.
+    #[serde(with = "shared_targets")]
+    pub targets: Targets,
     /// How the load balancer decides a target may take traffic.
     pub health_check: HealthCheck,
     /// Clients allowed to connect; empty means everyone.
@@ -131,7 +136,7 @@ impl DesiredLoadBalancer {
             labels: ownership_labels(cluster, &service),
             service,
             listeners: Vec::new(),
-            targets: Vec::new(),
+            targets: Targets::default(),
             health_check: HealthCheck::tcp_traffic_port(),
             source_ranges: Vec::new(),
             session_affinity: SessionAffinity::None,
@@ -196,14 +201,15 @@ impl DesiredLoadBalancerBuilder {
     }
 
     /// Adds a target (after those added before).
-    pub fn target(mut self, target: NodeTarget) -> Self {
-        self.0.targets.push(target);
-        self
+    pub fn target(self, target: NodeTarget) -> Self {
+        self.targets([target])
     }
 
     /// Adds targets (after those added before).
     pub fn targets(mut self, targets: impl IntoIterator<Item = NodeTarget>) -> Self {
-        self.0.targets.extend(targets);
+        let mut all = self.0.targets.to_vec();
+        all.extend(targets);
+        self.0.targets = all.into();
         self
     }
 
@@ -326,6 +332,23 @@ pub struct Listener {
     pub protocol: Protocol,
     /// The NodePort, when allocated; NodePort-targeting providers need it.
     pub node_port: Option<u16>,
+}
+
+/// A shared, immutable list of node targets.
+pub type Targets = Arc<[NodeTarget]>;
+
+/// Serialises [`Targets`] as a plain list.
+mod shared_targets {
+    use super::{NodeTarget, Targets};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Targets, s: S) -> Result<S::Ok, S::Error> {
+        t[..].serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Targets, D::Error> {
+        Vec::<NodeTarget>::deserialize(d).map(Targets::from)
+    }
 }
 
 /// An eligible node, as a provider sees it.

@@ -246,7 +246,9 @@ async fn changed_spec_is_written_with_if_match() {
     p.ensure(&lb).await.unwrap();
     let etag = api.lbs.lock().unwrap()[&lb.id].etag.clone();
 
-    lb.targets.push(node("node-b", "10.0.0.2"));
+    lb.targets = [&lb.targets[..], &[node("node-b", "10.0.0.2")]]
+        .concat()
+        .into();
     let status = p.ensure(&lb).await.unwrap();
 
     assert_eq!(status.ingress[0].ip, Some("192.0.2.1".parse().unwrap()));
@@ -268,7 +270,7 @@ async fn changed_spec_is_written_with_if_match() {
     assert_eq!(api.seen_methods(), ["GET", "PUT", "PUT", "GET"]);
     // A provider that never saw it (e.g. after a restart) reads before writing.
     let fresh = provider(config(&serve(api.clone()).await));
-    lb.targets.pop();
+    lb.targets = lb.targets[..lb.targets.len() - 1].into();
     fresh.ensure(&lb).await.unwrap();
     assert_eq!(
         api.seen_methods(),
@@ -284,7 +286,9 @@ async fn a_load_balancer_deleted_behind_berths_back_is_recreated_on_the_next_cha
     p.ensure(&lb).await.unwrap();
     api.lbs.lock().unwrap().remove(&lb.id);
 
-    lb.targets.push(node("node-b", "10.0.0.2"));
+    lb.targets = [&lb.targets[..], &[node("node-b", "10.0.0.2")]]
+        .concat()
+        .into();
     p.ensure(&lb).await.unwrap();
 
     // If-Match on an absent load balancer is refused; berth reads and creates it.

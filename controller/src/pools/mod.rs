@@ -142,7 +142,8 @@ async fn start(
         if ips.is_empty() {
             continue;
         }
-        let Ok(d) = desired_load_balancer(svc, &[], &ctx.settings.cluster, false) else {
+        let Ok(d) = desired_load_balancer(svc, &Default::default(), &ctx.settings.cluster, false)
+        else {
             continue;
         };
         match provider.restore(&d, &ips) {

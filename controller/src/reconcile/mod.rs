@@ -20,17 +20,16 @@ use crate::leader::Fence;
 use crate::metrics::ClassMetrics;
 use crate::service::{ClassFilter, LEGACY_FINALIZER, key, uid};
 use crate::text::{bounded, redact};
-use crate::{nodeports, nodes, status};
+use crate::{nodeports, status};
 use berth_api::names::{condition_reasons, reasons};
 use berth_providers::{
     DesiredLoadBalancer, LABEL_CLASS, LoadBalancerRef, LoadBalancerStatus, Provider, ProviderError,
     ServiceRef, naming,
 };
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::Store;
+use kube::runtime::events::{Event, EventType};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
@@ -117,8 +116,10 @@ pub struct Context {
     pub client: Client,
     pub provider: Arc<dyn Provider>,
     pub settings: Settings,
-    pub nodes: Store<Node>,
-    pub recorder: Recorder,
+    /// The node targets, as last published by [`crate::node_sync`].
+    pub nodes: crate::node_sync::NodeTargets,
+    /// Events, written in the background and aggregated ([`crate::events`]).
+    pub recorder: crate::events::EventSink,
     pub metrics: ClassMetrics,
     /// Open while this replica may write.
     pub fence: Fence,
@@ -150,8 +151,8 @@ impl Context {
         client: Client,
         provider: Arc<dyn Provider>,
         settings: Settings,
-        nodes: Store<Node>,
-        recorder: Recorder,
+        nodes: crate::node_sync::NodeTargets,
+        recorder: crate::events::EventSink,
         metrics: ClassMetrics,
     ) -> Self {
         Context {
@@ -184,17 +185,16 @@ impl Context {
 
     /// The targets every load balancer should have now: eligible nodes the provider can
     /// send traffic to (a node joins once its kubelet reports what the provider needs).
-    pub fn targets(&self) -> Vec<berth_providers::NodeTarget> {
-        let mut t = nodes::eligible_targets(self.nodes.state().iter().map(|n| n.as_ref()));
-        t.retain(|n| self.provider.can_target(n));
-        t
+    /// Computed once per node change and shared, never per reconcile.
+    pub fn targets(&self) -> berth_providers::Targets {
+        self.nodes.get()
     }
 
     /// The load balancer `svc` should have, labelled with this class.
     pub fn desired(
         &self,
         svc: &Service,
-        targets: &[berth_providers::NodeTarget],
+        targets: &berth_providers::Targets,
     ) -> Result<DesiredLoadBalancer, InvalidField> {
         let mut d = desired_load_balancer(
             svc,
@@ -208,7 +208,7 @@ impl Context {
     }
 
     /// Whether `svc`'s load balancer already matches what it should be.
-    pub fn is_converged(&self, svc: &Service, targets: &[berth_providers::NodeTarget]) -> bool {
+    pub fn is_converged(&self, svc: &Service, targets: &berth_providers::Targets) -> bool {
         let Ok(d) = self.desired(svc, targets) else {
             return true; // invalid: nothing to converge until the user fixes it
         };

@@ -79,7 +79,7 @@ fn desired(port: i32, nodes: &[&str]) -> DesiredLoadBalancer {
         .collect();
     crate::desired::desired_load_balancer(
         &SvcB::lb("s").port(port, "TCP", 30080).svc(),
-        &targets,
+        &targets.into(),
         "c",
         true,
     )

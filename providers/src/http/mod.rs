@@ -28,7 +28,7 @@ use crate::{
     NodeTarget, OwnedLoadBalancer, Provider, ProviderError,
 };
 use client::{Api, Request};
-use wire::Spec;
+use wire::{Spec, SpecDigest};
 
 /// Called once per HTTP attempt with the operation (`get`, `put`, `delete`, `list`), the
 /// outcome (`success`, `not_found`, `precondition_failed`, `conflict`, `invalid`,
@@ -72,8 +72,8 @@ impl HttpProviderConfig {
 pub struct HttpProvider {
     api: Api,
     base: Url,
-    /// The spec and ETag last read or written, per load balancer id.
-    known: Mutex<HashMap<String, (Spec, String)>>,
+    /// The digest of the spec and the ETag last read or written, per load balancer id.
+    known: Mutex<HashMap<String, (SpecDigest, String)>>,
     /// Load balancers last seen absent whose creation then failed: the next attempt creates
     /// straight away (`If-None-Match: *`, so one that appeared meanwhile is read instead),
     /// halving the calls a Service whose creation keeps being refused costs.
@@ -152,7 +152,7 @@ impl HttpProvider {
         url
     }
 
-    fn known(&self, id: &str) -> Option<(Spec, String)> {
+    fn known(&self, id: &str) -> Option<(SpecDigest, String)> {
         self.known
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -165,7 +165,7 @@ impl HttpProvider {
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         match etag {
             Some(etag) => {
-                known.insert(id.to_string(), (spec.clone(), etag));
+                known.insert(id.to_string(), (spec.digest(), etag));
             }
             None => {
                 known.remove(id);
@@ -290,7 +290,7 @@ impl Provider for HttpProvider {
     async fn ensure(&self, lb: &DesiredLoadBalancer) -> Result<LoadBalancerStatus, ProviderError> {
         let spec = Spec::from_desired(lb)?;
         if let Some((known, etag)) = self.known(&lb.id)
-            && !spec.same_as(&known)
+            && spec.digest() != known
         {
             match self
                 .put(&lb.id, &spec, Precondition::Matches(Some(etag)))

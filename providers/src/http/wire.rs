@@ -32,6 +32,10 @@ pub(crate) struct Spec {
     pub requested_addresses: Vec<IpAddr>,
 }
 
+/// See [`Spec::digest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SpecDigest([u8; 32]);
+
 /// `Listener`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -250,12 +254,22 @@ impl Spec {
     /// Whether the load balancer already serves this spec. The version label is ignored:
     /// upgrading berth must not rewrite every load balancer.
     pub fn same_as(&self, current: &Spec) -> bool {
-        let comparable = |spec: &Spec| {
-            let mut spec = spec.clone().normalized();
-            spec.labels.remove(LABEL_VERSION);
-            spec
-        };
-        comparable(self) == comparable(current)
+        self.comparable() == current.comparable()
+    }
+
+    fn comparable(&self) -> Spec {
+        let mut spec = self.clone().normalized();
+        spec.labels.remove(LABEL_VERSION);
+        spec
+    }
+
+    /// A digest of what [`Spec::same_as`] compares: equal digests mean the same spec. Kept
+    /// per load balancer instead of the spec itself, whose target list is the size of the
+    /// cluster.
+    pub fn digest(&self) -> SpecDigest {
+        use sha2::Digest;
+        let json = serde_json::to_vec(&self.comparable()).unwrap_or_default();
+        SpecDigest(sha2::Sha256::digest(&json).into())
     }
 }
 
@@ -395,7 +409,7 @@ mod tests {
     fn minimal_desired_state_maps_to_the_contract() {
         let mut lb = desired();
         lb.listeners.truncate(1);
-        lb.targets.clear();
+        lb.targets = Default::default();
         lb.health_check = HealthCheck::tcp_traffic_port();
         lb.source_ranges.clear();
         lb.session_affinity = SessionAffinity::None;
@@ -483,7 +497,11 @@ mod tests {
                 "443/TCP appears twice",
             ),
             (
-                |lb| lb.targets[1].internal_ip = None,
+                |lb| {
+                    let mut t = lb.targets.to_vec();
+                    t[1].internal_ip = None;
+                    lb.targets = t.into();
+                },
                 "node node-a",
                 "no InternalIP",
             ),
