@@ -6,6 +6,10 @@ Usage: moto_ctl.py ENDPOINT setup CLUSTER N_INSTANCES
        moto_ctl.py ENDPOINT state
        moto_ctl.py ENDPOINT foreign SUBNET_ID VPC_ID
        moto_ctl.py ENDPOINT instances N SUBNET_ID
+       moto_ctl.py ENDPOINT groups
+       moto_ctl.py ENDPOINT foreign-group VPC_ID
+       moto_ctl.py ENDPOINT import-cert DOMAIN
+       moto_ctl.py ENDPOINT tag ARN KEY VALUE
 """
 
 import json
@@ -114,10 +118,15 @@ def state(endpoint):
                 "type": l.get("Type"),
                 "subnets": sorted(z.get("SubnetId") for z in l.get("AvailabilityZones", [])),
                 "tags": tags.get(arn, {}),
+                "securityGroups": sorted(l.get("SecurityGroups", [])),
                 "listeners": [
                     {
+                        "arn": x["ListenerArn"],
                         "port": x["Port"],
                         "protocol": x["Protocol"],
+                        "certificates": [c["CertificateArn"] for c in x.get("Certificates", [])],
+                        "sslPolicy": x.get("SslPolicy"),
+                        "alpn": x.get("AlpnPolicy", []),
                         "targetGroup": next(
                             (a.get("TargetGroupArn") for a in x.get("DefaultActions", [])), None
                         ),
@@ -175,6 +184,83 @@ def foreign(endpoint, subnet, vpc):
     return {"lb": lb["LoadBalancerArn"], "tg": tg["TargetGroupArn"]}
 
 
+def rules(permissions):
+    """Each ingress permission as "proto:from-to:source" strings."""
+    out = []
+    for p in permissions:
+        span = f'{p["IpProtocol"]}:{p.get("FromPort", -1)}-{p.get("ToPort", -1)}'
+        out += [f'{span}:{r["CidrIp"]}' for r in p.get("IpRanges", [])]
+        out += [f'{span}:{r["CidrIpv6"]}' for r in p.get("Ipv6Ranges", [])]
+        out += [f'{span}:{g["GroupId"]}' for g in p.get("UserIdGroupPairs", [])]
+    return sorted(out)
+
+
+def groups(endpoint):
+    ec2 = client(endpoint, "ec2")
+    out = []
+    for g in ec2.describe_security_groups()["SecurityGroups"]:
+        out.append(
+            {
+                "id": g["GroupId"],
+                "name": g["GroupName"],
+                "vpc": g.get("VpcId"),
+                "ingress": rules(g.get("IpPermissions", [])),
+                "tags": {t["Key"]: t.get("Value", "") for t in g.get("Tags", [])},
+            }
+        )
+    return out
+
+
+def foreign_group(endpoint, vpc):
+    """A group berth did not create, carrying berth's cluster tag and an open rule."""
+    ec2 = client(endpoint, "ec2")
+    g = ec2.create_security_group(
+        GroupName="not-berths-sg", Description="someone else's", VpcId=vpc,
+        TagSpecifications=[{"ResourceType": "security-group",
+                            "Tags": [{"Key": "berth.io/cluster", "Value": "test"}]}],
+    )["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=g, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                                   "IpRanges": [{"CidrIp": "10.9.0.0/16"}]}],
+    )
+    return {"id": g}
+
+
+def import_cert(endpoint, domain):
+    """A self-signed certificate for DOMAIN imported into ACM; its ARN."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    acm = client(endpoint, "acm")
+    arn = acm.import_certificate(
+        Certificate=cert.public_bytes(serialization.Encoding.PEM),
+        PrivateKey=key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )["CertificateArn"]
+    return {"arn": arn}
+
+
 def main():
     endpoint, cmd, *args = sys.argv[1:]
     if cmd == "setup":
@@ -183,6 +269,17 @@ def main():
         out = state(endpoint)
     elif cmd == "foreign":
         out = foreign(endpoint, args[0], args[1])
+    elif cmd == "groups":
+        out = groups(endpoint)
+    elif cmd == "foreign-group":
+        out = foreign_group(endpoint, args[0])
+    elif cmd == "import-cert":
+        out = import_cert(endpoint, args[0])
+    elif cmd == "tag":
+        client(endpoint, "elbv2").add_tags(
+            ResourceArns=[args[0]], Tags=[{"Key": args[1], "Value": args[2]}]
+        )
+        out = {}
     elif cmd == "instances":
         out = run_instances(client(endpoint, "ec2"), int(args[0]), args[1])
     else:

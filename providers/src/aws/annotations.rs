@@ -40,9 +40,23 @@ pub const TG_ATTRIBUTES: &str =
 /// `k=v,...`: load balancer attributes.
 pub const LB_ATTRIBUTES: &str = "service.beta.kubernetes.io/aws-load-balancer-attributes";
 
+/// Comma-separated security group ids or names, attached instead of berth's own group.
+pub const SECURITY_GROUPS: &str = "service.beta.kubernetes.io/aws-load-balancer-security-groups";
+/// `true` (default) or `false`: whether berth lets its NLBs reach the nodes.
+pub const MANAGE_BACKEND_RULES: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-manage-backend-security-group-rules";
+/// Comma-separated ACM (or IAM) certificate ARNs; the first is the default certificate.
+pub const SSL_CERT: &str = "service.beta.kubernetes.io/aws-load-balancer-ssl-cert";
+/// Comma-separated port names or numbers that get TLS listeners (default: every TCP port).
+pub const SSL_PORTS: &str = "service.beta.kubernetes.io/aws-load-balancer-ssl-ports";
+/// The ELBv2 security policy of the TLS listeners.
+pub const SSL_POLICY: &str = "service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy";
+/// `HTTP1Only`, `HTTP2Only`, `HTTP2Optional`, `HTTP2Preferred` or `None`.
+pub const ALPN_POLICY: &str = "service.beta.kubernetes.io/aws-load-balancer-alpn-policy";
+
 /// Every annotation this module reads; others with the prefix are ignored (they belong to
-/// features berth does not implement, e.g. security groups).
-pub const ALL: [&str; 13] = [
+/// features berth does not implement).
+pub const ALL: [&str; 19] = [
     SCHEME,
     SUBNETS,
     TARGET_TYPE,
@@ -56,6 +70,12 @@ pub const ALL: [&str; 13] = [
     EXTRA_TAGS,
     TG_ATTRIBUTES,
     LB_ATTRIBUTES,
+    SECURITY_GROUPS,
+    MANAGE_BACKEND_RULES,
+    SSL_CERT,
+    SSL_PORTS,
+    SSL_POLICY,
+    ALPN_POLICY,
 ];
 
 /// Whether the load balancer gets public addresses.
@@ -145,6 +165,10 @@ pub struct Settings {
     pub tg_attributes: BTreeMap<String, String>,
     /// Load balancer attributes to set (only these keys are managed).
     pub lb_attributes: BTreeMap<String, String>,
+    /// Security groups.
+    pub security: super::security_groups::SgSettings,
+    /// TLS listeners.
+    pub tls: super::tls::TlsSettings,
 }
 
 fn field(key: &str) -> String {
@@ -374,6 +398,8 @@ pub fn parse(
         extra_tags: pairs(ann, EXTRA_TAGS, "tags", check_tag)?,
         tg_attributes: pairs(ann, TG_ATTRIBUTES, "attributes", check_attribute)?,
         lb_attributes: pairs(ann, LB_ATTRIBUTES, "attributes", check_attribute)?,
+        security: super::security_groups::parse(ann)?,
+        tls: super::tls::parse(ann)?,
     })
 }
 
@@ -548,8 +574,9 @@ mod tests {
     #[test]
     fn unsupported_annotations_are_recognised() {
         assert!(is_unsupported(
-            "service.beta.kubernetes.io/aws-load-balancer-security-groups"
+            "service.beta.kubernetes.io/aws-load-balancer-eip-allocations"
         ));
+        assert!(!is_unsupported(SECURITY_GROUPS));
         assert!(!is_unsupported(SCHEME));
         assert!(!is_unsupported("berth.io/health-check-port"));
     }

@@ -1,6 +1,7 @@
-//! Subnet discovery: the one EC2 call berth needs (`DescribeSubnets`), signed with SigV4
-//! and sent with reqwest rather than pulling in the (very large) EC2 SDK crate. The choice of
-//! subnets is a pure function.
+//! The EC2 Query API as berth uses it: calls signed with SigV4 and sent with reqwest rather
+//! than pulling in the (very large) EC2 SDK crate, answers capped while read. Subnet
+//! discovery lives here (the choice of subnets is a pure function); security groups in
+//! `ec2_security_groups.rs`.
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -25,7 +26,31 @@ pub struct Subnet {
     pub tags: BTreeMap<String, String>,
 }
 
-/// An EC2 Query API client for DescribeSubnets.
+/// A failed EC2 call: the error code EC2 gave (if any) and what it means for the caller.
+#[derive(Debug)]
+pub struct Ec2Error {
+    pub code: Option<String>,
+    pub error: ProviderError,
+}
+
+impl From<Ec2Error> for ProviderError {
+    fn from(e: Ec2Error) -> Self {
+        e.error
+    }
+}
+
+impl Ec2Error {
+    fn plain(error: ProviderError) -> Self {
+        Self { code: None, error }
+    }
+
+    /// Whether EC2 answered with `code`.
+    pub fn is(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+}
+
+/// An EC2 Query API client.
 pub struct Ec2 {
     http: reqwest::Client,
     endpoint: String,
@@ -69,10 +94,7 @@ impl Ec2 {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut form: Vec<(String, String)> = vec![
-                ("Action".into(), "DescribeSubnets".into()),
-                ("Version".into(), "2016-11-15".into()),
-            ];
+            let mut form: Vec<(String, String)> = Vec::new();
             for (i, (name, values)) in filters.iter().enumerate() {
                 form.push((format!("Filter.{}.Name", i + 1), name.to_string()));
                 for (j, v) in values.iter().enumerate() {
@@ -82,8 +104,7 @@ impl Ec2 {
             if let Some(t) = &token {
                 form.push(("NextToken".into(), t.clone()));
             }
-            let body = form_encode(&form)?;
-            let text = self.post(body).await?;
+            let text = self.query("DescribeSubnets", form).await?;
             let (subnets, next) = parse_subnets(&text)?;
             out.extend(subnets);
             token = next;
@@ -93,12 +114,29 @@ impl Ec2 {
         }
     }
 
-    async fn post(&self, body: String) -> Result<String, ProviderError> {
+    /// One call of `action` with `params`: the answer's text (at most
+    /// [`MAX_RESPONSE_BYTES`]), or the error classified.
+    pub async fn query(
+        &self,
+        action: &'static str,
+        params: Vec<(String, String)>,
+    ) -> Result<String, Ec2Error> {
+        let mut form: Vec<(String, String)> = vec![
+            ("Action".into(), action.into()),
+            ("Version".into(), "2016-11-15".into()),
+        ];
+        form.extend(params);
+        let body = form_encode(&form).map_err(Ec2Error::plain)?;
+        self.post(action, body).await
+    }
+
+    async fn post(&self, action: &'static str, body: String) -> Result<String, Ec2Error> {
+        let plain = Ec2Error::plain;
         let creds = self
             .credentials
             .provide_credentials()
             .await
-            .map_err(|e| ProviderError::Permanent(format!("No AWS credentials: {e}")))?;
+            .map_err(|e| plain(ProviderError::Permanent(format!("No AWS credentials: {e}"))))?;
         let identity: Identity = creds.into();
         let content_type = "application/x-www-form-urlencoded; charset=utf-8";
         let params = v4::SigningParams::builder()
@@ -108,7 +146,11 @@ impl Ec2 {
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()
-            .map_err(|e| ProviderError::Permanent(format!("Cannot sign the EC2 request: {e}")))?
+            .map_err(|e| {
+                plain(ProviderError::Permanent(format!(
+                    "Cannot sign the EC2 request: {e}"
+                )))
+            })?
             .into();
         let host = reqwest::Url::parse(&self.endpoint)
             .ok()
@@ -117,10 +159,10 @@ impl Ec2 {
                     .map(|h| u.port().map_or(h.to_string(), |p| format!("{h}:{p}")))
             })
             .ok_or_else(|| {
-                ProviderError::Permanent(format!(
+                plain(ProviderError::Permanent(format!(
                     "Invalid EC2 endpoint {:?}",
                     redact_endpoint(&self.endpoint)
-                ))
+                )))
             })?;
         let headers = [("content-type", content_type), ("host", host.as_str())];
         let signable = SignableRequest::new(
@@ -129,9 +171,17 @@ impl Ec2 {
             headers.iter().copied(),
             SignableBody::Bytes(body.as_bytes()),
         )
-        .map_err(|e| ProviderError::Permanent(format!("Cannot sign the EC2 request: {e}")))?;
+        .map_err(|e| {
+            plain(ProviderError::Permanent(format!(
+                "Cannot sign the EC2 request: {e}"
+            )))
+        })?;
         let (instructions, _) = sign(signable, &params)
-            .map_err(|e| ProviderError::Permanent(format!("Cannot sign the EC2 request: {e}")))?
+            .map_err(|e| {
+                plain(ProviderError::Permanent(format!(
+                    "Cannot sign the EC2 request: {e}"
+                )))
+            })?
             .into_parts();
         let (signed_headers, _) = instructions.into_parts();
         let mut req = self
@@ -145,23 +195,24 @@ impl Ec2 {
         let resp = req
             .send()
             .await
-            .map_err(|e| transient(format!("EC2 DescribeSubnets failed: {}", describe(&e))))?;
+            .map_err(|e| plain(transient(format!("EC2 {action} failed: {}", describe(&e)))))?;
         let status = resp.status();
         if !status.is_success() {
             // Only the start matters: the error code and message come first.
             let (body, _) = bounds::read_prefix(resp, bounds::MAX_ERROR_BODY_BYTES).await;
-            return Err(error_of(status, &String::from_utf8_lossy(&body)));
+            return Err(error_of(action, status, &String::from_utf8_lossy(&body)));
         }
         let body = bounds::read_body(resp, MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| match e {
-                BodyError::TooLarge => ProviderError::Permanent(
-                    "EC2 DescribeSubnets response was larger than 1 MiB; berth stopped reading it"
-                        .into(),
-                ),
-                BodyError::Read(e) => {
-                    transient(format!("EC2 DescribeSubnets failed: {}", describe(&e)))
-                }
+            .map_err(|e| {
+                plain(match e {
+                    BodyError::TooLarge => ProviderError::Permanent(format!(
+                        "EC2 {action} response was larger than 1 MiB; berth stopped reading it"
+                    )),
+                    BodyError::Read(e) => {
+                        transient(format!("EC2 {action} failed: {}", describe(&e)))
+                    }
+                })
             })?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
@@ -169,20 +220,25 @@ impl Ec2 {
 
 /// The error an EC2 error response stands for: throttling and 5xx are transient. The
 /// server's message is bounded.
-fn error_of(status: reqwest::StatusCode, text: &str) -> ProviderError {
-    if status.as_u16() == 429 || status.is_server_error() || text.contains("RequestLimitExceeded") {
-        transient(format!("EC2 DescribeSubnets failed ({status})"))
+fn error_of(action: &str, status: reqwest::StatusCode, text: &str) -> Ec2Error {
+    let code = error_code(text);
+    let error = if status.as_u16() == 429
+        || status.is_server_error()
+        || text.contains("RequestLimitExceeded")
+    {
+        transient(format!("EC2 {action} failed ({status})"))
     } else {
         let message = error_message(text).unwrap_or_else(|| text.to_string());
         ProviderError::Permanent(format!(
-            "EC2 DescribeSubnets failed ({status}): {}",
+            "EC2 {action} failed ({status}): {}",
             server_message(&message)
         ))
-    }
+    };
+    Ec2Error { code, error }
 }
 
 /// `application/x-www-form-urlencoded`, as the EC2 Query API takes it.
-fn form_encode(pairs: &[(String, String)]) -> Result<String, ProviderError> {
+pub(super) fn form_encode(pairs: &[(String, String)]) -> Result<String, ProviderError> {
     serde_urlencoded::to_string(pairs)
         .map_err(|e| ProviderError::Permanent(format!("Cannot encode the EC2 request: {e}")))
 }
@@ -200,9 +256,9 @@ struct DescribeSubnetsResponse {
 /// EC2's list shape: `<xSet><item>…</item><item>…</item></xSet>`.
 #[derive(Debug, Deserialize)]
 #[serde(bound = "T: Deserialize<'de>")]
-struct Items<T> {
+pub(super) struct Items<T> {
     #[serde(default, rename = "item")]
-    items: Vec<T>,
+    pub(super) items: Vec<T>,
 }
 
 impl<T> Default for Items<T> {
@@ -225,11 +281,19 @@ struct SubnetItem {
 }
 
 #[derive(Debug, Deserialize)]
-struct TagItem {
+pub(super) struct TagItem {
     #[serde(default)]
-    key: Option<String>,
+    pub(super) key: Option<String>,
     #[serde(default)]
-    value: String,
+    pub(super) value: String,
+}
+
+/// Tags of an EC2 `tagSet`, items without a key skipped.
+pub(super) fn tags_of(set: Items<TagItem>) -> BTreeMap<String, String> {
+    set.items
+        .into_iter()
+        .filter_map(|t| Some((t.key?.trim().to_string(), t.value.trim().to_string())))
+        .collect()
 }
 
 /// An EC2 error answer: `<Response><Errors><Error><Code/><Message/></Error></Errors>…`.
@@ -251,7 +315,19 @@ struct ErrorList {
 #[serde(rename_all = "PascalCase")]
 struct ErrorItem {
     #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
     message: Option<String>,
+}
+
+/// The first error code of an EC2 error answer, if it is one and is complete.
+fn error_code(text: &str) -> Option<String> {
+    let e: ErrorResponse = quick_xml::de::from_str(text).ok()?;
+    e.errors
+        .error
+        .into_iter()
+        .find_map(|e| e.code)
+        .map(|m| m.trim().to_string())
 }
 
 /// The first error message of an EC2 error answer, if it is one and is complete.
@@ -282,12 +358,7 @@ fn parse_subnets(text: &str) -> Result<(Vec<Subnet>, Option<String>), ProviderEr
                 id: item.subnet_id.map(|s| s.trim().to_string())?,
                 vpc_id: item.vpc_id.trim().to_string(),
                 zone: item.availability_zone.trim().to_string(),
-                tags: item
-                    .tag_set
-                    .items
-                    .into_iter()
-                    .filter_map(|t| Some((t.key?.trim().to_string(), t.value.trim().to_string())))
-                    .collect(),
+                tags: tags_of(item.tag_set),
             })
         })
         .collect();

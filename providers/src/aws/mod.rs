@@ -10,13 +10,17 @@
 pub mod annotations;
 mod api;
 mod ec2;
+mod ec2_security_groups;
 pub mod plan;
+pub mod security_groups;
+mod tags;
+pub mod tls;
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_smithy_http_client::tls;
+use aws_smithy_http_client::tls as http_tls;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -66,6 +70,7 @@ impl AwsProviderConfig {
 struct Clients {
     elb: Elb,
     ec2: ec2::Ec2,
+    sg: security_groups::SgState,
 }
 
 /// The `aws` provider.
@@ -100,8 +105,8 @@ impl AwsProvider {
         self.clients
             .get_or_try_init(|| async {
                 let http = aws_smithy_http_client::Builder::new()
-                    .tls_provider(tls::Provider::Rustls(
-                        tls::rustls_provider::CryptoMode::Ring,
+                    .tls_provider(http_tls::Provider::Rustls(
+                        http_tls::rustls_provider::CryptoMode::Ring,
                     ))
                     .build_https();
                 let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -133,6 +138,7 @@ impl AwsProvider {
                         &self.cfg.region,
                         credentials,
                     )?,
+                    sg: security_groups::SgState::default(),
                 })
             })
             .await
@@ -269,10 +275,19 @@ impl Provider for AwsProvider {
         let (lb_now, fresh) = match current {
             Some(cur) => (cur, false),
             None => {
-                let (subnets, _vpc) = self.subnets(c, &p, &lb.cluster).await?;
+                let (subnets, vpc) = self.subnets(c, &p, &lb.cluster).await?;
+                // Created with its security groups: AWS takes none later otherwise.
+                let sgs = c.sg.ensure(&c.ec2, lb, &p, &vpc).await?;
                 let created = elb
-                    .create_load_balancer(&p.name, p.settings.scheme.as_str(), &subnets, &p.tags)
+                    .create_load_balancer(
+                        &p.name,
+                        p.settings.scheme.as_str(),
+                        &subnets,
+                        &sgs.groups,
+                        &p.tags,
+                    )
                     .await?;
+                security_groups::delete_stale(&c.ec2, &sgs.stale).await?;
                 info!(arn = %created.arn, dns = %created.dns_name, "Created load balancer");
                 (created, true)
             }
@@ -289,6 +304,14 @@ impl Provider for AwsProvider {
             if !add.is_empty() {
                 elb.add_tags(&lb_now.arn, &add).await?;
             }
+            let remove = tags::to_remove(&lb_now.tags, &p.tags);
+            if !remove.is_empty() {
+                elb.remove_tags(&lb_now.arn, &remove).await?;
+                info!(?remove, "Removed tags");
+            }
+            let sgs = c.sg.ensure(&c.ec2, lb, &p, &lb_now.vpc_id).await?;
+            security_groups::attach(elb, &lb_now, &sgs).await?;
+            security_groups::delete_stale(&c.ec2, &sgs.stale).await?;
         }
         if !p.settings.lb_attributes.is_empty() {
             let cur = elb.load_balancer_attributes(&lb_now.arn).await?;
@@ -341,6 +364,10 @@ impl Provider for AwsProvider {
                 if !add.is_empty() {
                     elb.add_tags(&tg.arn, &add).await?;
                 }
+                let remove = tags::to_remove(&tg.tags, &g.tags);
+                if !remove.is_empty() {
+                    elb.remove_tags(&tg.arn, &remove).await?;
+                }
             }
             if !g.attributes.is_empty() {
                 let cur = elb.target_group_attributes(&tg.arn).await?;
@@ -374,16 +401,21 @@ impl Provider for AwsProvider {
         } else {
             elb.listeners(&lb_now.arn).await?
         };
-        let changes = plan::listener_changes(&listeners, &arns);
+        let changes = plan::listener_changes(&listeners, &arns, &p.tls);
         for arn in &changes.delete {
             elb.delete_listener(arn).await?;
         }
-        for (arn, proto, tg) in &changes.modify {
-            elb.modify_listener(arn, *proto, tg).await?;
+        for (arn, proto, tg, t) in &changes.modify {
+            elb.modify_listener(arn, *proto, tg, t.as_ref()).await?;
         }
-        for (port, proto, tg) in &changes.create {
-            elb.create_listener(&lb_now.arn, *port, *proto, tg).await?;
+        let mut created_listeners = Vec::new();
+        for (port, proto, tg, t) in &changes.create {
+            let arn = elb
+                .create_listener(&lb_now.arn, *port, *proto, tg, t.as_ref())
+                .await?;
+            created_listeners.extend(arn.map(|a| (*port, a)));
         }
+        tls::sync_extra_certificates(elb, &p.tls, &listeners, &created_listeners).await?;
         if !changes.is_empty() {
             info!(
                 created = changes.create.len(),
@@ -442,6 +474,8 @@ impl Provider for AwsProvider {
             elb.delete_target_group(&tg.arn).await?;
             info!(name = %tg.name, "Deleted target group");
         }
+        // The security group last: AWS refuses to delete it while the NLB uses it.
+        security_groups::delete_owned(&c.ec2, &lb.cluster, uid).await?;
         if found.is_empty() && left.is_empty() {
             debug!("Load balancer already absent");
         }
@@ -477,6 +511,10 @@ impl Provider for AwsProvider {
             if let Some(o) = OwnedLoadBalancer::from_labels(id, tg.tags) {
                 out.entry(o.service.uid.clone()).or_insert(o);
             }
+        }
+        // Security groups whose load balancer is gone are orphans too.
+        for o in security_groups::list_owned(&c.ec2, cluster).await? {
+            out.entry(o.service.uid.clone()).or_insert(o);
         }
         Ok(out.into_values().collect())
     }

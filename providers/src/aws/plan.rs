@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use super::annotations::{Settings, TargetType, TgHealth};
+use super::tls::{TlsListener, tls_ports};
 use crate::{DesiredLoadBalancer, LABEL_CLUSTER, LABEL_SERVICE_UID, Protocol, ProviderError};
 
 /// Tag: what kind of resource this is (`load-balancer` or `target-group`).
@@ -82,10 +83,12 @@ pub struct Plan {
     pub groups: Vec<PlannedGroup>,
     /// Instance ids or IPs, registered in every group at its NodePort.
     pub targets: BTreeSet<String>,
+    /// The listener ports that terminate TLS, and how.
+    pub tls: BTreeMap<u16, TlsListener>,
 }
 
 /// 16 hex digits of sha256(`s`).
-fn hash16(s: &str) -> String {
+pub(super) fn hash16(s: &str) -> String {
     let digest = Sha256::digest(s.as_bytes());
     let mut out = String::with_capacity(16);
     for b in &digest[..8] {
@@ -186,6 +189,7 @@ fn base_tags(
     resource: &str,
 ) -> BTreeMap<String, String> {
     let mut tags = settings.extra_tags.clone();
+    tags.extend(super::tags::record(&settings.extra_tags));
     tags.extend(lb.labels.clone());
     tags.insert(TAG_RESOURCE.into(), resource.into());
     tags
@@ -200,7 +204,7 @@ pub fn plan(lb: &DesiredLoadBalancer, settings: Settings) -> Result<Plan, Provid
         tg_attributes.insert("stickiness.type".to_string(), "source_ip".to_string());
     }
     tg_attributes.extend(settings.tg_attributes.clone());
-    let groups = ports
+    let groups: Vec<PlannedGroup> = ports
         .into_iter()
         .map(|(port, protocol, node_port)| {
             let mut tags = base_tags(lb, &settings, "target-group");
@@ -231,7 +235,9 @@ pub fn plan(lb: &DesiredLoadBalancer, settings: Settings) -> Result<Plan, Provid
             TargetType::Ip => t.internal_ip.map(|ip| ip.to_string()),
         })
         .collect();
+    let tls = tls_ports(lb, &groups, &settings.tls)?;
     Ok(Plan {
+        tls,
         name: lb.id.clone(),
         tags: base_tags(lb, &settings, "load-balancer"),
         settings,
@@ -290,15 +296,31 @@ pub struct CurrentListener {
     pub protocol: String,
     /// The target group it forwards to (when it forwards to exactly one).
     pub target_group: Option<String>,
+    /// For a TLS listener: its default certificate (and any others listed), policy, ALPN.
+    pub tls: Option<TlsListener>,
+}
+
+/// Whether a listener's TLS settings are what is wanted (only the default certificate is
+/// compared: DescribeListeners reports no other; the others are synced apart).
+fn tls_matches(current: Option<&TlsListener>, want: Option<&TlsListener>) -> bool {
+    match (current, want) {
+        (None, None) => true,
+        (Some(c), Some(w)) => {
+            c.certificates.first() == w.certificates.first()
+                && c.policy == w.policy
+                && c.alpn == w.alpn
+        }
+        _ => false,
+    }
 }
 
 /// What to do to the listeners.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListenerChanges {
-    /// (port, protocol, target group ARN)
-    pub create: Vec<(u16, ElbProtocol, String)>,
-    /// (listener ARN, protocol, target group ARN)
-    pub modify: Vec<(String, ElbProtocol, String)>,
+    /// (port, protocol, target group ARN, TLS)
+    pub create: Vec<(u16, ElbProtocol, String, Option<TlsListener>)>,
+    /// (listener ARN, protocol, target group ARN, TLS)
+    pub modify: Vec<(String, ElbProtocol, String, Option<TlsListener>)>,
     /// Listener ARNs.
     pub delete: Vec<String>,
 }
@@ -309,20 +331,33 @@ impl ListenerChanges {
     }
 }
 
-/// Listener changes from `current` to `desired` (port, protocol, target group ARN). A
-/// second listener on one port (moto accepts duplicates) is deleted.
+/// The protocol a listener on a target group of `proto` speaks (`TLS` when it
+/// terminates TLS).
+pub fn listener_protocol(proto: ElbProtocol, tls: Option<&TlsListener>) -> &'static str {
+    if tls.is_some() { "TLS" } else { proto.as_str() }
+}
+
+/// Listener changes from `current` to `desired` (port, protocol, target group ARN), the
+/// ports in `tls` terminating TLS. A second listener on one port (moto accepts
+/// duplicates) is deleted.
 pub fn listener_changes(
     current: &[CurrentListener],
     desired: &[(u16, ElbProtocol, String)],
+    tls: &BTreeMap<u16, TlsListener>,
 ) -> ListenerChanges {
     let mut out = ListenerChanges::default();
     let mut seen = BTreeSet::new();
     for l in current {
         let want = desired.iter().find(|(p, _, _)| *p == l.port);
         match want {
-            Some((_, proto, tg)) if seen.insert(l.port) => {
-                if l.protocol != proto.as_str() || l.target_group.as_deref() != Some(tg.as_str()) {
-                    out.modify.push((l.arn.clone(), *proto, tg.clone()));
+            Some((port, proto, tg)) if seen.insert(l.port) => {
+                let t = tls.get(port);
+                if l.protocol != listener_protocol(*proto, t)
+                    || l.target_group.as_deref() != Some(tg.as_str())
+                    || !tls_matches(l.tls.as_ref(), t)
+                {
+                    out.modify
+                        .push((l.arn.clone(), *proto, tg.clone(), t.cloned()));
                 }
             }
             _ => out.delete.push(l.arn.clone()),
@@ -330,7 +365,8 @@ pub fn listener_changes(
     }
     for (port, proto, tg) in desired {
         if !seen.contains(port) {
-            out.create.push((*port, *proto, tg.clone()));
+            out.create
+                .push((*port, *proto, tg.clone(), tls.get(port).cloned()));
         }
     }
     out
@@ -523,6 +559,7 @@ mod tests {
             port,
             protocol: proto.into(),
             target_group: Some(tg.into()),
+            tls: None,
         };
         let current = vec![
             l("l80", 80, "TCP", "tg80"),
@@ -535,18 +572,54 @@ mod tests {
             (53, ElbProtocol::TcpUdp, "tg53x".to_string()),
             (8080, ElbProtocol::Tcp, "tg8080".to_string()),
         ];
-        let c = listener_changes(&current, &desired);
+        let none = BTreeMap::new();
+        let c = listener_changes(&current, &desired, &none);
         assert_eq!(
             c.create,
-            vec![(8080, ElbProtocol::Tcp, "tg8080".to_string())]
+            vec![(8080, ElbProtocol::Tcp, "tg8080".to_string(), None)]
         );
         assert_eq!(
             c.modify,
-            vec![("l53".to_string(), ElbProtocol::TcpUdp, "tg53x".to_string())]
+            vec![(
+                "l53".to_string(),
+                ElbProtocol::TcpUdp,
+                "tg53x".to_string(),
+                None
+            )]
         );
         assert_eq!(c.delete, vec!["l443".to_string(), "l80-dup".to_string()]);
         let settled = vec![l("l80", 80, "TCP", "tg80")];
-        assert!(listener_changes(&settled, &desired[..1]).is_empty());
+        assert!(listener_changes(&settled, &desired[..1], &none).is_empty());
+
+        // TLS: a TCP listener becomes TLS; a certificate or policy change modifies it.
+        let tls = |cert: &str, policy: &str| TlsListener {
+            certificates: vec![cert.into(), "extra".into()],
+            policy: policy.into(),
+            alpn: None,
+        };
+        let want: BTreeMap<u16, TlsListener> = [(80, tls("c1", "p1"))].into();
+        let c = listener_changes(&settled, &desired[..1], &want);
+        assert_eq!(c.modify.len(), 1);
+        assert_eq!(c.modify[0].3, Some(tls("c1", "p1")));
+        let mut as_tls = l("l80", 80, "TLS", "tg80");
+        as_tls.tls = Some(TlsListener {
+            certificates: vec!["c1".into()],
+            ..tls("c1", "p1")
+        });
+        let same = vec![as_tls.clone()];
+        assert!(
+            listener_changes(&same, &desired[..1], &want).is_empty(),
+            "only the default certificate is compared"
+        );
+        for other in [tls("c2", "p1"), tls("c1", "p2")] {
+            let want: BTreeMap<u16, TlsListener> = [(80, other)].into();
+            assert_eq!(listener_changes(&same, &desired[..1], &want).modify.len(), 1);
+        }
+        assert_eq!(
+            listener_changes(&same, &desired[..1], &none).modify,
+            vec![("l80".to_string(), ElbProtocol::Tcp, "tg80".to_string(), None)],
+            "back to TCP"
+        );
     }
 
     #[test]

@@ -2,12 +2,14 @@
 
 use aws_sdk_elasticloadbalancingv2 as elb;
 use elb::types::{
-    LoadBalancerAttribute, LoadBalancerSchemeEnum, LoadBalancerTypeEnum, ProtocolEnum,
+    Certificate, LoadBalancerAttribute, LoadBalancerSchemeEnum, LoadBalancerTypeEnum,
+    ProtocolEnum,
 };
 use std::collections::BTreeMap;
 
 use super::{ApiError, CurrentLb, Elb, TAG_CHUNK, forward, sdk_tags};
-use crate::aws::plan::{CurrentListener, ElbProtocol};
+use crate::aws::plan::{CurrentListener, ElbProtocol, listener_protocol};
+use crate::aws::tls::TlsListener;
 
 impl Elb {
     /// Load balancers named `name` (moto allows several), with their tags.
@@ -110,6 +112,7 @@ impl Elb {
         name: &str,
         scheme: &str,
         subnets: &[String],
+        security_groups: &[String],
         tags: &BTreeMap<String, String>,
     ) -> Result<CurrentLb, ApiError> {
         let out = self
@@ -119,6 +122,9 @@ impl Elb {
                     .r#type(LoadBalancerTypeEnum::Network)
                     .scheme(LoadBalancerSchemeEnum::from(scheme))
                     .set_subnets(Some(subnets.to_vec()))
+                    .set_security_groups(
+                        (!security_groups.is_empty()).then(|| security_groups.to_vec()),
+                    )
                     .set_tags(Some(sdk_tags(tags)))
                     .send()
             })
@@ -155,6 +161,28 @@ impl Elb {
             c.set_subnets()
                 .load_balancer_arn(arn)
                 .set_subnets(Some(subnets.to_vec()))
+                .send()
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn set_security_groups(&self, arn: &str, groups: &[String]) -> Result<(), ApiError> {
+        self.call("SetSecurityGroups", |c| {
+            c.set_security_groups()
+                .load_balancer_arn(arn)
+                .set_security_groups(Some(groups.to_vec()))
+                .send()
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn remove_tags(&self, arn: &str, keys: &[String]) -> Result<(), ApiError> {
+        self.call("RemoveTags", |c| {
+            c.remove_tags()
+                .resource_arns(arn)
+                .set_tag_keys(Some(keys.to_vec()))
                 .send()
         })
         .await
@@ -238,6 +266,19 @@ impl Elb {
                         .map(|p| p.as_str().to_string())
                         .unwrap_or_default(),
                     target_group: (forwards.len() == 1).then(|| forwards[0].to_string()),
+                    tls: (l.protocol() == Some(&ProtocolEnum::Tls)).then(|| TlsListener {
+                        certificates: l
+                            .certificates()
+                            .iter()
+                            .filter_map(|c| c.certificate_arn().map(str::to_string))
+                            .collect(),
+                        policy: l.ssl_policy().unwrap_or_default().to_string(),
+                        alpn: l
+                            .alpn_policy()
+                            .first()
+                            .filter(|a| *a != "None")
+                            .cloned(),
+                    }),
                 })
             })
             .collect())
@@ -249,17 +290,27 @@ impl Elb {
         port: u16,
         protocol: ElbProtocol,
         tg_arn: &str,
-    ) -> Result<(), ApiError> {
-        self.call("CreateListener", |c| {
-            c.create_listener()
-                .load_balancer_arn(lb_arn)
-                .port(i32::from(port))
-                .protocol(ProtocolEnum::from(protocol.as_str()))
-                .default_actions(forward(tg_arn))
-                .send()
-        })
-        .await
-        .map(|_| ())
+        tls: Option<&TlsListener>,
+    ) -> Result<Option<String>, ApiError> {
+        let out = self
+            .call("CreateListener", |c| {
+                let (certs, policy, alpn) = tls_parts(tls);
+                c.create_listener()
+                    .load_balancer_arn(lb_arn)
+                    .port(i32::from(port))
+                    .protocol(ProtocolEnum::from(listener_protocol(protocol, tls)))
+                    .default_actions(forward(tg_arn))
+                    .set_certificates(certs)
+                    .set_ssl_policy(policy)
+                    .set_alpn_policy(alpn)
+                    .send()
+            })
+            .await?;
+        Ok(out
+            .listeners()
+            .first()
+            .and_then(|l| l.listener_arn())
+            .map(str::to_string))
     }
 
     pub async fn modify_listener(
@@ -267,12 +318,17 @@ impl Elb {
         arn: &str,
         protocol: ElbProtocol,
         tg_arn: &str,
+        tls: Option<&TlsListener>,
     ) -> Result<(), ApiError> {
         self.call("ModifyListener", |c| {
+            let (certs, policy, alpn) = tls_parts(tls);
             c.modify_listener()
                 .listener_arn(arn)
-                .protocol(ProtocolEnum::from(protocol.as_str()))
+                .protocol(ProtocolEnum::from(listener_protocol(protocol, tls)))
                 .default_actions(forward(tg_arn))
+                .set_certificates(certs)
+                .set_ssl_policy(policy)
+                .set_alpn_policy(alpn)
                 .send()
         })
         .await
@@ -292,6 +348,27 @@ impl Elb {
     }
 }
 
+/// The default certificate, policy and ALPN policy of a TLS listener, as ELBv2 takes them.
+#[allow(clippy::type_complexity)]
+fn tls_parts(
+    tls: Option<&TlsListener>,
+) -> (
+    Option<Vec<Certificate>>,
+    Option<String>,
+    Option<Vec<String>>,
+) {
+    match tls {
+        None => (None, None, None),
+        Some(t) => (
+            t.certificates.first().map(|c| {
+                vec![Certificate::builder().certificate_arn(c).build()]
+            }),
+            Some(t.policy.clone()),
+            t.alpn.clone().map(|a| vec![a]),
+        ),
+    }
+}
+
 fn lb_of(l: &elb::types::LoadBalancer) -> Option<CurrentLb> {
     Some(CurrentLb {
         arn: l.load_balancer_arn()?.to_string(),
@@ -306,6 +383,7 @@ fn lb_of(l: &elb::types::LoadBalancer) -> Option<CurrentLb> {
             .iter()
             .filter_map(|z| z.subnet_id().map(str::to_string))
             .collect(),
+        security_groups: l.security_groups().iter().cloned().collect(),
         created: l.created_time().map(|t| t.secs()),
         tags: BTreeMap::new(),
     })

@@ -3,6 +3,7 @@
 //! live by resource: [`load_balancers`] (with their listeners and tags) and
 //! [`target_groups`] (with their targets).
 
+mod listener_certificates;
 mod load_balancers;
 mod target_groups;
 
@@ -127,6 +128,7 @@ pub struct CurrentLb {
     pub scheme: String,
     pub vpc_id: String,
     pub subnets: BTreeSet<String>,
+    pub security_groups: BTreeSet<String>,
     pub created: Option<i64>,
     pub tags: BTreeMap<String, String>,
 }
