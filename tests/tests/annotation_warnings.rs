@@ -8,7 +8,7 @@ use berth_tests::warnings::{
     UNKNOWN_ANNOTATION as UNKNOWN, UNSUPPORTED_ANNOTATION as UNSUPPORTED, annotation_warnings,
     annotation_warnings_once as exactly_once, wait_annotation_warnings, wait_reconciles,
 };
-use berth_tests::{Cloud, Controller, install_berth_crds, start_l2_controller};
+use berth_tests::{Cloud, Controller, DEADLINE, install_berth_crds, start_l2_controller, wait_for};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -179,4 +179,23 @@ fn ignored_annotations_warn_once_each_and_never_block() {
     wait_reconciles(&admins, 4);
     exactly_once(&cloud, "l2-ignored", &more).unwrap_or_else(|e| panic!("after resyncs: {e}"));
     assert_eq!(cloud.wait_address("l2-ignored").to_string(), "192.0.2.33");
+
+    // An annotation removed and added back is reported again.
+    let key = "kube-vip.io/egress";
+    let reported = || -> u64 {
+        annotation_warnings(&cloud, "l2-ignored")
+            .iter()
+            .filter(|(_, n, _)| n.contains(&format!("Annotation {key} ")))
+            .map(|(_, _, count)| count)
+            .sum()
+    };
+    cloud.kubectl_ok(&["annotate", "service", "l2-ignored", &format!("{key}-")]);
+    wait_reconciles(&[l2_admin.as_str()], 3);
+    assert_eq!(reported(), 1);
+    cloud.kubectl_ok(&["annotate", "service", "l2-ignored", &format!("{key}=true")]);
+    wait_for("the annotation reported again", DEADLINE, || {
+        (reported() == 2).then_some(())
+    });
+    wait_reconciles(&[l2_admin.as_str()], 3);
+    assert_eq!(reported(), 2, "and only once more");
 }

@@ -13,7 +13,8 @@
 //!
 //! The pure decisions (which branch, whether to call the provider) are in `decide.rs`; this
 //! file performs them (`apply`, `cleanup`) and publishes what the owner sees (status,
-//! condition, events) through [`Context`].
+//! condition, events) through [`Context`]; `annotations.rs` warns about annotations the
+//! provider ignores.
 
 use crate::desired::{InvalidField, desired_load_balancer};
 use crate::leader::Fence;
