@@ -75,6 +75,11 @@ trait Field: Sized {
 /// Whether a JSON key spells a field name, ignoring case, underscores and `r#`.
 fn same_name(json: &str, field: &str) -> bool {
     let f = field.strip_prefix("r#").unwrap_or(field);
+    // Most pairs differ in their first letter: decide those without a scan.
+    let first = |s: &str| s.bytes().next().map(|b| b.to_ascii_lowercase());
+    if first(json) != first(f) {
+        return false;
+    }
     json.bytes()
         .filter(|c| *c != b'_')
         .map(|c| c.to_ascii_lowercase())
