@@ -72,16 +72,30 @@ trait Field: Sized {
     fn field(v: Option<&Value>, path: &str) -> Res<Self>;
 }
 
-/// Whether a JSON key spells a field name, ignoring case, underscores and `r#`.
+/// Whether a JSON key spells a field name, ignoring case, underscores and `r#`. A plain
+/// loop: this runs for every field of every object answered in protobuf.
 fn same_name(json: &str, field: &str) -> bool {
-    let f = field.strip_prefix("r#").unwrap_or(field);
-    json.bytes()
-        .filter(|c| *c != b'_')
-        .map(|c| c.to_ascii_lowercase())
-        .eq(f
-            .bytes()
-            .filter(|c| *c != b'_')
-            .map(|c| c.to_ascii_lowercase()))
+    let (j, f) = (
+        json.as_bytes(),
+        field.strip_prefix("r#").unwrap_or(field).as_bytes(),
+    );
+    let (mut a, mut b) = (0, 0);
+    loop {
+        while a < j.len() && j[a] == b'_' {
+            a += 1;
+        }
+        while b < f.len() && f[b] == b'_' {
+            b += 1;
+        }
+        match (j.get(a), f.get(b)) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x.eq_ignore_ascii_case(y) => {
+                a += 1;
+                b += 1;
+            }
+            _ => return false,
+        }
+    }
 }
 
 fn object<'a>(v: &'a Value, path: &str) -> Res<&'a Map<String, Value>> {

@@ -179,3 +179,15 @@ fn watch_frames_are_length_prefixed_watch_events() {
     assert_eq!(kind, "Namespace");
     assert_eq!(ns.metadata.unwrap().name.as_deref(), Some("n"));
 }
+
+#[test]
+fn json_keys_match_field_names_ignoring_case_and_underscores() {
+    assert!(same_name("clusterIP", "cluster_ip"));
+    assert!(same_name("podIPs", "pod_i_ps"));
+    assert!(same_name("nonResourceURLs", "non_resource_ur_ls"));
+    assert!(same_name("type", "r#type"));
+    assert!(same_name("Port", "port"));
+    assert!(!same_name("podIP", "pod_i_ps"));
+    assert!(!same_name("ports", "port"));
+    assert!(!same_name("", "port"));
+}
