@@ -7,6 +7,7 @@ use crate::reconcile::Settings;
 use crate::run::{ControllerOptions, default_class};
 use crate::service::{ClassFilter, lease_name_for};
 use anyhow::{Context, bail};
+use berth_providers::adopt::AdoptFrom;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -130,6 +131,17 @@ pub struct ControllerArgs {
     /// Address of /metrics, /healthz and /readyz. Default: 0.0.0.0:8080; `off` disables.
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// Take over the load balancers another controller made (repeatable or a comma list):
+    /// `ccm-aws` (the legacy AWS cloud provider's NLBs), `aws-lbc` (the AWS Load Balancer
+    /// Controller's NLBs), `metallb` (keep the addresses MetalLB assigned). See
+    /// docs/adopting.md.
+    #[arg(long, value_delimiter = ',', value_parser = AdoptFrom::parse)]
+    #[serde(default, deserialize_with = "de_adopt")]
+    pub adopt: Vec<AdoptFrom>,
+    /// The cluster id the previous owner tagged its load balancers with
+    /// (`kubernetes.io/cluster/<id>`, `elbv2.k8s.aws/cluster`). Default: --cluster-name.
+    #[arg(long)]
+    pub adopt_cluster_id: Option<String>,
     /// Several classes served by one process (config file only); instead of the
     /// single-class settings.
     #[arg(skip)]
@@ -168,6 +180,10 @@ pub struct ClassSpec {
     pub aws_endpoint: Option<String>,
     pub workers: Option<u16>,
     pub lease_name: Option<String>,
+    /// Controllers whose load balancers are taken over.
+    pub adopt: Vec<AdoptFrom>,
+    /// The previous owner's cluster id (None: the cluster name).
+    pub adopt_cluster_id: Option<String>,
 }
 
 fn dur(field: &str, v: Option<String>) -> anyhow::Result<Option<Duration>> {
@@ -180,6 +196,25 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration
     Option::<String>::deserialize(d)?
         .map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
         .transpose()
+}
+
+/// A config-file `adopt`: a list, or one comma-separated string as the flag takes it.
+fn de_adopt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<AdoptFrom>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s.split(',').map(str::to_string).collect(),
+        OneOrMany::Many(v) => v,
+    };
+    items
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| AdoptFrom::parse(s).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 /// A config-file port range, in the flag's syntax.
@@ -235,7 +270,11 @@ impl ControllerArgs {
             leader_elect_retry_period,
             identity,
             metrics_listen,
+            adopt_cluster_id,
         );
+        if self.adopt.is_empty() {
+            self.adopt = f.adopt;
+        }
         self.default_class |= f.default_class;
         if !f.classes.is_empty() {
             if self.provider.is_some() || self.class.is_some() {
@@ -274,6 +313,8 @@ impl ControllerArgs {
                 aws_endpoint: self.aws_endpoint.clone(),
                 workers: self.workers,
                 lease_name: self.leader_elect_lease_name.clone(),
+                adopt: self.adopt.clone(),
+                adopt_cluster_id: self.adopt_cluster_id.clone(),
             }]
         } else {
             if self.leader_elect_lease_name.is_some() {
@@ -307,6 +348,8 @@ impl ControllerArgs {
                         aws_endpoint: c.aws_endpoint.clone(),
                         workers: c.workers.or(self.workers),
                         lease_name: c.leader_elect_lease_name.clone(),
+                        adopt: self.adopt.clone(),
+                        adopt_cluster_id: self.adopt_cluster_id.clone(),
                     })
                 })
                 .collect::<anyhow::Result<_>>()?
@@ -414,6 +457,7 @@ impl ControllerArgs {
                 retry_min: self.retry_min.unwrap_or(Duration::from_secs(1)),
                 retry_max: self.retry_max.unwrap_or(Duration::from_secs(300)),
                 node_port_range: self.node_port_range.clone().unwrap_or(30000..=32767),
+                adopt: spec.adopt.clone(),
             },
             workers,
             gc_interval: self.gc_interval.unwrap_or(Duration::from_secs(300)),

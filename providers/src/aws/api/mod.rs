@@ -125,6 +125,8 @@ pub struct CurrentLb {
     pub arn: String,
     pub dns_name: String,
     pub scheme: String,
+    /// `network`, `application` or `gateway`.
+    pub kind: String,
     pub vpc_id: String,
     pub subnets: BTreeSet<String>,
     pub created: Option<i64>,
