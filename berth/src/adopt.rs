@@ -10,8 +10,8 @@ use berth_providers::adopt::{AdoptFrom, Adoption};
 use berth_providers::l2::L2Provider;
 use berth_providers::{LABEL_CLASS, Provider};
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
-use kube::api::{Api, ListParams};
 use kube::ResourceExt;
+use kube::api::{Api, ListParams};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -68,7 +68,7 @@ pub fn render(lines: &[Line]) -> String {
                 let _ = writeln!(out, "{}: already berth's: {load_balancer}", l.service);
             }
             Adoption::Refused(why) => {
-                let _ = writeln!(out, "{}: not adopted, left as it is: {why}", l.service);
+                let _ = writeln!(out, "{}: not adopted: {why}", l.service);
             }
         }
     }
@@ -127,15 +127,20 @@ pub async fn run(args: AdoptArgs) -> anyhow::Result<()> {
                     ) {
                         Ok(mut d) => {
                             d.labels.insert(LABEL_CLASS.into(), spec.class.clone());
-                            provider
+                            match provider
                                 .plan_adoption(&d, from)
                                 .await
                                 .with_context(|| format!("Cannot plan {}", key(svc)))?
+                            {
+                                Adoption::Refused(why) => Adoption::Refused(format!(
+                                    "{why}; the Service is left as it is"
+                                )),
+                                other => other,
+                            }
                         }
-                        Err(inv) => Adoption::Refused(format!(
-                            "invalid {}: {}",
-                            inv.field, inv.message
-                        )),
+                        Err(inv) => {
+                            Adoption::Refused(format!("invalid {}: {}", inv.field, inv.message))
+                        }
                     };
                     lines.push(Line {
                         service: key(svc),
@@ -183,25 +188,25 @@ async fn l2_lines(
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ");
-        let outcome = match berth_controller::desired::desired_load_balancer(svc, &[], cluster, false)
-        {
-            Ok(mut d) => {
-                d.labels.insert(LABEL_CLASS.into(), class.to_string());
-                match l2.keep_addresses(&d, &ips) {
-                    Ok(_) => Adoption::Adoptable {
-                        from: AdoptFrom::Metallb,
-                        load_balancer: shown.clone(),
-                        address: shown.clone(),
-                        changes: vec![format!("keep {shown}; the speakers announce it")],
-                    },
-                    Err(e) => Adoption::Refused(format!(
-                        "cannot keep {shown}: {}; berth would allocate another address",
-                        e.summary()
-                    )),
+        let outcome =
+            match berth_controller::desired::desired_load_balancer(svc, &[], cluster, false) {
+                Ok(mut d) => {
+                    d.labels.insert(LABEL_CLASS.into(), class.to_string());
+                    match l2.keep_addresses(&d, &ips) {
+                        Ok(_) => Adoption::Adoptable {
+                            from: AdoptFrom::Metallb,
+                            load_balancer: shown.clone(),
+                            address: shown.clone(),
+                            changes: vec![format!("keep {shown}; the speakers announce it")],
+                        },
+                        Err(e) => Adoption::Refused(format!(
+                            "cannot keep {shown}: {}; berth would allocate another address",
+                            e.summary()
+                        )),
+                    }
                 }
-            }
-            Err(inv) => Adoption::Refused(format!("invalid {}: {}", inv.field, inv.message)),
-        };
+                Err(inv) => Adoption::Refused(format!("invalid {}: {}", inv.field, inv.message)),
+            };
         lines.push(Line {
             service: key(svc),
             outcome,
@@ -234,7 +239,7 @@ mod tests {
         let out = render(&lines);
         assert_eq!(
             out,
-            "shop/web: adopt from ccm-aws: arn:lb (web.elb)\n  - tag it\n  - add berth's finalizer, then remove service.kubernetes.io/load-balancer-cleanup once the load balancer is berth's\nshop/old: not adopted, left as it is: a Classic ELB\n"
+            "shop/web: adopt from ccm-aws: arn:lb (web.elb)\n  - tag it\n  - add berth's finalizer, then remove service.kubernetes.io/load-balancer-cleanup once the load balancer is berth's\nshop/old: not adopted: a Classic ELB\n"
         );
         assert_eq!(render(&[]), "No Service to take over.\n");
     }

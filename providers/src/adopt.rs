@@ -39,7 +39,9 @@ impl AdoptFrom {
             .into_iter()
             .find(|f| f.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown --adopt source {s:?}; accepted: \"ccm-aws\", \"aws-lbc\", \"metallb\"")
+                format!(
+                    "unknown --adopt source {s:?}; accepted: \"ccm-aws\", \"aws-lbc\", \"metallb\""
+                )
             })
     }
 
@@ -54,10 +56,7 @@ impl AdoptFrom {
 
     /// The source whose finalizer is `f`, among `sources`.
     pub fn by_finalizer(sources: &[AdoptFrom], f: &str) -> Option<AdoptFrom> {
-        sources
-            .iter()
-            .copied()
-            .find(|s| s.finalizer() == Some(f))
+        sources.iter().copied().find(|s| s.finalizer() == Some(f))
     }
 }
 

@@ -111,7 +111,10 @@ impl World {
     /// Service `name` with an NLB made as `owner` (`legacy` or `lbc`) makes it.
     fn previous(&self, owner: &str, name: &'static str, scheme: &str) -> Previous {
         let (finalizer, annotations) = if owner == "legacy" {
-            (CCM_FINALIZER, json!({TYPE: "nlb", SCHEME: "internet-facing"}))
+            (
+                CCM_FINALIZER,
+                json!({TYPE: "nlb", SCHEME: "internet-facing"}),
+            )
         } else {
             (LBC_FINALIZER, json!({TYPE: "external", SCHEME: "internal"}))
         };
@@ -164,9 +167,19 @@ impl World {
         cmd.arg("controller");
         self.aws_args(&mut cmd);
         cmd.args(["--identity", "adopt", "--metrics-listen", "127.0.0.1:0"])
-            .args(["--leader-elect", "false", "--resync", "5s", "--gc-interval", "2s"])
+            .args([
+                "--leader-elect",
+                "false",
+                "--resync",
+                "5s",
+                "--gc-interval",
+                "2s",
+            ])
             .env("BERTH_ADOPT", "ccm-aws,aws-lbc")
-            .env("RUST_LOG", "info,berth_providers=debug,kube_runtime=warn,kube_client=warn");
+            .env(
+                "RUST_LOG",
+                "info,berth_providers=debug,kube_runtime=warn,kube_client=warn",
+            );
         Proc::spawn("berth[adopt]", cmd, self.cloud.dir.join("berth.log"))
     }
 
@@ -252,7 +265,14 @@ fn adopted(w: &World, st: &State, p: &Previous, from: &str) -> Result<(), String
     let np = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
     let mut want: Vec<String> = w.instances.iter().map(|i| format!("{i}:{np}")).collect();
     want.sort();
-    if g["targets"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect::<Vec<_>>() != want {
+    if g["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        != want
+    {
         return Err(format!("targets {} != {want:?}", g["targets"]));
     }
     for old in &p.tgs {
@@ -302,9 +322,12 @@ fn aws_adopt_takes_over_legacy_and_lbc_nlbs_in_place_and_refuses_mismatches() {
             let svc = w.cloud.service(p.name).unwrap();
             let fs = finalizers(&svc);
             let res = adopted(&w, &st, p, from).and_then(|()| {
-                if fs.iter().any(|f| f == gone) || !fs.iter().any(|f| f.starts_with(BERTH_FINALIZER)) {
+                if fs.iter().any(|f| f == gone)
+                    || !fs.iter().any(|f| f.starts_with(BERTH_FINALIZER))
+                {
                     Err(format!("finalizers {fs:?}"))
-                } else if svc["status"]["loadBalancer"]["ingress"][0]["hostname"] != p.dns.as_str() {
+                } else if svc["status"]["loadBalancer"]["ingress"][0]["hostname"] != p.dns.as_str()
+                {
                     Err(format!("status {}", svc["status"]))
                 } else {
                     Ok(())
@@ -322,20 +345,34 @@ fn aws_adopt_takes_over_legacy_and_lbc_nlbs_in_place_and_refuses_mismatches() {
             std::thread::sleep(Duration::from_millis(500));
         }
         let events = w.cloud.event_reasons(p.name);
-        assert!(events.iter().any(|r| r == "AdoptedLoadBalancer"), "{events:?}");
+        assert!(
+            events.iter().any(|r| r == "AdoptedLoadBalancer"),
+            "{events:?}"
+        );
     }
     let st = w.moto.state();
-    assert_eq!(st.lbs().len(), lbs_before, "no load balancer was added or replaced");
+    assert_eq!(
+        st.lbs().len(),
+        lbs_before,
+        "no load balancer was added or replaced"
+    );
 
     // Refused: a Warning naming why; the Service and its load balancer as they were.
     let why = wait_for("mismatch's Warning", DEADLINE, || warning(&w, "mismatch"));
-    assert!(why.contains("internet-facing") && why.contains("internal"), "{why}");
+    assert!(
+        why.contains("internet-facing") && why.contains("internal"),
+        "{why}"
+    );
     let why = wait_for("classic's Warning", DEADLINE, || warning(&w, "classic"));
     assert!(why.contains("Classic ELB"), "{why}");
     for (name, uid) in [("mismatch", &mismatch.uid), ("classic", &classic_uid)] {
         let svc = w.cloud.service(name).unwrap();
         let fs = finalizers(&svc);
-        let want = if name == "classic" { CCM_FINALIZER } else { LBC_FINALIZER };
+        let want = if name == "classic" {
+            CCM_FINALIZER
+        } else {
+            LBC_FINALIZER
+        };
         assert_eq!(fs, vec![want.to_string()], "{name}: finalizers");
         assert_eq!(st.count_of(uid), 0, "{name}: berth made or tagged nothing");
     }
@@ -345,14 +382,21 @@ fn aws_adopt_takes_over_legacy_and_lbc_nlbs_in_place_and_refuses_mismatches() {
         "the mismatching NLB is untouched"
     );
     for t in &mismatch.tgs {
-        assert_eq!(tg(&st, t).map(|g| g["targets"].clone()), tg(&before, t).map(|g| g["targets"].clone()));
+        assert_eq!(
+            tg(&st, t).map(|g| g["targets"].clone()),
+            tg(&before, t).map(|g| g["targets"].clone())
+        );
     }
 
     // Never a listener without targets, and the switch was seen happening.
     let out = sampler.wait_with_output().expect("sampler");
     assert!(out.status.success(), "sampler failed");
     let s: Value = serde_json::from_slice(&out.stdout).expect("sampler JSON");
-    assert_eq!(s["empty"], json!([]), "a listener forwarded to a group without targets");
+    assert_eq!(
+        s["empty"],
+        json!([]),
+        "a listener forwarded to a group without targets"
+    );
     for p in [&legacy, &lbc] {
         let groups = s["seen"]
             .as_array()
@@ -360,20 +404,35 @@ fn aws_adopt_takes_over_legacy_and_lbc_nlbs_in_place_and_refuses_mismatches() {
             .iter()
             .filter(|x| x["lb"] == p.arn.as_str())
             .count();
-        assert!(groups >= 2, "{}: the sampler saw {groups} target group(s): {s}", p.name);
+        assert!(
+            groups >= 2,
+            "{}: the sampler saw {groups} target group(s): {s}",
+            p.name
+        );
     }
     assert!(s["samples"].as_u64().unwrap() > 10, "{s}");
 
     // berth owns them now: deleting the Service deletes the same NLB.
-    w.cloud.kubectl_ok(&["delete", "service", "legacy", "--wait=false"]);
-    w.cloud.kubectl_ok(&["delete", "service", "lbc", "--wait=false"]);
+    w.cloud
+        .kubectl_ok(&["delete", "service", "legacy", "--wait=false"]);
+    w.cloud
+        .kubectl_ok(&["delete", "service", "lbc", "--wait=false"]);
     for p in [&legacy, &lbc] {
         let deadline = std::time::Instant::now() + DEADLINE;
         while lb(&w.moto.state(), &p.arn).is_some() || w.cloud.service(p.name).is_some() {
-            assert!(std::time::Instant::now() < deadline, "{} not deleted", p.name);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} not deleted",
+                p.name
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
-        assert_eq!(w.moto.state().count_of(&p.uid), 0, "{}: everything deleted", p.name);
+        assert_eq!(
+            w.moto.state().count_of(&p.uid),
+            0,
+            "{}: everything deleted",
+            p.name
+        );
     }
     berth.stop(Duration::from_secs(10));
 }
@@ -385,7 +444,11 @@ fn aws_adopt_plan_prints_what_it_would_do_and_writes_nothing() {
     let before = w.moto.state();
     let writes = w.api_writes();
     let out = w.plan();
-    assert_eq!(w.api_writes(), writes, "berth adopt plan wrote to the API server");
+    assert_eq!(
+        w.api_writes(),
+        writes,
+        "berth adopt plan wrote to the API server"
+    );
     assert_eq!(
         w.moto.state().0,
         before.0,
@@ -399,13 +462,19 @@ fn aws_adopt_plan_prints_what_it_would_do_and_writes_nothing() {
     };
     assert_eq!(
         line("legacy"),
-        format!("default/legacy: adopt from ccm-aws: {} ({})", legacy.arn, legacy.dns)
+        format!(
+            "default/legacy: adopt from ccm-aws: {} ({})",
+            legacy.arn, legacy.dns
+        )
     );
     assert_eq!(
         line("lbc"),
         format!("default/lbc: adopt from aws-lbc: {} ({})", lbc.arn, lbc.dns)
     );
-    assert!(line("mismatch").contains("not adopted") && line("mismatch").contains("internet-facing"), "{out}");
+    assert!(
+        line("mismatch").contains("not adopted") && line("mismatch").contains("internet-facing"),
+        "{out}"
+    );
     assert!(line("classic").contains("Classic ELB"), "{out}");
     for want in [
         "tag load balancer with berth's ownership",

@@ -45,10 +45,7 @@ pub(super) async fn gate(svc: &Service, ctx: &Context) -> Result<Option<Done>, E
         Err(inv) => return invalid_input(svc, ctx, inv).await.map(Some),
     };
     let why = match ctx
-        .call(
-            "plan_adoption",
-            ctx.provider.plan_adoption(&desired, from),
-        )
+        .call("plan_adoption", ctx.provider.plan_adoption(&desired, from))
         .await?
     {
         Adoption::Adoptable { .. } | Adoption::AlreadyOwned { .. } => return Ok(None),
@@ -83,7 +80,9 @@ async fn keep_addresses(svc: &Service, ctx: &Context) {
         .collect::<Vec<_>>()
         .join(", ");
     match ctx.provider.keep_addresses(&d, &ips) {
-        Ok(true) => info!(service = %key(svc), addresses = %shown, "Keeping the addresses MetalLB assigned"),
+        Ok(true) => {
+            info!(service = %key(svc), addresses = %shown, "Keeping the addresses MetalLB assigned")
+        }
         Ok(false) => {}
         Err(e) => {
             ctx.warn_once(

@@ -55,13 +55,14 @@ pub fn claimed_clusters(
     ns_name: &str,
 ) -> Option<Vec<String>> {
     match from {
-        AdoptFrom::CcmAws => (tags.get(LEGACY_SERVICE).map(String::as_str) == Some(ns_name))
-            .then(|| {
+        AdoptFrom::CcmAws => {
+            (tags.get(LEGACY_SERVICE).map(String::as_str) == Some(ns_name)).then(|| {
                 tags.keys()
                     .filter_map(|k| k.strip_prefix(LEGACY_CLUSTER_PREFIX))
                     .map(str::to_string)
                     .collect()
-            }),
+            })
+        }
         AdoptFrom::AwsLbc => (tags.get(LBC_STACK).map(String::as_str) == Some(ns_name)
             && tags.contains_key(LBC_RESOURCE))
         .then(|| tags.get(LBC_CLUSTER).cloned().into_iter().collect()),
@@ -131,7 +132,9 @@ fn p_ns_name(p: &Plan) -> String {
         p.tags
             .get(crate::LABEL_SERVICE_NAMESPACE)
             .map_or("", String::as_str),
-        p.tags.get(crate::LABEL_SERVICE_NAME).map_or("", String::as_str)
+        p.tags
+            .get(crate::LABEL_SERVICE_NAME)
+            .map_or("", String::as_str)
     )
 }
 
@@ -261,9 +264,11 @@ impl Adopter {
                 k.remove(uid);
             }
         }
-        let found = self.all(elb).await?.into_iter().find(|l| {
-            owned_by(&l.tags, cluster, uid) && l.tags.contains_key(TAG_ADOPTED_FROM)
-        });
+        let found = self
+            .all(elb)
+            .await?
+            .into_iter()
+            .find(|l| owned_by(&l.tags, cluster, uid) && l.tags.contains_key(TAG_ADOPTED_FROM));
         if let (Some(l), Ok(mut k)) = (&found, self.known.lock()) {
             k.insert(uid.to_string(), l.arn.clone());
         }
@@ -315,10 +320,7 @@ impl Adopter {
         if let Some(why) = refusal_by_annotations(&lb.annotations, from) {
             return Ok(Adoption::Refused(why));
         }
-        if let Some(owned) = self
-            .find_owned(elb, &lb.cluster, &lb.service.uid)
-            .await?
-        {
+        if let Some(owned) = self.find_owned(elb, &lb.cluster, &lb.service.uid).await? {
             return Ok(Adoption::AlreadyOwned {
                 load_balancer: owned.arn,
             });
@@ -363,10 +365,7 @@ impl Adopter {
         lb: &DesiredLoadBalancer,
         p: &Plan,
     ) -> Result<Option<CurrentLb>, ProviderError> {
-        let (mut cur, from) = match self
-            .find_owned(elb, &lb.cluster, &lb.service.uid)
-            .await?
-        {
+        let (mut cur, from) = match self.find_owned(elb, &lb.cluster, &lb.service.uid).await? {
             Some(owned) => {
                 let from = owned
                     .tags
@@ -429,7 +428,10 @@ impl Adopter {
                 .as_deref()
                 .and_then(|a| tgs.iter().find(|t| t.arn == a))
                 .cloned();
-            if old.as_ref().is_some_and(|t| owned_by(&t.tags, &lb.cluster, &lb.service.uid)) {
+            if old
+                .as_ref()
+                .is_some_and(|t| owned_by(&t.tags, &lb.cluster, &lb.service.uid))
+            {
                 continue; // berth's already
             }
             match p.groups.iter().find(|g| g.port == l.port) {
@@ -491,7 +493,11 @@ impl Adopter {
             let missing = p
                 .targets
                 .iter()
-                .filter(|t| !states.iter().any(|((id, port), _)| id == *t && *port == node_port))
+                .filter(|t| {
+                    !states
+                        .iter()
+                        .any(|((id, port), _)| id == *t && *port == node_port)
+                })
                 .count();
             let failing: Vec<&str> = states
                 .iter()
@@ -542,8 +548,14 @@ mod tests {
             claimed_clusters(&legacy, AdoptFrom::CcmAws, "shop/web"),
             Some(vec!["prod".to_string()])
         );
-        assert_eq!(claimed_clusters(&legacy, AdoptFrom::CcmAws, "shop/api"), None);
-        assert_eq!(claimed_clusters(&legacy, AdoptFrom::AwsLbc, "shop/web"), None);
+        assert_eq!(
+            claimed_clusters(&legacy, AdoptFrom::CcmAws, "shop/api"),
+            None
+        );
+        assert_eq!(
+            claimed_clusters(&legacy, AdoptFrom::AwsLbc, "shop/web"),
+            None
+        );
         let lbc = tags(&[
             (LBC_STACK, "shop/web"),
             (LBC_CLUSTER, "prod"),
@@ -556,11 +568,141 @@ mod tests {
         assert_eq!(claimed_clusters(&lbc, AdoptFrom::CcmAws, "shop/web"), None);
     }
 
+    fn planned(scheme: Option<&str>) -> Plan {
+        let service = crate::ServiceRef {
+            namespace: "shop".into(),
+            name: "web".into(),
+            uid: "u-1".into(),
+        };
+        let mut lb = DesiredLoadBalancer::builder("test", service)
+            .listener("", 80, crate::Protocol::Tcp, Some(30080))
+            .listener("", 443, crate::Protocol::Tcp, Some(30443))
+            .target(crate::NodeTarget {
+                provider_id: Some("aws:///us-east-1a/i-aaa".into()),
+                ..crate::NodeTarget::new("a", None)
+            })
+            .build();
+        if let Some(s) = scheme {
+            lb.annotations.insert(
+                "service.beta.kubernetes.io/aws-load-balancer-scheme".into(),
+                s.into(),
+            );
+        }
+        let settings = super::super::annotations::parse(&lb.annotations, &lb.health_check).unwrap();
+        plan::plan(&lb, settings).unwrap()
+    }
+
+    fn current(kind: &str, scheme: &str, tags: BTreeMap<String, String>) -> CurrentLb {
+        CurrentLb {
+            arn: "arn:aws:elasticloadbalancing:r:1:loadbalancer/net/au1/abc".into(),
+            dns_name: "au1-abc.elb.r.amazonaws.com".into(),
+            scheme: scheme.into(),
+            kind: kind.into(),
+            vpc_id: "vpc-1".into(),
+            subnets: Default::default(),
+            created: None,
+            tags,
+        }
+    }
+
+    #[test]
+    fn only_a_matching_nlb_of_this_cluster_is_taken_over() {
+        let legacy = tags(&[
+            (LEGACY_SERVICE, "shop/web"),
+            ("kubernetes.io/cluster/test", "owned"),
+        ]);
+        let p = planned(Some("internet-facing"));
+        let ok = current("network", "internet-facing", legacy.clone());
+        assert_eq!(refusal(&ok, &p, AdoptFrom::CcmAws, "test"), None);
+        let cases = [
+            (
+                current("application", "internet-facing", legacy.clone()),
+                "test",
+                "Application Load Balancer",
+            ),
+            (
+                current("network", "internal", legacy.clone()),
+                "test",
+                "internal",
+            ),
+            (ok.clone(), "prod", "cluster [\"test\"]"),
+        ];
+        for (lb, cluster, want) in cases {
+            let why = refusal(&lb, &p, AdoptFrom::CcmAws, cluster).expect(want);
+            assert!(why.contains(want), "{why}");
+            assert!(why.contains("au1"), "names the load balancer: {why}");
+        }
+        // berth's default scheme is internal: a Service that does not say so is refused.
+        let why = refusal(&ok, &planned(None), AdoptFrom::CcmAws, "test").unwrap();
+        assert!(why.contains("aws-load-balancer-scheme"), "{why}");
+    }
+
+    #[test]
+    fn changes_list_tags_switches_and_removals() {
+        let p = planned(Some("internet-facing"));
+        let lb = current("network", "internet-facing", BTreeMap::new());
+        let old = |arn: &str, name: &str| CurrentTg {
+            arn: arn.into(),
+            name: name.into(),
+            health: p.groups[0].health.clone(),
+            tags: BTreeMap::new(),
+        };
+        let listener = |port, tg: &str| CurrentListener {
+            arn: format!("l{port}"),
+            port,
+            protocol: "TCP".into(),
+            target_group: Some(tg.into()),
+        };
+        let tgs = vec![old("t80", "k8s-web-80"), old("t22", "k8s-web-22")];
+        let got = changes(&lb, &p, &[listener(80, "t80"), listener(22, "t22")], &tgs);
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert!(got[0].starts_with("tag load balancer with berth's ownership: berth.io/"));
+        assert!(
+            got[1].starts_with(
+                "listener 80/TCP: register 1 targets at NodePort 30080 in new target group b-"
+            ) && got[1].ends_with(
+                "switch from k8s-web-80 once they are registered, then delete k8s-web-80"
+            ),
+            "{}",
+            got[1]
+        );
+        assert_eq!(
+            got[2],
+            "listener 22/TCP: not a port of the Service; delete it and target group k8s-web-22"
+        );
+        assert!(got[3].starts_with("listener 443/TCP: create it with new target group b-"));
+        // Once berth's: nothing left to say.
+        let mut owned = lb.clone();
+        owned.tags = p.tags.clone();
+        let mine = CurrentTg {
+            arn: "tb".into(),
+            name: p.groups[0].name.clone(),
+            ..old("", "")
+        };
+        let mine443 = CurrentTg {
+            arn: "tb443".into(),
+            name: p.groups[1].name.clone(),
+            ..old("", "")
+        };
+        assert!(
+            changes(
+                &owned,
+                &p,
+                &[listener(80, "tb"), listener(443, "tb443")],
+                &[mine, mine443]
+            )
+            .is_empty()
+        );
+    }
+
     #[test]
     fn classic_elbs_are_refused_before_any_lookup() {
         let none = BTreeMap::new();
         let why = refusal_by_annotations(&none, AdoptFrom::CcmAws).unwrap();
-        assert!(why.contains("Classic ELB") && why.contains("unset"), "{why}");
+        assert!(
+            why.contains("Classic ELB") && why.contains("unset"),
+            "{why}"
+        );
         let nlb = tags(&[(LB_TYPE, "nlb")]);
         assert_eq!(refusal_by_annotations(&nlb, AdoptFrom::CcmAws), None);
         assert_eq!(refusal_by_annotations(&none, AdoptFrom::AwsLbc), None);

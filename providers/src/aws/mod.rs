@@ -498,9 +498,11 @@ impl Provider for AwsProvider {
                 one_off = adopt::Adopter::new(vec![from], self.cfg.adopt_cluster_id.clone());
                 match &one_off {
                     Some(a) => a,
-                    None => return Ok(crate::adopt::Adoption::Refused(format!(
-                        "the aws provider cannot take over load balancers made by {from}"
-                    ))),
+                    None => {
+                        return Ok(crate::adopt::Adoption::Refused(format!(
+                            "the aws provider cannot take over load balancers made by {from}"
+                        )));
+                    }
                 }
             }
         };

@@ -194,7 +194,11 @@ impl Provider for L2Provider {
         true
     }
 
-    fn keep_addresses(&self, lb: &DesiredLoadBalancer, ips: &[IpAddr]) -> Result<bool, ProviderError> {
+    fn keep_addresses(
+        &self,
+        lb: &DesiredLoadBalancer,
+        ips: &[IpAddr],
+    ) -> Result<bool, ProviderError> {
         if self.lock().alloc.assignment(&lb.service.uid).is_some() {
             return Ok(false);
         }
