@@ -532,6 +532,79 @@ mod tests {
         assert!(err.to_string().contains("Invalid config file"), "{err}");
     }
     #[test]
+    fn adopt_sources_come_from_flags_or_the_config_file() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            a: ControllerArgs,
+        }
+        let t =
+            T::try_parse_from(["t", "--adopt", "ccm-aws,metallb", "--adopt", "aws-lbc"]).unwrap();
+        assert_eq!(
+            t.a.adopt,
+            vec![AdoptFrom::CcmAws, AdoptFrom::Metallb, AdoptFrom::AwsLbc]
+        );
+        let err = T::try_parse_from(["t", "--adopt", "ccm"]).err().unwrap();
+        assert!(err.to_string().contains("ccm-aws"), "{err}");
+
+        let dir = std::env::temp_dir().join(format!("berth-cli-adopt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yaml");
+        for (text, want) in [
+            (
+                "provider: aws\nadopt: [ccm-aws, aws-lbc]\nadoptClusterId: prod\n",
+                vec![AdoptFrom::CcmAws, AdoptFrom::AwsLbc],
+            ),
+            (
+                "provider: aws\nadopt: metallb,aws-lbc\n",
+                vec![AdoptFrom::Metallb, AdoptFrom::AwsLbc],
+            ),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            let a = ControllerArgs {
+                config: Some(f.clone()),
+                ..Default::default()
+            }
+            .merge_file()
+            .unwrap();
+            assert_eq!(a.adopt, want, "{text}");
+            let spec = &a.class_specs().unwrap()[0];
+            assert_eq!(spec.adopt, want);
+            assert_eq!(a.options_for(spec).unwrap().settings.adopt, want);
+        }
+        assert_eq!(
+            ControllerArgs {
+                config: Some(f.clone()),
+                adopt_cluster_id: Some("flag".into()),
+                ..Default::default()
+            }
+            .merge_file()
+            .unwrap()
+            .adopt_cluster_id
+            .as_deref(),
+            Some("flag")
+        );
+        // A flag wins over the file.
+        let a = ControllerArgs {
+            config: Some(f.clone()),
+            adopt: vec![AdoptFrom::CcmAws],
+            ..Default::default()
+        }
+        .merge_file()
+        .unwrap();
+        assert_eq!(a.adopt, vec![AdoptFrom::CcmAws]);
+        std::fs::write(&f, "provider: aws\nadopt: [ccm]\n").unwrap();
+        let err = ControllerArgs {
+            config: Some(f),
+            ..Default::default()
+        }
+        .merge_file()
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown --adopt source"), "{err}");
+    }
+
+    #[test]
     fn config_file_values_parse_as_the_flags_do() {
         let dir = std::env::temp_dir().join(format!("berth-cli-values-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

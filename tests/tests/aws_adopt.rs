@@ -310,6 +310,7 @@ fn aws_adopt_takes_over_legacy_and_lbc_nlbs_in_place_and_refuses_mismatches() {
         .spawn()
         .expect("start the sampler");
     std::thread::sleep(Duration::from_secs(2));
+    let started = std::time::Instant::now();
     let mut berth = w.berth();
 
     for (p, from, gone) in [
@@ -356,6 +357,22 @@ fn aws_adopt_takes_over_legacy_and_lbc_nlbs_in_place_and_refuses_mismatches() {
         lbs_before,
         "no load balancer was added or replaced"
     );
+    eprintln!(
+        "figure: both NLBs taken over {:?} after berth started",
+        started.elapsed()
+    );
+    let log = berth.output();
+    for line in [
+        "Took over load balancer",
+        "Switched listener to berth's target group",
+        "Deleted the previous owner's target group",
+    ] {
+        assert_eq!(
+            log.matches(line).count(),
+            2,
+            "{line:?} once per NLB:\n{log}"
+        );
+    }
 
     // Refused: a Warning naming why; the Service and its load balancer as they were.
     let why = wait_for("mismatch's Warning", DEADLINE, || warning(&w, "mismatch"));
@@ -411,6 +428,10 @@ fn aws_adopt_takes_over_legacy_and_lbc_nlbs_in_place_and_refuses_mismatches() {
         );
     }
     assert!(s["samples"].as_u64().unwrap() > 10, "{s}");
+    eprintln!(
+        "figure: {} samples of both NLBs' listeners, none without targets",
+        s["samples"]
+    );
 
     // berth owns them now: deleting the Service deletes the same NLB.
     w.cloud
