@@ -436,6 +436,16 @@ impl Adopter {
             }
             match p.groups.iter().find(|g| g.port == l.port) {
                 Some(g) => {
+                    let mine = elb
+                        .target_groups_named(&g.name)
+                        .await?
+                        .into_iter()
+                        .find(|t| owned_by(&t.tags, &lb.cluster, &lb.service.uid));
+                    if old.is_none() && mine.as_ref().map(|t| &t.arn) == l.target_group.as_ref() {
+                        // berth's already (not every ELBv2 lists a group under the load
+                        // balancer whose listener was switched to it).
+                        continue;
+                    }
                     if p.targets.is_empty() {
                         return Err(ProviderError::transient(format!(
                             "Listener {} still forwards to the previous owner's target group: \
@@ -443,12 +453,7 @@ impl Adopter {
                             l.port
                         )));
                     }
-                    let new = match elb
-                        .target_groups_named(&g.name)
-                        .await?
-                        .into_iter()
-                        .find(|t| owned_by(&t.tags, &lb.cluster, &lb.service.uid))
-                    {
+                    let new = match mine {
                         Some(t) => t,
                         None => elb.create_target_group(g, &cur.vpc_id).await?,
                     };
