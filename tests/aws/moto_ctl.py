@@ -9,6 +9,7 @@ Usage: moto_ctl.py ENDPOINT setup CLUSTER N_INSTANCES
        moto_ctl.py ENDPOINT previous OWNER NS/NAME UID CLUSTER SCHEME VPC SUBNETS PORTS INSTANCES
        moto_ctl.py ENDPOINT classic NS/NAME UID CLUSTER SUBNET
        moto_ctl.py ENDPOINT sample SECONDS ARN...
+       moto_ctl.py ENDPOINT tag ARN KEY=VALUE...
 
 previous: an NLB tagged as OWNER (legacy: the legacy AWS cloud provider; lbc: the AWS Load
 Balancer Controller) tags it, with a listener and an instance target group per
@@ -292,6 +293,10 @@ def main():
         out = previous(endpoint, *args)
     elif cmd == "classic":
         out = classic(endpoint, *args)
+    elif cmd == "tag":
+        tags = [dict(zip(("Key", "Value"), kv.split("=", 1))) for kv in args[1:]]
+        client(endpoint, "elbv2").add_tags(ResourceArns=[args[0]], Tags=tags)
+        out = {}
     elif cmd == "sample":
         out = sample(endpoint, float(args[0]), args[1:])
     elif cmd == "instances":

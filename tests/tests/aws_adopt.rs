@@ -294,6 +294,15 @@ fn warning(w: &World, name: &str) -> Option<String> {
 fn aws_adopt_takes_over_legacy_and_lbc_nlbs_in_place_and_refuses_mismatches() {
     let w = World::start("aws-adopt");
     let (legacy, lbc, mismatch, classic_uid) = w.setup();
+    // A take-over interrupted right after berth tagged the NLB: found by berth's own tags.
+    let halfway = w.previous("legacy", "halfway", "internet-facing");
+    w.moto.ctl(&[
+        "tag",
+        &halfway.arn,
+        &format!("berth.io/cluster={CLUSTER}"),
+        &format!("berth.io/service-uid={}", halfway.uid),
+        "berth.io/adopted-from=ccm-aws",
+    ]);
     let before = w.moto.state();
     let lbs_before = before.lbs().len();
 
@@ -316,6 +325,7 @@ fn aws_adopt_takes_over_legacy_and_lbc_nlbs_in_place_and_refuses_mismatches() {
     for (p, from, gone) in [
         (&legacy, "ccm-aws", CCM_FINALIZER),
         (&lbc, "aws-lbc", LBC_FINALIZER),
+        (&halfway, "ccm-aws", CCM_FINALIZER),
     ] {
         let deadline = std::time::Instant::now() + DEADLINE;
         loop {
@@ -358,20 +368,17 @@ fn aws_adopt_takes_over_legacy_and_lbc_nlbs_in_place_and_refuses_mismatches() {
         "no load balancer was added or replaced"
     );
     eprintln!(
-        "figure: both NLBs taken over {:?} after berth started",
+        "figure: all three NLBs taken over {:?} after berth started",
         started.elapsed()
     );
     let log = berth.output();
-    for line in [
-        "Took over load balancer",
-        "Switched listener to berth's target group",
-        "Deleted the previous owner's target group",
+    for (line, n) in [
+        // The interrupted one carried only some of berth's tags: the rest are added.
+        ("Took over load balancer", 3),
+        ("Switched listener to berth's target group", 3),
+        ("Deleted the previous owner's target group", 3),
     ] {
-        assert_eq!(
-            log.matches(line).count(),
-            2,
-            "{line:?} once per NLB:\n{log}"
-        );
+        assert_eq!(log.matches(line).count(), n, "{line:?}:\n{log}");
     }
 
     // Refused: a Warning naming why; the Service and its load balancer as they were.
