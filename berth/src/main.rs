@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+mod adopt;
 #[cfg(feature = "demo")]
 mod demo;
 mod migrate;
@@ -74,6 +75,9 @@ enum Command {
     Speaker(Box<berth_speaker::SpeakerArgs>),
     /// Print berth manifests equivalent to another load balancer's (`berth migrate metallb -f FILE`).
     Migrate(migrate::MigrateArgs),
+    /// Take over another controller's load balancers: `berth adopt plan` prints what
+    /// `berth controller --adopt` would do, touching nothing.
+    Adopt(adopt::AdoptArgs),
 }
 
 /// A kube client from a kubeconfig file, or inferred (in-cluster, then $KUBECONFIG).
@@ -220,6 +224,7 @@ fn main() {
             }
             Command::Speaker(a) => speaker(*a).await,
             Command::Migrate(a) => migrate::run(a),
+            Command::Adopt(a) => adopt::run(a).await,
         }
     });
     rt.shutdown_timeout(Duration::from_secs(2));

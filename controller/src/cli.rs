@@ -7,6 +7,7 @@ use crate::reconcile::Settings;
 use crate::run::{ControllerOptions, default_class};
 use crate::service::{ClassFilter, lease_name_for};
 use anyhow::{Context, bail};
+use berth_providers::adopt::AdoptFrom;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -146,6 +147,17 @@ pub struct ControllerArgs {
     /// Address of /metrics, /healthz and /readyz. Default: 0.0.0.0:8080; `off` disables.
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// Take over the load balancers another controller made (repeatable or a comma list):
+    /// `ccm-aws` (the legacy AWS cloud provider's NLBs), `aws-lbc` (the AWS Load Balancer
+    /// Controller's NLBs), `metallb` (keep the addresses MetalLB assigned). See
+    /// docs/adopting.md.
+    #[arg(long, value_delimiter = ',', value_parser = AdoptFrom::parse)]
+    #[serde(default, deserialize_with = "de_adopt")]
+    pub adopt: Vec<AdoptFrom>,
+    /// The cluster id the previous owner tagged its load balancers with
+    /// (`kubernetes.io/cluster/<id>`, `elbv2.k8s.aws/cluster`). Default: --cluster-name.
+    #[arg(long)]
+    pub adopt_cluster_id: Option<String>,
     /// Several classes served by one process (config file only); instead of the
     /// single-class settings.
     #[arg(skip)]
@@ -184,6 +196,10 @@ pub struct ClassSpec {
     pub aws_endpoint: Option<String>,
     pub workers: Option<u16>,
     pub lease_name: Option<String>,
+    /// Controllers whose load balancers are taken over.
+    pub adopt: Vec<AdoptFrom>,
+    /// The previous owner's cluster id (None: the cluster name).
+    pub adopt_cluster_id: Option<String>,
 }
 
 fn dur(field: &str, v: Option<String>) -> anyhow::Result<Option<Duration>> {
@@ -196,6 +212,25 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration
     Option::<String>::deserialize(d)?
         .map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
         .transpose()
+}
+
+/// A config-file `adopt`: a list, or one comma-separated string as the flag takes it.
+fn de_adopt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<AdoptFrom>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s.split(',').map(str::to_string).collect(),
+        OneOrMany::Many(v) => v,
+    };
+    items
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| AdoptFrom::parse(s).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 /// A config-file port range, in the flag's syntax.
@@ -255,7 +290,11 @@ impl ControllerArgs {
             leader_elect_retry_period,
             identity,
             metrics_listen,
+            adopt_cluster_id,
         );
+        if self.adopt.is_empty() {
+            self.adopt = f.adopt;
+        }
         self.default_class |= f.default_class;
         if !f.classes.is_empty() {
             if self.provider.is_some() || self.class.is_some() {
@@ -294,6 +333,8 @@ impl ControllerArgs {
                 aws_endpoint: self.aws_endpoint.clone(),
                 workers: self.workers,
                 lease_name: self.leader_elect_lease_name.clone(),
+                adopt: self.adopt.clone(),
+                adopt_cluster_id: self.adopt_cluster_id.clone(),
             }]
         } else {
             if self.leader_elect_lease_name.is_some() {
@@ -327,6 +368,8 @@ impl ControllerArgs {
                         aws_endpoint: c.aws_endpoint.clone(),
                         workers: c.workers.or(self.workers),
                         lease_name: c.leader_elect_lease_name.clone(),
+                        adopt: self.adopt.clone(),
+                        adopt_cluster_id: self.adopt_cluster_id.clone(),
                     })
                 })
                 .collect::<anyhow::Result<_>>()?
@@ -449,6 +492,7 @@ impl ControllerArgs {
                 retry_min: self.retry_min.unwrap_or(Duration::from_secs(1)),
                 retry_max: self.retry_max.unwrap_or(Duration::from_secs(300)),
                 node_port_range: self.node_port_range.clone().unwrap_or(30000..=32767),
+                adopt: spec.adopt.clone(),
             },
             workers,
             gc_interval: self.gc_interval.unwrap_or(Duration::from_secs(300)),
@@ -525,6 +569,79 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("Invalid config file"), "{err}");
     }
+    #[test]
+    fn adopt_sources_come_from_flags_or_the_config_file() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            a: ControllerArgs,
+        }
+        let t =
+            T::try_parse_from(["t", "--adopt", "ccm-aws,metallb", "--adopt", "aws-lbc"]).unwrap();
+        assert_eq!(
+            t.a.adopt,
+            vec![AdoptFrom::CcmAws, AdoptFrom::Metallb, AdoptFrom::AwsLbc]
+        );
+        let err = T::try_parse_from(["t", "--adopt", "ccm"]).err().unwrap();
+        assert!(err.to_string().contains("ccm-aws"), "{err}");
+
+        let dir = std::env::temp_dir().join(format!("berth-cli-adopt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.yaml");
+        for (text, want) in [
+            (
+                "provider: aws\nadopt: [ccm-aws, aws-lbc]\nadoptClusterId: prod\n",
+                vec![AdoptFrom::CcmAws, AdoptFrom::AwsLbc],
+            ),
+            (
+                "provider: aws\nadopt: metallb,aws-lbc\n",
+                vec![AdoptFrom::Metallb, AdoptFrom::AwsLbc],
+            ),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            let a = ControllerArgs {
+                config: Some(f.clone()),
+                ..Default::default()
+            }
+            .merge_file()
+            .unwrap();
+            assert_eq!(a.adopt, want, "{text}");
+            let spec = &a.class_specs().unwrap()[0];
+            assert_eq!(spec.adopt, want);
+            assert_eq!(a.options_for(spec).unwrap().settings.adopt, want);
+        }
+        assert_eq!(
+            ControllerArgs {
+                config: Some(f.clone()),
+                adopt_cluster_id: Some("flag".into()),
+                ..Default::default()
+            }
+            .merge_file()
+            .unwrap()
+            .adopt_cluster_id
+            .as_deref(),
+            Some("flag")
+        );
+        // A flag wins over the file.
+        let a = ControllerArgs {
+            config: Some(f.clone()),
+            adopt: vec![AdoptFrom::CcmAws],
+            ..Default::default()
+        }
+        .merge_file()
+        .unwrap();
+        assert_eq!(a.adopt, vec![AdoptFrom::CcmAws]);
+        std::fs::write(&f, "provider: aws\nadopt: [ccm]\n").unwrap();
+        let err = ControllerArgs {
+            config: Some(f),
+            ..Default::default()
+        }
+        .merge_file()
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown --adopt source"), "{err}");
+    }
+
     #[test]
     fn config_file_values_parse_as_the_flags_do() {
         let dir = std::env::temp_dir().join(format!("berth-cli-values-{}", std::process::id()));

@@ -93,6 +93,8 @@ pub fn build(spec: &ClassSpec, metrics: ClassMetrics) -> anyhow::Result<Built> {
                 })?;
             let mut cfg = AwsProviderConfig::new(region);
             cfg.endpoint = spec.aws_endpoint.clone();
+            cfg.adopt = spec.adopt.clone();
+            cfg.adopt_cluster_id = spec.adopt_cluster_id.clone();
             Arc::new(AwsProvider::new(cfg).context("Cannot set up the aws provider")?)
         }
         ProviderKind::L2 => {

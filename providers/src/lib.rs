@@ -4,6 +4,7 @@
 //! nodes into a [`DesiredLoadBalancer`] and hands it to a [`Provider`], which makes the
 //! outside world match it and reports the addresses to publish.
 
+pub mod adopt;
 pub mod annotations;
 pub mod aws;
 pub mod bounds;
@@ -62,4 +63,28 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Everything this provider created for `cluster` (for orphan garbage collection).
     async fn list_owned(&self, cluster: &str) -> Result<Vec<OwnedLoadBalancer>, ProviderError>;
+
+    /// Whether the load balancer `from` made for this Service can be taken over, and what
+    /// that would change. Read-only: never writes. Providers that cannot adopt refuse.
+    async fn plan_adoption(
+        &self,
+        _lb: &DesiredLoadBalancer,
+        from: adopt::AdoptFrom,
+    ) -> Result<adopt::Adoption, ProviderError> {
+        Ok(adopt::Adoption::Refused(format!(
+            "the {} provider cannot take over load balancers made by {from}",
+            self.name()
+        )))
+    }
+
+    /// Keeps `ips`, the addresses another controller published for this Service, when they
+    /// are free and this provider can serve them (a Service berth already gave addresses
+    /// keeps those). Providers without addresses of their own keep nothing.
+    fn keep_addresses(
+        &self,
+        _lb: &DesiredLoadBalancer,
+        _ips: &[std::net::IpAddr],
+    ) -> Result<bool, ProviderError> {
+        Ok(false)
+    }
 }

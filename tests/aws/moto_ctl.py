@@ -9,7 +9,17 @@ Usage: moto_ctl.py ENDPOINT setup CLUSTER N_INSTANCES
        moto_ctl.py ENDPOINT groups
        moto_ctl.py ENDPOINT foreign-group VPC_ID
        moto_ctl.py ENDPOINT import-cert DOMAIN
-       moto_ctl.py ENDPOINT tag ARN KEY VALUE
+       moto_ctl.py ENDPOINT previous OWNER NS/NAME UID CLUSTER SCHEME VPC SUBNETS PORTS INSTANCES
+       moto_ctl.py ENDPOINT classic NS/NAME UID CLUSTER SUBNET
+       moto_ctl.py ENDPOINT sample SECONDS ARN...
+       moto_ctl.py ENDPOINT tag ARN KEY=VALUE...   (or: tag ARN KEY VALUE)
+
+previous: an NLB tagged as OWNER (legacy: the legacy AWS cloud provider; lbc: the AWS Load
+Balancer Controller) tags it, with a listener and an instance target group per
+PORT:NODEPORT (comma list), INSTANCES (comma list) registered.
+sample: for SECONDS, reads each load balancer's listeners and their target groups' targets
+over and over; prints every distinct (listener port, target group) seen and the samples in
+which a listener forwarded to a group without targets.
 """
 
 import json
@@ -259,6 +269,99 @@ def import_cert(endpoint, domain):
         ),
     )["CertificateArn"]
     return {"arn": arn}
+def previous(endpoint, owner, ns_name, uid, cluster, scheme, vpc, subnets, ports, instances):
+    elb = client(endpoint, "elbv2")
+    ns, name = ns_name.split("/")
+    if owner == "legacy":
+        lb_name = ("a" + uid.replace("-", ""))[:32]
+        lb_tags = {"kubernetes.io/service-name": ns_name, f"kubernetes.io/cluster/{cluster}": "owned"}
+    else:
+        lb_name = f"k8s-{ns[:8]}-{name[:8]}-{uid.replace('-', '')[:10]}"
+        lb_tags = {
+            "service.k8s.aws/stack": ns_name,
+            "elbv2.k8s.aws/cluster": cluster,
+            "service.k8s.aws/resource": "LoadBalancer",
+        }
+    tag_list = lambda d: [{"Key": k, "Value": v} for k, v in d.items()]
+    lb = elb.create_load_balancer(
+        Name=lb_name, Type="network", Scheme=scheme, Subnets=subnets.split(","),
+        Tags=tag_list(lb_tags),
+    )["LoadBalancers"][0]
+    tgs = []
+    for pair in ports.split(","):
+        port, node_port = (int(x) for x in pair.split(":"))
+        if owner == "legacy":
+            tg_name = f"k8s-{ns[:8]}-{name[:8]}-{uid.replace('-', '')[:8]}{port}"[:32]
+            tg_tags = dict(lb_tags)
+            tg_tags["kubernetes.io/service-port"] = str(port)
+        else:
+            tg_name = f"k8s-{ns[:8]}-{name[:8]}-{port}-{uid.replace('-', '')[:6]}"[:32]
+            tg_tags = dict(lb_tags)
+            tg_tags["service.k8s.aws/resource"] = f"{ns_name}:{port}"
+        tg = elb.create_target_group(
+            Name=tg_name, Protocol="TCP", Port=node_port, VpcId=vpc, TargetType="instance",
+            Tags=tag_list(tg_tags),
+        )["TargetGroups"][0]
+        elb.register_targets(
+            TargetGroupArn=tg["TargetGroupArn"],
+            Targets=[{"Id": i, "Port": node_port} for i in instances.split(",")],
+        )
+        elb.create_listener(
+            LoadBalancerArn=lb["LoadBalancerArn"], Protocol="TCP", Port=port,
+            DefaultActions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}],
+        )
+        tgs.append(tg["TargetGroupArn"])
+    return {"arn": lb["LoadBalancerArn"], "dns": lb["DNSName"], "name": lb_name, "tgs": tgs}
+
+
+def classic(endpoint, ns_name, uid, cluster, subnet):
+    elb = client(endpoint, "elb")
+    name = ("a" + uid.replace("-", ""))[:32]
+    out = elb.create_load_balancer(
+        LoadBalancerName=name,
+        Listeners=[{"Protocol": "TCP", "LoadBalancerPort": 80, "InstancePort": 30080}],
+        Subnets=[subnet],
+        Tags=[
+            {"Key": "kubernetes.io/service-name", "Value": ns_name},
+            {"Key": f"kubernetes.io/cluster/{cluster}", "Value": "owned"},
+        ],
+    )
+    return {"name": name, "dns": out["DNSName"]}
+
+
+def sample(endpoint, seconds, arns):
+    import time
+
+    elb = client(endpoint, "elbv2")
+    seen = set()
+    empty = []
+    n = 0
+    end = time.time() + seconds
+    while time.time() < end:
+        n += 1
+        for arn in arns:
+            try:
+                listeners = elb.describe_listeners(LoadBalancerArn=arn)["Listeners"]
+            except ClientError as e:
+                empty.append({"sample": n, "lb": arn, "error": str(e)})
+                continue
+            if not listeners:
+                empty.append({"sample": n, "lb": arn, "error": "no listeners"})
+            for x in listeners:
+                tg = next((a.get("TargetGroupArn") for a in x.get("DefaultActions", [])), None)
+                seen.add((arn, x["Port"], tg))
+                try:
+                    targets = elb.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"]
+                except ClientError as e:
+                    targets = []
+                if not targets:
+                    empty.append({"sample": n, "lb": arn, "port": x["Port"], "targetGroup": tg})
+        time.sleep(0.05)
+    return {
+        "samples": n,
+        "seen": [{"lb": a, "port": p, "targetGroup": t} for a, p, t in sorted(seen)],
+        "empty": empty,
+    }
 
 
 def main():
@@ -275,11 +378,19 @@ def main():
         out = foreign_group(endpoint, args[0])
     elif cmd == "import-cert":
         out = import_cert(endpoint, args[0])
+    elif cmd == "previous":
+        out = previous(endpoint, *args)
+    elif cmd == "classic":
+        out = classic(endpoint, *args)
     elif cmd == "tag":
-        client(endpoint, "elbv2").add_tags(
-            ResourceArns=[args[0]], Tags=[{"Key": args[1], "Value": args[2]}]
-        )
+        if len(args) == 3 and "=" not in args[1]:
+            tags = [{"Key": args[1], "Value": args[2]}]
+        else:
+            tags = [dict(zip(("Key", "Value"), kv.split("=", 1))) for kv in args[1:]]
+        client(endpoint, "elbv2").add_tags(ResourceArns=[args[0]], Tags=tags)
         out = {}
+    elif cmd == "sample":
+        out = sample(endpoint, float(args[0]), args[1:])
     elif cmd == "instances":
         out = run_instances(client(endpoint, "ec2"), int(args[0]), args[1])
     else:

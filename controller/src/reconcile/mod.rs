@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
+pub mod adopt;
 mod annotations;
 mod decide;
 #[cfg(test)]
@@ -60,6 +61,8 @@ pub struct Settings {
     pub retry_min: Duration,
     pub retry_max: Duration,
     pub node_port_range: std::ops::RangeInclusive<u16>,
+    /// Controllers whose load balancers are taken over (`--adopt`).
+    pub adopt: Vec<berth_providers::adopt::AdoptFrom>,
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -369,13 +372,20 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
         ctx.fence.check().map_err(|_| Error::Fenced)?;
         match branch(&ctx.settings.classes, &svc) {
             Branch::AddFinalizer => {
+                if let Some(done) = adopt::gate(&svc, &ctx).await? {
+                    return Ok(done);
+                }
                 add_finalizer(&svc, &ctx).await?;
                 // The finalizer's own watch event brings the Service back at once; carrying
                 // on here as well would call the provider twice for every new Service (and
                 // for a failing one, twice before any backoff).
                 Done::ok(Action::requeue(Duration::from_secs(1)))
             }
-            Branch::Apply => apply(&svc, &ctx).await,
+            Branch::Apply => {
+                let done = apply(&svc, &ctx).await?;
+                adopt::release(&svc, &ctx).await?;
+                Ok(done)
+            }
             Branch::CleanUp => cleanup(&svc, &ctx).await,
             Branch::Ignore => {
                 forget_service(&ctx, &uid(&svc));

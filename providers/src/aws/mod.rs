@@ -7,6 +7,7 @@
 //! target groups. The SDK is built with a ring-based rustls HTTPS client, so the binary keeps
 //! one crypto provider.
 
+mod adopt;
 pub mod annotations;
 mod api;
 mod ec2;
@@ -53,6 +54,10 @@ pub struct AwsProviderConfig {
     pub concurrency: usize,
     /// Attempts per call by the SDK (throttling, 5xx, network errors).
     pub max_attempts: u32,
+    /// Controllers whose NLBs berth takes over (`--adopt`).
+    pub adopt: Vec<crate::adopt::AdoptFrom>,
+    /// The cluster id the previous owner tagged with; None: berth's cluster name.
+    pub adopt_cluster_id: Option<String>,
 }
 
 impl AwsProviderConfig {
@@ -63,6 +68,8 @@ impl AwsProviderConfig {
             endpoint: None,
             concurrency: 8,
             max_attempts: 5,
+            adopt: vec![],
+            adopt_cluster_id: None,
         }
     }
 }
@@ -77,6 +84,7 @@ struct Clients {
 pub struct AwsProvider {
     cfg: AwsProviderConfig,
     clients: OnceCell<Clients>,
+    adopter: Option<adopt::Adopter>,
 }
 
 impl AwsProvider {
@@ -96,6 +104,7 @@ impl AwsProvider {
             )));
         }
         Ok(Self {
+            adopter: adopt::Adopter::new(cfg.adopt.clone(), cfg.adopt_cluster_id.clone()),
             cfg,
             clients: OnceCell::new(),
         })
@@ -245,6 +254,9 @@ impl Provider for AwsProvider {
         let elb = &c.elb;
         let uid = &lb.service.uid;
         let mut found = Self::find_lbs(elb, &p.name, &lb.cluster, uid).await?;
+        if let (true, Some(a)) = (found.is_empty(), &self.adopter) {
+            found.extend(a.take_over(elb, lb, &p).await?);
+        }
         // Duplicates (a crash between CreateLoadBalancer and its answer, on a backend that
         // accepts duplicate names): keep the oldest.
         for dup in found.split_off(found.len().min(1)) {
@@ -454,6 +466,10 @@ impl Provider for AwsProvider {
             Err(ProviderError::Permanent(_)) => vec![],
             Err(e) => return Err(e),
         };
+        let mut found = found;
+        if let (true, Some(a)) = (found.is_empty(), &self.adopter) {
+            found.extend(a.find_owned(elb, &lb.cluster, uid).await?);
+        }
         for cur in &found {
             Self::delete_lb(elb, cur, &lb.cluster, uid).await?;
         }
@@ -517,5 +533,30 @@ impl Provider for AwsProvider {
             out.entry(o.service.uid.clone()).or_insert(o);
         }
         Ok(out.into_values().collect())
+    }
+
+    async fn plan_adoption(
+        &self,
+        lb: &DesiredLoadBalancer,
+        from: crate::adopt::AdoptFrom,
+    ) -> Result<crate::adopt::Adoption, ProviderError> {
+        let p = Self::plan(lb)?;
+        let c = self.clients().await?;
+        let one_off;
+        let adopter = match &self.adopter {
+            Some(a) => a,
+            None => {
+                one_off = adopt::Adopter::new(vec![from], self.cfg.adopt_cluster_id.clone());
+                match &one_off {
+                    Some(a) => a,
+                    None => {
+                        return Ok(crate::adopt::Adoption::Refused(format!(
+                            "the aws provider cannot take over load balancers made by {from}"
+                        )));
+                    }
+                }
+            }
+        };
+        adopter.plan(&c.elb, lb, &p, from).await
     }
 }

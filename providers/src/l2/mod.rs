@@ -207,6 +207,17 @@ impl Provider for L2Provider {
         true
     }
 
+    fn keep_addresses(
+        &self,
+        lb: &DesiredLoadBalancer,
+        ips: &[IpAddr],
+    ) -> Result<bool, ProviderError> {
+        if self.lock().alloc.assignment(&lb.service.uid).is_some() {
+            return Ok(false);
+        }
+        self.restore(lb, ips).map(|()| true)
+    }
+
     fn validate(&self, _lb: &DesiredLoadBalancer) -> Result<(), ProviderError> {
         Ok(())
     }

@@ -34,6 +34,28 @@ impl Elb {
         Ok(lbs)
     }
 
+    /// The load balancer `arn`, with tags; None once it is gone.
+    pub async fn load_balancer_arn(&self, arn: &str) -> Result<Option<CurrentLb>, ApiError> {
+        let out = match self
+            .call("DescribeLoadBalancers", |c| {
+                c.describe_load_balancers().load_balancer_arns(arn).send()
+            })
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut lbs: Vec<CurrentLb> = out
+            .load_balancers()
+            .iter()
+            .filter(|l| l.load_balancer_arn() == Some(arn))
+            .filter_map(lb_of)
+            .collect();
+        self.fill_lb_tags(&mut lbs).await?;
+        Ok(lbs.pop())
+    }
+
     /// Every load balancer in the region, with tags.
     pub async fn all_load_balancers(&self) -> Result<Vec<CurrentLb>, ApiError> {
         let mut lbs = Vec::new();
@@ -376,6 +398,10 @@ fn lb_of(l: &elb::types::LoadBalancer) -> Option<CurrentLb> {
         scheme: l
             .scheme()
             .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        kind: l
+            .r#type()
+            .map(|t| t.as_str().to_string())
             .unwrap_or_default(),
         vpc_id: l.vpc_id().unwrap_or_default().to_string(),
         subnets: l

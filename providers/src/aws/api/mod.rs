@@ -126,6 +126,8 @@ pub struct CurrentLb {
     pub arn: String,
     pub dns_name: String,
     pub scheme: String,
+    /// `network`, `application` or `gateway`.
+    pub kind: String,
     pub vpc_id: String,
     pub subnets: BTreeSet<String>,
     pub security_groups: BTreeSet<String>,

@@ -222,6 +222,28 @@ impl Elb {
             .collect())
     }
 
+    /// Registered targets and their health state (`healthy`, `initial`, `unused`, ...).
+    pub async fn target_states(&self, tg_arn: &str) -> Result<Vec<(Target, String)>, ApiError> {
+        let out = self
+            .call("DescribeTargetHealth", |c| {
+                c.describe_target_health().target_group_arn(tg_arn).send()
+            })
+            .await?;
+        Ok(out
+            .target_health_descriptions()
+            .iter()
+            .filter_map(|d| {
+                let t = d.target()?;
+                let state = d
+                    .target_health()
+                    .and_then(|h| h.state())
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default();
+                Some(((t.id()?.to_string(), u16::try_from(t.port()?).ok()?), state))
+            })
+            .collect())
+    }
+
     /// Registers (or deregisters) `targets` in chunks.
     pub async fn change_targets(
         &self,
