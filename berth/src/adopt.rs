@@ -115,6 +115,7 @@ pub async fn run(args: AdoptArgs) -> anyhow::Result<()> {
                     .items;
                 let mut targets = berth_controller::nodes::eligible_targets(nodes.iter());
                 targets.retain(|t| provider.can_target(t));
+                let targets: std::sync::Arc<[_]> = targets.into();
                 for svc in mine {
                     let Some(from) = previous_owner(&spec.adopt, svc) else {
                         continue;
@@ -188,25 +189,29 @@ async fn l2_lines(
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ");
-        let outcome =
-            match berth_controller::desired::desired_load_balancer(svc, &[], cluster, false) {
-                Ok(mut d) => {
-                    d.labels.insert(LABEL_CLASS.into(), class.to_string());
-                    match l2.keep_addresses(&d, &ips) {
-                        Ok(_) => Adoption::Adoptable {
-                            from: AdoptFrom::Metallb,
-                            load_balancer: shown.clone(),
-                            address: shown.clone(),
-                            changes: vec![format!("keep {shown}; the speakers announce it")],
-                        },
-                        Err(e) => Adoption::Refused(format!(
-                            "cannot keep {shown}: {}; berth would allocate another address",
-                            e.summary()
-                        )),
-                    }
+        let outcome = match berth_controller::desired::desired_load_balancer(
+            svc,
+            &std::sync::Arc::from([]),
+            cluster,
+            false,
+        ) {
+            Ok(mut d) => {
+                d.labels.insert(LABEL_CLASS.into(), class.to_string());
+                match l2.keep_addresses(&d, &ips) {
+                    Ok(_) => Adoption::Adoptable {
+                        from: AdoptFrom::Metallb,
+                        load_balancer: shown.clone(),
+                        address: shown.clone(),
+                        changes: vec![format!("keep {shown}; the speakers announce it")],
+                    },
+                    Err(e) => Adoption::Refused(format!(
+                        "cannot keep {shown}: {}; berth would allocate another address",
+                        e.summary()
+                    )),
                 }
-                Err(inv) => Adoption::Refused(format!("invalid {}: {}", inv.field, inv.message)),
-            };
+            }
+            Err(inv) => Adoption::Refused(format!("invalid {}: {}", inv.field, inv.message)),
+        };
         lines.push(Line {
             service: key(svc),
             outcome,

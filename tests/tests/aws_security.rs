@@ -24,7 +24,11 @@ const EXTRA_TAGS: &str = "service.beta.kubernetes.io/aws-load-balancer-additiona
 
 /// Every security group, as boto3 reads it.
 fn groups(w: &World) -> Vec<Value> {
-    w.moto.ctl(&["groups"]).as_array().cloned().unwrap_or_default()
+    w.moto
+        .ctl(&["groups"])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn tagged<'a>(gs: &'a [Value], key: &str, value: &str) -> Vec<&'a Value> {
@@ -173,12 +177,20 @@ fn aws_source_ranges_become_security_group_rules() {
         &uid,
         &rules(&ports, &["172.16.0.0/12"]),
     );
-    assert_eq!((lb2["arn"].clone(), frontend2.clone()), (lb["arn"].clone(), frontend.clone()));
+    assert_eq!(
+        (lb2["arn"].clone(), frontend2.clone()),
+        (lb["arn"].clone(), frontend.clone())
+    );
 
     // 3. No ranges: the listener ports from everywhere.
     w.cloud
         .kubectl_ok(&["annotate", "service", "web", &format!("{SOURCE_RANGES}-")]);
-    wait_groups(&w, "web open to everyone", &uid, &rules(&ports, &["0.0.0.0/0"]));
+    wait_groups(
+        &w,
+        "web open to everyone",
+        &uid,
+        &rules(&ports, &["0.0.0.0/0"]),
+    );
 
     // 4. The user's own group: attached as is (never edited), berth's frontend group goes.
     w.cloud.apply(&[with_ranges(
@@ -203,7 +215,8 @@ fn aws_source_ranges_become_security_group_rules() {
 
     // 5. Deleted with the Service, after its NLB. moto does not refuse to delete a group
     // an NLB still uses (AWS does), so the order is checked in berth's log instead.
-    w.cloud.kubectl_ok(&["delete", "service", "web", "--wait=false"]);
+    w.cloud
+        .kubectl_ok(&["delete", "service", "web", "--wait=false"]);
     wait_for("web's group deleted", DEADLINE, || {
         let gone = !groups(&w).iter().any(|g| g["id"] == frontend.as_str());
         let st = w.moto.state();
@@ -211,7 +224,10 @@ fn aws_source_ranges_become_security_group_rules() {
     });
     let log = berth.output();
     let lb_deleted = log
-        .find(&format!("Deleted load balancer arn={}", lb["arn"].as_str().unwrap()))
+        .find(&format!(
+            "Deleted load balancer arn={}",
+            lb["arn"].as_str().unwrap()
+        ))
         .or_else(|| log.find("Deleted load balancer"))
         .expect("NLB deletion logged");
     let sg_deleted = log
@@ -220,9 +236,15 @@ fn aws_source_ranges_become_security_group_rules() {
     assert!(lb_deleted < sg_deleted, "the group went before its NLB");
 
     // 6. A Service deleted while berth was down: its group is garbage-collected.
-    w.cloud.apply(&[with_ranges("gone", Some(json!(["10.1.0.0/16"])), json!({}))]);
+    w.cloud
+        .apply(&[with_ranges("gone", Some(json!(["10.1.0.0/16"])), json!({}))]);
     let gone_uid = w.uid("gone");
-    wait_groups(&w, "gone's group", &gone_uid, &rules(&ports, &["10.1.0.0/16"]));
+    wait_groups(
+        &w,
+        "gone's group",
+        &gone_uid,
+        &rules(&ports, &["10.1.0.0/16"]),
+    );
     berth.stop(Duration::from_secs(10));
     w.cloud.kubectl_ok(&[
         "patch",
@@ -292,9 +314,13 @@ fn aws_tls_listeners_and_removed_tags() {
             .then_some(())
             .ok_or(format!("{l}"))?;
         let plain = listener(st, &uid, 80)?;
-        (plain["protocol"] == "TCP").then_some(()).ok_or(format!("{plain}"))?;
+        (plain["protocol"] == "TCP")
+            .then_some(())
+            .ok_or(format!("{plain}"))?;
         let dns = listener(st, &uid, 53)?;
-        (dns["protocol"] == "UDP").then_some(()).ok_or(format!("{dns}"))
+        (dns["protocol"] == "UDP")
+            .then_some(())
+            .ok_or(format!("{dns}"))
     });
     let tls = listener(&st, &uid, 443).unwrap();
     assert_eq!(tls["sslPolicy"], policy);
@@ -303,13 +329,21 @@ fn aws_tls_listeners_and_removed_tags() {
     // Tags on every resource, and a tag someone else adds to the NLB.
     let lb_arn = st.lbs_of(&uid)[0]["arn"].as_str().unwrap().to_string();
     for t in st.lbs_of(&uid).iter().chain(st.tgs_of(&uid).iter()) {
-        assert_eq!((t["tags"]["team"].as_str(), t["tags"]["cost"].as_str()), (Some("web"), Some("42")));
+        assert_eq!(
+            (t["tags"]["team"].as_str(), t["tags"]["cost"].as_str()),
+            (Some("web"), Some("42"))
+        );
     }
     w.moto.ctl(&["tag", &lb_arn, "owner", "ops"]);
 
     // 2. Another certificate: the same listener, modified in place.
-    w.cloud
-        .kubectl_ok(&["annotate", "--overwrite", "service", "shop", &format!("{SSL_CERT}={cert_b}")]);
+    w.cloud.kubectl_ok(&[
+        "annotate",
+        "--overwrite",
+        "service",
+        "shop",
+        &format!("{SSL_CERT}={cert_b}"),
+    ]);
     let st = w.converge("shop's certificate changed", |st| {
         let l = listener(st, &uid, 443)?;
         (l["certificates"] == json!([cert_b.clone()]))
@@ -353,13 +387,20 @@ fn aws_tls_listeners_and_removed_tags() {
     let st = w.converge("every extra tag removed", |st| {
         for t in st.lbs_of(&uid).iter().chain(st.tgs_of(&uid).iter()) {
             let tags = t["tags"].as_object().ok_or("no tags")?;
-            if tags.keys().any(|k| k == "team" || k.starts_with("berth.io/extra-tags")) {
+            if tags
+                .keys()
+                .any(|k| k == "team" || k.starts_with("berth.io/extra-tags"))
+            {
                 return Err(format!("{}", t["tags"]));
             }
         }
         Ok(())
     });
-    assert_eq!(st.lbs_of(&uid)[0]["tags"]["owner"], "ops", "someone else's tag stays");
+    assert_eq!(
+        st.lbs_of(&uid)[0]["tags"]["owner"],
+        "ops",
+        "someone else's tag stays"
+    );
     assert_eq!(st.lbs_of(&uid)[0]["tags"]["berth.io/cluster"], "test");
     berth.stop(Duration::from_secs(10));
 }

@@ -71,7 +71,7 @@ async fn keep_addresses(svc: &Service, ctx: &Context) {
     if ips.is_empty() {
         return;
     }
-    let Ok(d) = ctx.desired(svc, &[]) else {
+    let Ok(d) = ctx.desired(svc, &std::sync::Arc::from([])) else {
         return; // invalid: the apply reports it
     };
     let shown = ips

@@ -463,7 +463,8 @@ impl Adopter {
                         elb.change_targets(&new.arn, &register, true).await?;
                     }
                     self.wait_ready(elb, &new, p, g.node_port).await?;
-                    elb.modify_listener(&l.arn, g.protocol, &new.arn).await?;
+                    elb.modify_listener(&l.arn, g.protocol, &new.arn, p.tls.get(&l.port))
+                        .await?;
                     info!(port = l.port, from = %old.as_ref().map_or("", |t| t.name.as_str()), to = %g.name, "Switched listener to berth's target group");
                     tgs.push(new);
                 }
@@ -606,6 +607,7 @@ mod tests {
             vpc_id: "vpc-1".into(),
             subnets: Default::default(),
             created: None,
+            security_groups: Default::default(),
             tags,
         }
     }
@@ -657,6 +659,7 @@ mod tests {
             port,
             protocol: "TCP".into(),
             target_group: Some(tg.into()),
+            tls: None,
         };
         let tgs = vec![old("t80", "k8s-web-80"), old("t22", "k8s-web-22")];
         let got = changes(&lb, &p, &[listener(80, "t80"), listener(22, "t22")], &tgs);

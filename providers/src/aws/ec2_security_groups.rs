@@ -175,7 +175,12 @@ pub(super) fn parse_groups(
                 id: g.group_id?.trim().to_string(),
                 name: g.group_name.trim().to_string(),
                 vpc_id: g.vpc_id.trim().to_string(),
-                ingress: g.ip_permissions.items.into_iter().flat_map(rules_of).collect(),
+                ingress: g
+                    .ip_permissions
+                    .items
+                    .into_iter()
+                    .flat_map(rules_of)
+                    .collect(),
                 tags: tags_of(g.tag_set),
             })
         })
@@ -294,8 +299,13 @@ impl Ec2 {
         if rules.is_empty() {
             return Ok(());
         }
-        self.change_ingress("AuthorizeSecurityGroupIngress", "InvalidPermission.Duplicate", group, rules)
-            .await
+        self.change_ingress(
+            "AuthorizeSecurityGroupIngress",
+            "InvalidPermission.Duplicate",
+            group,
+            rules,
+        )
+        .await
     }
 
     /// `action` for `rules` in one call. EC2 refuses the whole call when one rule is
@@ -332,8 +342,13 @@ impl Ec2 {
         if rules.is_empty() {
             return Ok(());
         }
-        self.change_ingress("RevokeSecurityGroupIngress", "InvalidPermission.NotFound", group, rules)
-            .await
+        self.change_ingress(
+            "RevokeSecurityGroupIngress",
+            "InvalidPermission.NotFound",
+            group,
+            rules,
+        )
+        .await
     }
 
     /// DeleteSecurityGroup (absent is success; still in use is transient: an NLB's network
@@ -471,7 +486,10 @@ mod tests {
         assert_eq!(g.ingress, want, "egress rules are not ingress");
         for bad in ["<a", &GROUPS[..GROUPS.len() / 2]] {
             let e = parse_groups(bad).unwrap_err().to_string();
-            assert!(e.contains("DescribeSecurityGroups returned malformed XML"), "{e}");
+            assert!(
+                e.contains("DescribeSecurityGroups returned malformed XML"),
+                "{e}"
+            );
         }
     }
 
@@ -491,7 +509,10 @@ mod tests {
         assert_eq!(get("IpPermissions.1.IpProtocol"), "tcp");
         assert_eq!(get("IpPermissions.1.FromPort"), "443");
         assert_eq!(get("IpPermissions.1.IpRanges.1.CidrIp"), "10.0.0.0/8");
-        assert_eq!(get("IpPermissions.2.Ipv6Ranges.1.CidrIpv6"), "2001:db8::/32");
+        assert_eq!(
+            get("IpPermissions.2.Ipv6Ranges.1.CidrIpv6"),
+            "2001:db8::/32"
+        );
         assert_eq!(get("IpPermissions.3.Groups.1.GroupId"), "sg-9");
         assert_eq!(get("IpPermissions.3.ToPort"), "65535");
     }

@@ -613,11 +613,19 @@ mod tests {
         );
         for other in [tls("c2", "p1"), tls("c1", "p2")] {
             let want: BTreeMap<u16, TlsListener> = [(80, other)].into();
-            assert_eq!(listener_changes(&same, &desired[..1], &want).modify.len(), 1);
+            assert_eq!(
+                listener_changes(&same, &desired[..1], &want).modify.len(),
+                1
+            );
         }
         assert_eq!(
             listener_changes(&same, &desired[..1], &none).modify,
-            vec![("l80".to_string(), ElbProtocol::Tcp, "tg80".to_string(), None)],
+            vec![(
+                "l80".to_string(),
+                ElbProtocol::Tcp,
+                "tg80".to_string(),
+                None
+            )],
             "back to TCP"
         );
     }

@@ -2,8 +2,7 @@
 
 use aws_sdk_elasticloadbalancingv2 as elb;
 use elb::types::{
-    Certificate, LoadBalancerAttribute, LoadBalancerSchemeEnum, LoadBalancerTypeEnum,
-    ProtocolEnum,
+    Certificate, LoadBalancerAttribute, LoadBalancerSchemeEnum, LoadBalancerTypeEnum, ProtocolEnum,
 };
 use std::collections::BTreeMap;
 
@@ -295,11 +294,7 @@ impl Elb {
                             .filter_map(|c| c.certificate_arn().map(str::to_string))
                             .collect(),
                         policy: l.ssl_policy().unwrap_or_default().to_string(),
-                        alpn: l
-                            .alpn_policy()
-                            .first()
-                            .filter(|a| *a != "None")
-                            .cloned(),
+                        alpn: l.alpn_policy().first().filter(|a| *a != "None").cloned(),
                     }),
                 })
             })
@@ -382,9 +377,9 @@ fn tls_parts(
     match tls {
         None => (None, None, None),
         Some(t) => (
-            t.certificates.first().map(|c| {
-                vec![Certificate::builder().certificate_arn(c).build()]
-            }),
+            t.certificates
+                .first()
+                .map(|c| vec![Certificate::builder().certificate_arn(c).build()]),
             Some(t.policy.clone()),
             t.alpn.clone().map(|a| vec![a]),
         ),
