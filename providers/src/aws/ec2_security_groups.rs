@@ -116,6 +116,15 @@ struct InstanceItem {
     instance_id: Option<String>,
     #[serde(default)]
     group_set: Items<GroupPairItem>,
+    #[serde(default)]
+    network_interface_set: Items<InterfaceItem>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InterfaceItem {
+    #[serde(default)]
+    group_set: Items<GroupPairItem>,
 }
 
 fn malformed(action: &str, e: &quick_xml::DeError) -> ProviderError {
@@ -175,7 +184,12 @@ pub(super) fn parse_groups(
                 id: g.group_id?.trim().to_string(),
                 name: g.group_name.trim().to_string(),
                 vpc_id: g.vpc_id.trim().to_string(),
-                ingress: g.ip_permissions.items.into_iter().flat_map(rules_of).collect(),
+                ingress: g
+                    .ip_permissions
+                    .items
+                    .into_iter()
+                    .flat_map(rules_of)
+                    .collect(),
                 tags: tags_of(g.tag_set),
             })
         })
@@ -294,8 +308,13 @@ impl Ec2 {
         if rules.is_empty() {
             return Ok(());
         }
-        self.change_ingress("AuthorizeSecurityGroupIngress", "InvalidPermission.Duplicate", group, rules)
-            .await
+        self.change_ingress(
+            "AuthorizeSecurityGroupIngress",
+            "InvalidPermission.Duplicate",
+            group,
+            rules,
+        )
+        .await
     }
 
     /// `action` for `rules` in one call. EC2 refuses the whole call when one rule is
@@ -332,8 +351,13 @@ impl Ec2 {
         if rules.is_empty() {
             return Ok(());
         }
-        self.change_ingress("RevokeSecurityGroupIngress", "InvalidPermission.NotFound", group, rules)
-            .await
+        self.change_ingress(
+            "RevokeSecurityGroupIngress",
+            "InvalidPermission.NotFound",
+            group,
+            rules,
+        )
+        .await
     }
 
     /// DeleteSecurityGroup (absent is success; still in use is transient: an NLB's network
@@ -386,12 +410,20 @@ impl Ec2 {
                 for r in answer.reservation_set.items {
                     for i in r.instances_set.items {
                         let Some(id) = i.instance_id else { continue };
-                        let groups = i
+                        // The instance's groups are its network interfaces' groups.
+                        let groups: BTreeSet<String> = i
                             .group_set
                             .items
                             .into_iter()
+                            .chain(
+                                i.network_interface_set
+                                    .items
+                                    .into_iter()
+                                    .flat_map(|n| n.group_set.items),
+                            )
                             .filter_map(|g| g.group_id.map(|g| g.trim().to_string()))
                             .collect();
+                        let groups: Vec<String> = groups.into_iter().collect();
                         out.insert(id.trim().to_string(), groups);
                     }
                 }
@@ -471,7 +503,10 @@ mod tests {
         assert_eq!(g.ingress, want, "egress rules are not ingress");
         for bad in ["<a", &GROUPS[..GROUPS.len() / 2]] {
             let e = parse_groups(bad).unwrap_err().to_string();
-            assert!(e.contains("DescribeSecurityGroups returned malformed XML"), "{e}");
+            assert!(
+                e.contains("DescribeSecurityGroups returned malformed XML"),
+                "{e}"
+            );
         }
     }
 
@@ -491,7 +526,10 @@ mod tests {
         assert_eq!(get("IpPermissions.1.IpProtocol"), "tcp");
         assert_eq!(get("IpPermissions.1.FromPort"), "443");
         assert_eq!(get("IpPermissions.1.IpRanges.1.CidrIp"), "10.0.0.0/8");
-        assert_eq!(get("IpPermissions.2.Ipv6Ranges.1.CidrIpv6"), "2001:db8::/32");
+        assert_eq!(
+            get("IpPermissions.2.Ipv6Ranges.1.CidrIpv6"),
+            "2001:db8::/32"
+        );
         assert_eq!(get("IpPermissions.3.Groups.1.GroupId"), "sg-9");
         assert_eq!(get("IpPermissions.3.ToPort"), "65535");
     }

@@ -22,8 +22,8 @@ use super::ec2_security_groups::SecurityGroup;
 use super::plan::{ElbProtocol, Plan, TAG_LOAD_BALANCER, TAG_RESOURCE, hash16};
 use crate::bounds::quote;
 use crate::{
-    DesiredLoadBalancer, IpFamily, LABEL_CLUSTER, LABEL_SERVICE_UID, LABEL_VERSION,
-    OwnedLoadBalancer, ProviderError, BERTH_VERSION,
+    BERTH_VERSION, DesiredLoadBalancer, IpFamily, LABEL_CLUSTER, LABEL_SERVICE_UID, LABEL_VERSION,
+    OwnedLoadBalancer, ProviderError,
 };
 
 /// The description of every rule berth writes.
@@ -153,10 +153,7 @@ pub fn backend_rules(backend: &str) -> BTreeSet<Rule> {
 }
 
 /// `(authorize, revoke)` to turn `current` into `desired`.
-pub fn rule_changes(
-    current: &BTreeSet<Rule>,
-    desired: &BTreeSet<Rule>,
-) -> (Vec<Rule>, Vec<Rule>) {
+pub fn rule_changes(current: &BTreeSet<Rule>, desired: &BTreeSet<Rule>) -> (Vec<Rule>, Vec<Rule>) {
     (
         desired.difference(current).cloned().collect(),
         current.difference(desired).cloned().collect(),
@@ -171,7 +168,10 @@ pub fn node_group<'a>(
     cluster: &str,
 ) -> Result<&'a SecurityGroup, String> {
     let tag = format!("kubernetes.io/cluster/{cluster}");
-    let tagged: Vec<&&SecurityGroup> = groups.iter().filter(|g| g.tags.contains_key(&tag)).collect();
+    let tagged: Vec<&&SecurityGroup> = groups
+        .iter()
+        .filter(|g| g.tags.contains_key(&tag))
+        .collect();
     match (tagged.as_slice(), groups) {
         ([one], _) => Ok(one),
         ([], [only]) => Ok(only),
@@ -385,8 +385,7 @@ impl SgState {
         let want = backend_rules(backend);
         let mut done: BTreeSet<String> = BTreeSet::new();
         for (instance, gids) in &by_instance {
-            let of: Vec<&SecurityGroup> =
-                groups.iter().filter(|g| gids.contains(&g.id)).collect();
+            let of: Vec<&SecurityGroup> = groups.iter().filter(|g| gids.contains(&g.id)).collect();
             match node_group(&of, cluster) {
                 Ok(g) => {
                     if done.insert(g.id.clone()) {
@@ -591,22 +590,33 @@ mod tests {
         let (mut l, p) = lb(&[], &[]);
         let open = frontend_rules(&l, &p);
         assert_eq!(open.len(), 3);
-        assert!(open.iter().all(|r| r.source == Source::Cidr("0.0.0.0/0".into())));
+        assert!(
+            open.iter()
+                .all(|r| r.source == Source::Cidr("0.0.0.0/0".into()))
+        );
         l.ip_families = vec![IpFamily::IPv4, IpFamily::IPv6];
         assert_eq!(frontend_rules(&l, &p).len(), 6);
     }
 
     #[test]
     fn rule_diff_adds_and_removes() {
-        let cur: BTreeSet<Rule> = [rule("tcp", 80, "10.0.0.0/8"), rule("tcp", 80, "1.0.0.0/8")].into();
-        let want: BTreeSet<Rule> = [rule("tcp", 80, "10.0.0.0/8"), rule("tcp", 443, "10.0.0.0/8")].into();
+        let cur: BTreeSet<Rule> =
+            [rule("tcp", 80, "10.0.0.0/8"), rule("tcp", 80, "1.0.0.0/8")].into();
+        let want: BTreeSet<Rule> = [
+            rule("tcp", 80, "10.0.0.0/8"),
+            rule("tcp", 443, "10.0.0.0/8"),
+        ]
+        .into();
         let (add, del) = rule_changes(&cur, &want);
         assert_eq!(add, vec![rule("tcp", 443, "10.0.0.0/8")]);
         assert_eq!(del, vec![rule("tcp", 80, "1.0.0.0/8")]);
         assert_eq!(rule_changes(&want, &want), (vec![], vec![]));
         let b = backend_rules("sg-b");
         assert_eq!(b.len(), 2);
-        assert!(b.iter().all(|r| r.from == 0 && r.to == 65535 && r.source == Source::Group("sg-b".into())));
+        assert!(
+            b.iter()
+                .all(|r| r.from == 0 && r.to == 65535 && r.source == Source::Group("sg-b".into()))
+        );
     }
 
     #[test]
@@ -616,8 +626,14 @@ mod tests {
         assert!(p.settings.security.manage_backend_rules);
         let ok = parse(
             &[
-                (annotations::SECURITY_GROUPS.to_string(), "sg-1, web".to_string()),
-                (annotations::MANAGE_BACKEND_RULES.to_string(), "False".to_string()),
+                (
+                    annotations::SECURITY_GROUPS.to_string(),
+                    "sg-1, web".to_string(),
+                ),
+                (
+                    annotations::MANAGE_BACKEND_RULES.to_string(),
+                    "False".to_string(),
+                ),
             ]
             .into(),
         )
@@ -647,7 +663,11 @@ mod tests {
             vpc_id: "v".into(),
             ingress: BTreeSet::new(),
             tags: if tagged {
-                [("kubernetes.io/cluster/test".to_string(), "owned".to_string())].into()
+                [(
+                    "kubernetes.io/cluster/test".to_string(),
+                    "owned".to_string(),
+                )]
+                .into()
             } else {
                 BTreeMap::new()
             },

@@ -66,9 +66,7 @@ pub fn parse(ann: &BTreeMap<String, String>) -> Result<TlsSettings, ProviderErro
     if let Some(raw) = ann.get(SSL_CERT) {
         let certs = list(raw);
         let ok = |c: &String| {
-            c.starts_with("arn:")
-                && c.len() <= 2048
-                && c.bytes().all(|b| b.is_ascii_graphic())
+            c.starts_with("arn:") && c.len() <= 2048 && c.bytes().all(|b| b.is_ascii_graphic())
         };
         if certs.is_empty() || !certs.iter().all(ok) || certs.len() > 25 {
             return Err(bad(
@@ -122,7 +120,9 @@ pub fn parse(ann: &BTreeMap<String, String>) -> Result<TlsSettings, ProviderErro
             if ann.contains_key(key) {
                 return Err(ProviderError::invalid(
                     field(key),
-                    format!("TLS listeners need a certificate: set {SSL_CERT} too (accepted values there are certificate ARNs)"),
+                    format!(
+                        "TLS listeners need a certificate: set {SSL_CERT} too (accepted values there are certificate ARNs)"
+                    ),
                 ));
             }
         }
@@ -246,7 +246,12 @@ pub async fn sync_extra_certificates(
             elb.remove_listener_certificates(&arn, &remove).await?;
         }
         if !add.is_empty() || !remove.is_empty() {
-            info!(port, added = add.len(), removed = remove.len(), "Updated listener certificates");
+            info!(
+                port,
+                added = add.len(),
+                removed = remove.len(),
+                "Updated listener certificates"
+            );
         }
     }
     Ok(())

@@ -162,4 +162,3 @@ pub fn strs(v: &Value) -> BTreeSet<String> {
         })
         .unwrap_or_default()
 }
-
