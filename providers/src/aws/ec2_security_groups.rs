@@ -201,6 +201,36 @@ fn next_token(t: Option<String>) -> Option<String> {
     t.map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
 }
 
+/// The security groups of each instance (those of the instance and of its network
+/// interfaces) and the next token of a DescribeInstancesResponse.
+#[allow(clippy::type_complexity)]
+pub(super) fn parse_instances(
+    text: &str,
+) -> Result<(BTreeMap<String, Vec<String>>, Option<String>), ProviderError> {
+    let answer: DescribeInstancesResponse =
+        quick_xml::de::from_str(text).map_err(|e| malformed("DescribeInstances", &e))?;
+    let mut out = BTreeMap::new();
+    for r in answer.reservation_set.items {
+        for i in r.instances_set.items {
+            let Some(id) = i.instance_id else { continue };
+            let groups: BTreeSet<String> = i
+                .group_set
+                .items
+                .into_iter()
+                .chain(
+                    i.network_interface_set
+                        .items
+                        .into_iter()
+                        .flat_map(|n| n.group_set.items),
+                )
+                .filter_map(|g| g.group_id.map(|g| g.trim().to_string()))
+                .collect();
+            out.insert(id.trim().to_string(), groups.into_iter().collect());
+        }
+    }
+    Ok((out, next_token(answer.next_token)))
+}
+
 /// `IpPermissions.N.*` parameters for `rules` (one permission per rule).
 pub(super) fn permission_params(rules: &[Rule]) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -405,29 +435,9 @@ impl Ec2 {
                     Err(e) if e.is("InvalidInstanceID.NotFound") => break,
                     Err(e) => return Err(e),
                 };
-                let answer: DescribeInstancesResponse = quick_xml::de::from_str(&text)
-                    .map_err(|e| plain(malformed("DescribeInstances", &e)))?;
-                for r in answer.reservation_set.items {
-                    for i in r.instances_set.items {
-                        let Some(id) = i.instance_id else { continue };
-                        // The instance's groups are its network interfaces' groups.
-                        let groups: BTreeSet<String> = i
-                            .group_set
-                            .items
-                            .into_iter()
-                            .chain(
-                                i.network_interface_set
-                                    .items
-                                    .into_iter()
-                                    .flat_map(|n| n.group_set.items),
-                            )
-                            .filter_map(|g| g.group_id.map(|g| g.trim().to_string()))
-                            .collect();
-                        let groups: Vec<String> = groups.into_iter().collect();
-                        out.insert(id.trim().to_string(), groups);
-                    }
-                }
-                token = next_token(answer.next_token);
+                let (groups, next) = parse_instances(&text).map_err(plain)?;
+                out.extend(groups);
+                token = next;
                 if token.is_none() {
                     break;
                 }
@@ -508,6 +518,25 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn instance_groups_include_their_interfaces_groups() {
+        let text = r#"<DescribeInstancesResponse><reservationSet><item><groupSet/><instancesSet>
+          <item><instanceId>i-1</instanceId><groupSet/>
+            <networkInterfaceSet><item><groupSet><item><groupId>sg-eni</groupId><groupName>default</groupName></item></groupSet></item></networkInterfaceSet>
+          </item>
+          <item><instanceId>i-2</instanceId><groupSet><item><groupId>sg-a</groupId></item></groupSet>
+            <networkInterfaceSet><item><groupSet><item><groupId>sg-a</groupId></item><item><groupId>sg-b</groupId></item></groupSet></item></networkInterfaceSet>
+          </item>
+          <item><groupSet/></item>
+        </instancesSet></item></reservationSet><nextToken>n</nextToken></DescribeInstancesResponse>"#;
+        let (groups, next) = parse_instances(text).unwrap();
+        assert_eq!(next.as_deref(), Some("n"));
+        assert_eq!(groups.len(), 2, "an item without an id is skipped");
+        assert_eq!(groups["i-1"], vec!["sg-eni".to_string()]);
+        assert_eq!(groups["i-2"], vec!["sg-a".to_string(), "sg-b".to_string()]);
+        assert!(parse_instances("<x").is_err());
     }
 
     #[test]
