@@ -326,9 +326,16 @@ fn aws_tls_listeners_and_removed_tags() {
     assert_eq!(tls["sslPolicy"], policy);
     assert_eq!(tls["alpn"], json!(["HTTP2Preferred"]));
     assert_eq!(listener(&st, &uid, 80).unwrap()["certificates"], json!([]));
-    // Tags on every resource.
+    // Tags on every resource, the frontend security group included.
     let lb_arn = st.lbs_of(&uid)[0]["arn"].as_str().unwrap().to_string();
-    for t in st.lbs_of(&uid).iter().chain(st.tgs_of(&uid).iter()) {
+    let gs = groups(&w);
+    let group = json!({"tags": tagged(&gs, "berth.io/service-uid", &uid)[0]["tags"].clone()});
+    for t in st
+        .lbs_of(&uid)
+        .iter()
+        .chain(st.tgs_of(&uid).iter())
+        .chain([&group])
+    {
         assert_eq!(
             (t["tags"]["team"].as_str(), t["tags"]["cost"].as_str()),
             (Some("web"), Some("42"))
@@ -370,8 +377,20 @@ fn aws_tls_listeners_and_removed_tags() {
         "shop",
         &format!("{EXTRA_TAGS}=team=web"),
     ]);
+    let group_tags = || {
+        let gs = groups(&w);
+        let mine = tagged(&gs, "berth.io/service-uid", &uid);
+        assert_eq!(mine.len(), 1, "shop's frontend group");
+        mine[0]["tags"].clone()
+    };
     w.converge("cost tag removed", |st| {
-        for t in st.lbs_of(&uid).iter().chain(st.tgs_of(&uid).iter()) {
+        let g = json!({"tags": group_tags()});
+        for t in st
+            .lbs_of(&uid)
+            .iter()
+            .chain(st.tgs_of(&uid).iter())
+            .chain([&g])
+        {
             if t["tags"].get("cost").is_some() || t["tags"]["team"] != "web" {
                 return Err(format!("{}", t["tags"]));
             }
@@ -382,7 +401,13 @@ fn aws_tls_listeners_and_removed_tags() {
     w.cloud
         .kubectl_ok(&["annotate", "service", "shop", &format!("{EXTRA_TAGS}-")]);
     let st = w.converge("every extra tag removed", |st| {
-        for t in st.lbs_of(&uid).iter().chain(st.tgs_of(&uid).iter()) {
+        let g = json!({"tags": group_tags()});
+        for t in st
+            .lbs_of(&uid)
+            .iter()
+            .chain(st.tgs_of(&uid).iter())
+            .chain([&g])
+        {
             let tags = t["tags"].as_object().ok_or("no tags")?;
             if tags
                 .keys()

@@ -390,6 +390,29 @@ impl Ec2 {
         .await
     }
 
+    /// CreateTags on `resource` (adds or overwrites).
+    pub async fn create_tags(
+        &self,
+        resource: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), Ec2Error> {
+        let mut form = vec![("ResourceId.1".to_string(), resource.to_string())];
+        for (i, (k, v)) in tags.iter().enumerate() {
+            form.push((format!("Tag.{}.Key", i + 1), k.clone()));
+            form.push((format!("Tag.{}.Value", i + 1), v.clone()));
+        }
+        self.query("CreateTags", form).await.map(|_| ())
+    }
+
+    /// DeleteTags `keys` of `resource` (whatever their values).
+    pub async fn delete_tags(&self, resource: &str, keys: &[String]) -> Result<(), Ec2Error> {
+        let mut form = vec![("ResourceId.1".to_string(), resource.to_string())];
+        for (i, k) in keys.iter().enumerate() {
+            form.push((format!("Tag.{}.Key", i + 1), k.clone()));
+        }
+        self.query("DeleteTags", form).await.map(|_| ())
+    }
+
     /// DeleteSecurityGroup (absent is success; still in use is transient: an NLB's network
     /// interfaces linger for a while after it is deleted).
     pub async fn delete_security_group(&self, group: &str) -> Result<(), Ec2Error> {
