@@ -116,6 +116,15 @@ struct InstanceItem {
     instance_id: Option<String>,
     #[serde(default)]
     group_set: Items<GroupPairItem>,
+    #[serde(default)]
+    network_interface_set: Items<InterfaceItem>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InterfaceItem {
+    #[serde(default)]
+    group_set: Items<GroupPairItem>,
 }
 
 fn malformed(action: &str, e: &quick_xml::DeError) -> ProviderError {
@@ -190,6 +199,36 @@ pub(super) fn parse_groups(
 
 fn next_token(t: Option<String>) -> Option<String> {
     t.map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+/// The security groups of each instance (those of the instance and of its network
+/// interfaces) and the next token of a DescribeInstancesResponse.
+#[allow(clippy::type_complexity)]
+pub(super) fn parse_instances(
+    text: &str,
+) -> Result<(BTreeMap<String, Vec<String>>, Option<String>), ProviderError> {
+    let answer: DescribeInstancesResponse =
+        quick_xml::de::from_str(text).map_err(|e| malformed("DescribeInstances", &e))?;
+    let mut out = BTreeMap::new();
+    for r in answer.reservation_set.items {
+        for i in r.instances_set.items {
+            let Some(id) = i.instance_id else { continue };
+            let groups: BTreeSet<String> = i
+                .group_set
+                .items
+                .into_iter()
+                .chain(
+                    i.network_interface_set
+                        .items
+                        .into_iter()
+                        .flat_map(|n| n.group_set.items),
+                )
+                .filter_map(|g| g.group_id.map(|g| g.trim().to_string()))
+                .collect();
+            out.insert(id.trim().to_string(), groups.into_iter().collect());
+        }
+    }
+    Ok((out, next_token(answer.next_token)))
 }
 
 /// `IpPermissions.N.*` parameters for `rules` (one permission per rule).
@@ -351,6 +390,29 @@ impl Ec2 {
         .await
     }
 
+    /// CreateTags on `resource` (adds or overwrites).
+    pub async fn create_tags(
+        &self,
+        resource: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), Ec2Error> {
+        let mut form = vec![("ResourceId.1".to_string(), resource.to_string())];
+        for (i, (k, v)) in tags.iter().enumerate() {
+            form.push((format!("Tag.{}.Key", i + 1), k.clone()));
+            form.push((format!("Tag.{}.Value", i + 1), v.clone()));
+        }
+        self.query("CreateTags", form).await.map(|_| ())
+    }
+
+    /// DeleteTags `keys` of `resource` (whatever their values).
+    pub async fn delete_tags(&self, resource: &str, keys: &[String]) -> Result<(), Ec2Error> {
+        let mut form = vec![("ResourceId.1".to_string(), resource.to_string())];
+        for (i, k) in keys.iter().enumerate() {
+            form.push((format!("Tag.{}.Key", i + 1), k.clone()));
+        }
+        self.query("DeleteTags", form).await.map(|_| ())
+    }
+
     /// DeleteSecurityGroup (absent is success; still in use is transient: an NLB's network
     /// interfaces linger for a while after it is deleted).
     pub async fn delete_security_group(&self, group: &str) -> Result<(), Ec2Error> {
@@ -396,21 +458,9 @@ impl Ec2 {
                     Err(e) if e.is("InvalidInstanceID.NotFound") => break,
                     Err(e) => return Err(e),
                 };
-                let answer: DescribeInstancesResponse = quick_xml::de::from_str(&text)
-                    .map_err(|e| plain(malformed("DescribeInstances", &e)))?;
-                for r in answer.reservation_set.items {
-                    for i in r.instances_set.items {
-                        let Some(id) = i.instance_id else { continue };
-                        let groups = i
-                            .group_set
-                            .items
-                            .into_iter()
-                            .filter_map(|g| g.group_id.map(|g| g.trim().to_string()))
-                            .collect();
-                        out.insert(id.trim().to_string(), groups);
-                    }
-                }
-                token = next_token(answer.next_token);
+                let (groups, next) = parse_instances(&text).map_err(plain)?;
+                out.extend(groups);
+                token = next;
                 if token.is_none() {
                     break;
                 }
@@ -491,6 +541,25 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn instance_groups_include_their_interfaces_groups() {
+        let text = r#"<DescribeInstancesResponse><reservationSet><item><groupSet/><instancesSet>
+          <item><instanceId>i-1</instanceId><groupSet/>
+            <networkInterfaceSet><item><groupSet><item><groupId>sg-eni</groupId><groupName>default</groupName></item></groupSet></item></networkInterfaceSet>
+          </item>
+          <item><instanceId>i-2</instanceId><groupSet><item><groupId>sg-a</groupId></item></groupSet>
+            <networkInterfaceSet><item><groupSet><item><groupId>sg-a</groupId></item><item><groupId>sg-b</groupId></item></groupSet></item></networkInterfaceSet>
+          </item>
+          <item><groupSet/></item>
+        </instancesSet></item></reservationSet><nextToken>n</nextToken></DescribeInstancesResponse>"#;
+        let (groups, next) = parse_instances(text).unwrap();
+        assert_eq!(next.as_deref(), Some("n"));
+        assert_eq!(groups.len(), 2, "an item without an id is skipped");
+        assert_eq!(groups["i-1"], vec!["sg-eni".to_string()]);
+        assert_eq!(groups["i-2"], vec!["sg-a".to_string(), "sg-b".to_string()]);
+        assert!(parse_instances("<x").is_err());
     }
 
     #[test]

@@ -417,8 +417,15 @@ impl Provider for AwsProvider {
         for arn in &changes.delete {
             elb.delete_listener(arn).await?;
         }
-        for (arn, proto, tg, t) in &changes.modify {
-            elb.modify_listener(arn, *proto, tg, t.as_ref()).await?;
+        for m in &changes.modify {
+            info!(
+                port = m.port,
+                protocol = %plan::listener_protocol(m.protocol, m.tls.as_ref()),
+                certificate = %m.tls.as_ref().and_then(|t| t.certificates.first()).map(String::as_str).unwrap_or("none"),
+                listener = %m.arn,
+                "Modifying listener"
+            );
+            elb.modify_listener(m).await?;
         }
         let mut created_listeners = Vec::new();
         for (port, proto, tg, t) in &changes.create {

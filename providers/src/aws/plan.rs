@@ -314,13 +314,25 @@ fn tls_matches(current: Option<&TlsListener>, want: Option<&TlsListener>) -> boo
     }
 }
 
+/// One ModifyListener call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerModify {
+    pub arn: String,
+    pub port: u16,
+    pub protocol: ElbProtocol,
+    pub target_group: String,
+    pub tls: Option<TlsListener>,
+    /// Whether the listener's protocol changes (else it is left out of the call).
+    pub protocol_changes: bool,
+}
+
 /// What to do to the listeners.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListenerChanges {
     /// (port, protocol, target group ARN, TLS)
     pub create: Vec<(u16, ElbProtocol, String, Option<TlsListener>)>,
-    /// (listener ARN, protocol, target group ARN, TLS)
-    pub modify: Vec<(String, ElbProtocol, String, Option<TlsListener>)>,
+    /// What to change on existing listeners.
+    pub modify: Vec<ListenerModify>,
     /// Listener ARNs.
     pub delete: Vec<String>,
 }
@@ -352,12 +364,19 @@ pub fn listener_changes(
         match want {
             Some((port, proto, tg)) if seen.insert(l.port) => {
                 let t = tls.get(port);
-                if l.protocol != listener_protocol(*proto, t)
+                let protocol_changes = l.protocol != listener_protocol(*proto, t);
+                if protocol_changes
                     || l.target_group.as_deref() != Some(tg.as_str())
                     || !tls_matches(l.tls.as_ref(), t)
                 {
-                    out.modify
-                        .push((l.arn.clone(), *proto, tg.clone(), t.cloned()));
+                    out.modify.push(ListenerModify {
+                        arn: l.arn.clone(),
+                        port: *port,
+                        protocol: *proto,
+                        target_group: tg.clone(),
+                        tls: t.cloned(),
+                        protocol_changes,
+                    });
                 }
             }
             _ => out.delete.push(l.arn.clone()),
@@ -580,12 +599,14 @@ mod tests {
         );
         assert_eq!(
             c.modify,
-            vec![(
-                "l53".to_string(),
-                ElbProtocol::TcpUdp,
-                "tg53x".to_string(),
-                None
-            )]
+            vec![ListenerModify {
+                arn: "l53".to_string(),
+                port: 53,
+                protocol: ElbProtocol::TcpUdp,
+                target_group: "tg53x".to_string(),
+                tls: None,
+                protocol_changes: true,
+            }]
         );
         assert_eq!(c.delete, vec!["l443".to_string(), "l80-dup".to_string()]);
         let settled = vec![l("l80", 80, "TCP", "tg80")];
@@ -600,7 +621,8 @@ mod tests {
         let want: BTreeMap<u16, TlsListener> = [(80, tls("c1", "p1"))].into();
         let c = listener_changes(&settled, &desired[..1], &want);
         assert_eq!(c.modify.len(), 1);
-        assert_eq!(c.modify[0].3, Some(tls("c1", "p1")));
+        assert_eq!(c.modify[0].tls, Some(tls("c1", "p1")));
+        assert!(c.modify[0].protocol_changes);
         let mut as_tls = l("l80", 80, "TLS", "tg80");
         as_tls.tls = Some(TlsListener {
             certificates: vec!["c1".into()],
@@ -613,19 +635,14 @@ mod tests {
         );
         for other in [tls("c2", "p1"), tls("c1", "p2")] {
             let want: BTreeMap<u16, TlsListener> = [(80, other)].into();
-            assert_eq!(
-                listener_changes(&same, &desired[..1], &want).modify.len(),
-                1
-            );
+            let m = listener_changes(&same, &desired[..1], &want).modify;
+            assert_eq!(m.len(), 1);
+            assert!(!m[0].protocol_changes, "TLS stays TLS");
         }
+        let back = listener_changes(&same, &desired[..1], &none).modify;
         assert_eq!(
-            listener_changes(&same, &desired[..1], &none).modify,
-            vec![(
-                "l80".to_string(),
-                ElbProtocol::Tcp,
-                "tg80".to_string(),
-                None
-            )],
+            (back.len(), back[0].tls.clone(), back[0].protocol_changes),
+            (1, None, true),
             "back to TCP"
         );
     }

@@ -19,7 +19,8 @@ use super::annotations::{self, TargetType};
 use super::api::{CurrentLb, Elb};
 use super::ec2::Ec2;
 use super::ec2_security_groups::SecurityGroup;
-use super::plan::{ElbProtocol, Plan, TAG_LOAD_BALANCER, TAG_RESOURCE, hash16};
+use super::plan::{ElbProtocol, Plan, TAG_LOAD_BALANCER, TAG_RESOURCE, hash16, tags_to_add};
+use super::tags;
 use crate::bounds::quote;
 use crate::{
     BERTH_VERSION, DesiredLoadBalancer, IpFamily, LABEL_CLUSTER, LABEL_SERVICE_UID, LABEL_VERSION,
@@ -262,7 +263,10 @@ impl SgState {
             }
             None => {
                 let mine = match owned.iter().find(|g| g.vpc_id == vpc) {
-                    Some(g) => g.clone(),
+                    Some(g) => {
+                        sync_tags(ec2, g, &frontend_tags(p)).await?;
+                        g.clone()
+                    }
                     None => {
                         let name = frontend_name(p);
                         let description = format!(
@@ -404,6 +408,24 @@ impl SgState {
         }
         Ok(())
     }
+}
+
+/// Brings the tags of berth's group `g` to `want` (extra tags added or removed).
+async fn sync_tags(
+    ec2: &Ec2,
+    g: &SecurityGroup,
+    want: &BTreeMap<String, String>,
+) -> Result<(), ProviderError> {
+    let add = tags_to_add(&g.tags, want);
+    if !add.is_empty() {
+        ec2.create_tags(&g.id, &add).await?;
+    }
+    let remove = tags::to_remove(&g.tags, want);
+    if !remove.is_empty() {
+        ec2.delete_tags(&g.id, &remove).await?;
+        info!(group = %g.id, ?remove, "Removed tags");
+    }
+    Ok(())
 }
 
 /// berth's frontend groups of the Service `uid` in `cluster`.

@@ -7,7 +7,7 @@ use elb::types::{
 use std::collections::BTreeMap;
 
 use super::{ApiError, CurrentLb, Elb, TAG_CHUNK, forward, sdk_tags};
-use crate::aws::plan::{CurrentListener, ElbProtocol, listener_protocol};
+use crate::aws::plan::{CurrentListener, ElbProtocol, ListenerModify, listener_protocol};
 use crate::aws::tls::TlsListener;
 
 impl Elb {
@@ -330,19 +330,18 @@ impl Elb {
             .map(str::to_string))
     }
 
-    pub async fn modify_listener(
-        &self,
-        arn: &str,
-        protocol: ElbProtocol,
-        tg_arn: &str,
-        tls: Option<&TlsListener>,
-    ) -> Result<(), ApiError> {
+    pub async fn modify_listener(&self, m: &ListenerModify) -> Result<(), ApiError> {
+        let tls = m.tls.as_ref();
+        // The protocol only when it changes: some backends (moto) take no other for TLS.
+        let protocol = m
+            .protocol_changes
+            .then(|| ProtocolEnum::from(listener_protocol(m.protocol, tls)));
         self.call("ModifyListener", |c| {
             let (certs, policy, alpn) = tls_parts(tls);
             c.modify_listener()
-                .listener_arn(arn)
-                .protocol(ProtocolEnum::from(listener_protocol(protocol, tls)))
-                .default_actions(forward(tg_arn))
+                .listener_arn(&m.arn)
+                .set_protocol(protocol.clone())
+                .default_actions(forward(&m.target_group))
                 .set_certificates(certs)
                 .set_ssl_policy(policy)
                 .set_alpn_policy(alpn)
