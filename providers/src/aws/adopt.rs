@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use super::api::{CurrentLb, CurrentTg, Elb};
-use super::plan::{self, CurrentListener, Plan, owned_by};
+use super::plan::{self, CurrentListener, ListenerModify, Plan, owned_by};
 use crate::adopt::{AdoptFrom, Adoption};
 use crate::{DesiredLoadBalancer, ProviderError};
 
@@ -463,8 +463,17 @@ impl Adopter {
                         elb.change_targets(&new.arn, &register, true).await?;
                     }
                     self.wait_ready(elb, &new, p, g.node_port).await?;
-                    elb.modify_listener(&l.arn, g.protocol, &new.arn, p.tls.get(&l.port))
-                        .await?;
+                    // Only the target group moves here; TLS and protocol converge in the ensure
+                    // that follows, like any other listener change.
+                    elb.modify_listener(&ListenerModify {
+                        arn: l.arn.clone(),
+                        port: l.port,
+                        protocol: g.protocol,
+                        target_group: new.arn.clone(),
+                        tls: l.tls.clone(),
+                        protocol_changes: false,
+                    })
+                    .await?;
                     info!(port = l.port, from = %old.as_ref().map_or("", |t| t.name.as_str()), to = %g.name, "Switched listener to berth's target group");
                     tgs.push(new);
                 }
