@@ -125,6 +125,22 @@ pub(crate) fn pick_subnet(name: &str, used: &HashSet<u8>) -> Option<u8> {
     (POD_SUBNET_BASE..POD_SUBNET_BASE + POD_SUBNETS).find(|s| !used.contains(s))
 }
 
+/// The pod subnet carried by the fewest nodes (the lowest on ties).
+fn least_shared_subnet(nodes: &BTreeMap<String, NodeAlloc>) -> u8 {
+    let mut count = [0usize; POD_SUBNETS as usize];
+    for a in nodes.values() {
+        if let Some(c) = count.get_mut(usize::from(a.subnet.wrapping_sub(POD_SUBNET_BASE))) {
+            *c += 1;
+        }
+    }
+    let (i, _) = count
+        .iter()
+        .enumerate()
+        .min_by_key(|&(i, c)| (*c, i))
+        .unwrap_or((0, &0));
+    POD_SUBNET_BASE + i as u8
+}
+
 /// A free pod address in `127.b.subnet.0/24`.
 pub(crate) fn pick_pod_ip(block: u8, subnet: u8, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
     (1..=254u8)
@@ -147,7 +163,9 @@ impl Alloc {
             }
         };
         let used: HashSet<u8> = self.nodes.values().map(|a| a.subnet).collect();
-        let subnet = pick_subnet(name, &used)?;
+        // Past 184 nodes (API-only scale setups) nodes share pod /24s, the least shared
+        // first; pod IPs stay unique because they are allocated from one cluster-wide set.
+        let subnet = pick_subnet(name, &used).unwrap_or_else(|| least_shared_subnet(&self.nodes));
         let a = NodeAlloc { ip, subnet };
         self.nodes.insert(name.to_string(), a);
         Some(a)
@@ -743,6 +761,33 @@ mod tests {
         assert_eq!(a.pod(5, "uid-3", "ghost", None), None);
         a.release_node("node-1");
         assert!(a.pods.is_empty());
+    }
+
+    #[test]
+    fn past_184_nodes_pod_subnets_are_shared_and_pod_ips_stay_unique() {
+        let mut a = Alloc::default();
+        for n in 1..=400 {
+            a.node(5, &format!("node-{n}"), None)
+                .expect("a node address");
+        }
+        let mut per_subnet: BTreeMap<u8, usize> = BTreeMap::new();
+        for n in a.nodes.values() {
+            *per_subnet.entry(n.subnet).or_default() += 1;
+        }
+        assert_eq!(per_subnet.len(), usize::from(POD_SUBNETS));
+        assert!(
+            per_subnet.values().all(|&c| (2..=3).contains(&c)),
+            "{per_subnet:?}"
+        );
+        let shared = a.nodes["node-185"].subnet;
+        let owner = a
+            .nodes
+            .iter()
+            .find(|(k, v)| *k != "node-185" && v.subnet == shared);
+        let owner = owner.expect("another node on that subnet").0.clone();
+        let p1 = a.pod(5, "u1", "node-185", None).expect("ip");
+        let p2 = a.pod(5, "u2", &owner, None).expect("ip");
+        assert_ne!(p1, p2);
     }
 
     #[test]
