@@ -1,6 +1,7 @@
 //! Subnet discovery: the one EC2 call berth needs (`DescribeSubnets`), signed with SigV4
-//! and sent with reqwest rather than pulling in the (very large) EC2 SDK crate. The choice of
-//! subnets is a pure function.
+//! and sent with reqwest rather than pulling in the (very large) EC2 SDK crate, paced and
+//! retried by the EC2 API budget ([`super::budget`]). The choice of subnets is a pure
+//! function.
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -8,9 +9,11 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::annotations::Scheme;
+use super::budget::{Bucket, Budget, EC2_BURST, EC2_RATE, Verdict};
 use crate::ProviderError;
 use crate::bounds::{
     self, BodyError, MAX_RESPONSE_BYTES, describe, redact_endpoint, server_message,
@@ -31,6 +34,7 @@ pub struct Ec2 {
     endpoint: String,
     region: String,
     credentials: SharedCredentialsProvider,
+    budget: Arc<Budget>,
 }
 
 fn transient(m: impl Into<String>) -> ProviderError {
@@ -53,12 +57,20 @@ impl Ec2 {
             .map_err(|e| {
                 ProviderError::Permanent(format!("Cannot build the EC2 client: {}", describe(&e)))
             })?;
+        let bucket = Bucket::new("ec2", EC2_RATE, EC2_BURST).expect("valid defaults");
         Ok(Self {
             http,
             endpoint,
             region: region.to_string(),
             credentials,
+            budget: Arc::new(Budget::new(bucket, 5)),
         })
+    }
+
+    /// Paces and retries every call through `budget`.
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// DescribeSubnets with `filters` (name, values), every page.
@@ -93,7 +105,16 @@ impl Ec2 {
         }
     }
 
+    /// One call (the form `body` names its Action), through the budget: each attempt takes
+    /// a token; throttling, 5xx and network failures are retried with jittered backoff.
     async fn post(&self, body: String) -> Result<String, ProviderError> {
+        let op = action_of(&body);
+        self.budget
+            .run(op, || self.post_once(body.clone()), verdict)
+            .await
+    }
+
+    async fn post_once(&self, body: String) -> Result<String, ProviderError> {
         let creds = self
             .credentials
             .provide_credentials()
@@ -167,10 +188,56 @@ impl Ec2 {
     }
 }
 
-/// The error an EC2 error response stands for: throttling and 5xx are transient. The
-/// server's message is bounded.
+/// The operation named by a Query API form, as a static label for metrics.
+fn action_of(body: &str) -> &'static str {
+    let action = body
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("Action="))
+        .unwrap_or("");
+    match action {
+        "DescribeSubnets" => "DescribeSubnets",
+        "DescribeSecurityGroups" => "DescribeSecurityGroups",
+        "CreateSecurityGroup" => "CreateSecurityGroup",
+        "DeleteSecurityGroup" => "DeleteSecurityGroup",
+        "AuthorizeSecurityGroupIngress" => "AuthorizeSecurityGroupIngress",
+        "RevokeSecurityGroupIngress" => "RevokeSecurityGroupIngress",
+        "CreateTags" => "CreateTags",
+        "DeleteTags" => "DeleteTags",
+        _ => "other",
+    }
+}
+
+/// How the budget labels a failed attempt: throttling carries a wait, other transient
+/// failures do not; the rest is not retried.
+fn verdict(e: &ProviderError) -> Verdict {
+    match e {
+        ProviderError::Transient {
+            retry_after: Some(_),
+            ..
+        } => Verdict {
+            outcome: "throttled",
+            retry: true,
+        },
+        ProviderError::Transient { .. } => Verdict {
+            outcome: "transient",
+            retry: true,
+        },
+        _ => Verdict {
+            outcome: "client_error",
+            retry: false,
+        },
+    }
+}
+
+/// The error an EC2 error response stands for: throttling (`RequestLimitExceeded`, 429) is
+/// transient with a wait, 5xx transient. The server's message is bounded.
 fn error_of(status: reqwest::StatusCode, text: &str) -> ProviderError {
-    if status.as_u16() == 429 || status.is_server_error() || text.contains("RequestLimitExceeded") {
+    if status.as_u16() == 429 || text.contains("RequestLimitExceeded") {
+        ProviderError::Transient {
+            message: format!("EC2 DescribeSubnets failed ({status}): RequestLimitExceeded"),
+            retry_after: Some(Duration::from_secs(2)),
+        }
+    } else if status.is_server_error() {
         transient(format!("EC2 DescribeSubnets failed ({status})"))
     } else {
         let message = error_message(text).unwrap_or_else(|| text.to_string());
@@ -491,6 +558,30 @@ mod tests {
             SharedCredentialsProvider::new(creds),
         )
         .unwrap()
+        // One retry: network failures are retried, and these tests need not wait long.
+        .with_budget(Arc::new(Budget::new(
+            Bucket::new("ec2", 100.0, 100).unwrap(),
+            2,
+        )))
+    }
+
+    #[test]
+    fn throttling_is_retried_with_a_wait_and_actions_are_labelled() {
+        let e = error_of(
+            reqwest::StatusCode::SERVICE_UNAVAILABLE,
+            "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors></Response>",
+        );
+        assert_eq!(verdict(&e).outcome, "throttled");
+        assert!(verdict(&e).retry);
+        let e = error_of(reqwest::StatusCode::INTERNAL_SERVER_ERROR, "");
+        assert_eq!(verdict(&e).outcome, "transient");
+        let e = error_of(reqwest::StatusCode::BAD_REQUEST, "<Response/>");
+        assert!(!verdict(&e).retry);
+        assert_eq!(
+            action_of("Action=DescribeSubnets&Version=2016-11-15"),
+            "DescribeSubnets"
+        );
+        assert_eq!(action_of("Version=1&Action=Bogus"), "other");
     }
 
     #[tokio::test]
