@@ -11,6 +11,7 @@
 //! test panics the tail of every process's log is printed to help diagnose it.
 
 pub mod fake_lb;
+pub mod throttle_proxy;
 
 mod cloud;
 mod controller;

@@ -253,6 +253,35 @@ mod tests {
             throttled: false,
             transient: false,
         };
+        assert_eq!(verdict(&e).outcome, "client_error");
+        assert!(!verdict(&e).retry);
         assert!(!ProviderError::from(e).is_retryable());
+    }
+
+    #[test]
+    fn budget_verdicts() {
+        let mut e = ApiError {
+            op: "DescribeTags",
+            code: Some("Throttling".into()),
+            message: "Throttling: Rate exceeded".into(),
+            throttled: true,
+            transient: true,
+        };
+        assert_eq!(
+            verdict(&e),
+            Verdict {
+                outcome: "throttled",
+                retry: true
+            }
+        );
+        e.throttled = false;
+        e.code = None;
+        assert_eq!(
+            verdict(&e),
+            Verdict {
+                outcome: "transient",
+                retry: true
+            }
+        );
     }
 }
