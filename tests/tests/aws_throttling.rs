@@ -162,9 +162,9 @@ fn aws_200_services_converge_under_30_percent_throttling_without_duplicates() {
     let share = total.throttled as f64 / (total.throttled + total.forwarded) as f64;
     assert!((0.25..0.35).contains(&share), "throttled share {share}");
     // Creating one costs 6 calls (DescribeLoadBalancers, DescribeSubnets, 3 creates,
-    // RegisterTargets); re-ensures after berth's own Service updates cost reads.
+    // RegisterTargets; measured 1,231 for 200); a re-ensure after a failed attempt costs reads.
     assert!(
-        total.forwarded <= 20 * SERVICES as u64,
+        total.forwarded <= 8 * SERVICES as u64,
         "{} calls reached moto for {SERVICES} Services: {counts:?}",
         total.forwarded
     );

@@ -264,7 +264,7 @@ mod tests {
         budget.set_hook(Arc::new(move |e| sink.lock().unwrap().push(e)));
         let calls = AtomicU32::new(0);
         let judge = |e: &&'static str| Verdict {
-            outcome: *e,
+            outcome: e,
             retry: *e == "throttled",
         };
         // Always throttled: 3 attempts, then the error.
