@@ -6,6 +6,7 @@
 //! throttled answer the proxy gave.
 
 #[path = "aws/moto.rs"]
+#[allow(dead_code)]
 mod moto;
 
 use berth_tests::throttle_proxy::ThrottleProxy;
