@@ -61,6 +61,19 @@ pub struct ControllerArgs {
     /// Overrides the AWS endpoints (ELBv2 and EC2), e.g. http://127.0.0.1:5000 for moto.
     #[arg(long)]
     pub aws_endpoint: Option<String>,
+    /// ELBv2 calls per second berth allows itself, shared by all workers. Default: 10 (AWS's
+    /// documented refill rate for an account's Describe* calls).
+    #[arg(long)]
+    pub aws_elb_rate: Option<f64>,
+    /// ELBv2 calls berth may send in a burst. Default: 40 (AWS's bucket size).
+    #[arg(long)]
+    pub aws_elb_burst: Option<u32>,
+    /// EC2 calls per second. Default: 20 (AWS's refill rate for non-mutating calls).
+    #[arg(long)]
+    pub aws_ec2_rate: Option<f64>,
+    /// EC2 calls in a burst. Default: 100.
+    #[arg(long)]
+    pub aws_ec2_burst: Option<u32>,
     /// Name of this cluster; tags every cloud resource berth creates, and garbage collection
     /// only ever deletes what carries it. Default: the uid of the `kube-system` namespace
     /// (unique per cluster). Give `kubernetes` to keep load balancers created by berth
@@ -178,6 +191,10 @@ pub struct ClassConfig {
     pub http_timeout: Option<String>,
     pub aws_region: Option<String>,
     pub aws_endpoint: Option<String>,
+    pub aws_elb_rate: Option<f64>,
+    pub aws_elb_burst: Option<u32>,
+    pub aws_ec2_rate: Option<f64>,
+    pub aws_ec2_burst: Option<u32>,
     pub workers: Option<u16>,
     pub leader_elect_lease_name: Option<String>,
 }
@@ -194,12 +211,23 @@ pub struct ClassSpec {
     pub http_timeout: Option<Duration>,
     pub aws_region: Option<String>,
     pub aws_endpoint: Option<String>,
+    /// The aws provider's API budget.
+    pub aws_budget: AwsBudget,
     pub workers: Option<u16>,
     pub lease_name: Option<String>,
     /// Controllers whose load balancers are taken over.
     pub adopt: Vec<AdoptFrom>,
     /// The previous owner's cluster id (None: the cluster name).
     pub adopt_cluster_id: Option<String>,
+}
+
+/// The aws provider's API budget as configured (unset: AWS's documented rates).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AwsBudget {
+    pub elb_rate: Option<f64>,
+    pub elb_burst: Option<u32>,
+    pub ec2_rate: Option<f64>,
+    pub ec2_burst: Option<u32>,
 }
 
 fn dur(field: &str, v: Option<String>) -> anyhow::Result<Option<Duration>> {
@@ -268,6 +296,10 @@ impl ControllerArgs {
             http_timeout,
             aws_region,
             aws_endpoint,
+            aws_elb_rate,
+            aws_elb_burst,
+            aws_ec2_rate,
+            aws_ec2_burst,
             cluster_name,
             class,
             workers,
@@ -331,6 +363,12 @@ impl ControllerArgs {
                 http_timeout: self.http_timeout,
                 aws_region: self.aws_region.clone(),
                 aws_endpoint: self.aws_endpoint.clone(),
+                aws_budget: AwsBudget {
+                    elb_rate: self.aws_elb_rate,
+                    elb_burst: self.aws_elb_burst,
+                    ec2_rate: self.aws_ec2_rate,
+                    ec2_burst: self.aws_ec2_burst,
+                },
                 workers: self.workers,
                 lease_name: self.leader_elect_lease_name.clone(),
                 adopt: self.adopt.clone(),
@@ -366,6 +404,12 @@ impl ControllerArgs {
                             .with_context(|| format!("classes[{i}]"))?,
                         aws_region: c.aws_region.clone(),
                         aws_endpoint: c.aws_endpoint.clone(),
+                        aws_budget: AwsBudget {
+                            elb_rate: c.aws_elb_rate.or(self.aws_elb_rate),
+                            elb_burst: c.aws_elb_burst.or(self.aws_elb_burst),
+                            ec2_rate: c.aws_ec2_rate.or(self.aws_ec2_rate),
+                            ec2_burst: c.aws_ec2_burst.or(self.aws_ec2_burst),
+                        },
                         workers: c.workers.or(self.workers),
                         lease_name: c.leader_elect_lease_name.clone(),
                         adopt: self.adopt.clone(),

@@ -7,6 +7,7 @@ use crate::pools::L2Pools;
 use crate::run::Extension;
 use anyhow::Context;
 use berth_providers::Provider;
+use berth_providers::aws::budget::{ApiEvent, ApiMetricsHook};
 use berth_providers::aws::{AwsProvider, AwsProviderConfig};
 use berth_providers::http::{HttpProvider, HttpProviderConfig, MetricsHook};
 use berth_providers::l2::L2Provider;
@@ -95,7 +96,24 @@ pub fn build(spec: &ClassSpec, metrics: ClassMetrics) -> anyhow::Result<Built> {
             cfg.endpoint = spec.aws_endpoint.clone();
             cfg.adopt = spec.adopt.clone();
             cfg.adopt_cluster_id = spec.adopt_cluster_id.clone();
-            Arc::new(AwsProvider::new(cfg).context("Cannot set up the aws provider")?)
+            let b = spec.aws_budget;
+            cfg.elb_rate = b.elb_rate.unwrap_or(cfg.elb_rate);
+            cfg.elb_burst = b.elb_burst.unwrap_or(cfg.elb_burst);
+            cfg.ec2_rate = b.ec2_rate.unwrap_or(cfg.ec2_rate);
+            cfg.ec2_burst = b.ec2_burst.unwrap_or(cfg.ec2_burst);
+            let hook: ApiMetricsHook = Arc::new(move |e| match e {
+                ApiEvent::Request { op, outcome, .. } => {
+                    metrics.provider_request("aws", op, outcome)
+                }
+                ApiEvent::Wait { api, reason, took } => {
+                    metrics.provider_wait("aws", api, reason, took)
+                }
+            });
+            Arc::new(
+                AwsProvider::new(cfg)
+                    .context("Cannot set up the aws provider")?
+                    .with_metrics(hook),
+            )
         }
         ProviderKind::L2 => {
             let l2 = Arc::new(L2Provider::new());

@@ -44,6 +44,16 @@ pub struct CallLabels {
     pub outcome: String,
 }
 
+/// Why a provider's call waited before an attempt: `budget` (its API's token bucket) or
+/// `backoff` (after a throttled or failed attempt).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WaitLabels {
+    pub class: String,
+    pub provider: String,
+    pub api: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
     pub class: String,
@@ -60,6 +70,9 @@ pub struct Metrics {
     pub provider_call_duration: Family<OpLabels, Histogram>,
     /// Wire-level requests a provider made (retries included), by operation and outcome.
     pub provider_requests: Family<CallLabels, Counter>,
+    /// Seconds provider calls waited for their API budget or a backoff, and how often.
+    pub provider_wait_seconds: Family<WaitLabels, Counter<f64, AtomicU64>>,
+    pub provider_waits: Family<WaitLabels, Counter>,
     pub in_flight: Family<ClassLabel, Gauge>,
     pub queue_depth: Family<ClassLabel, Gauge>,
     pub load_balancers: Family<ClassLabel, Gauge>,
@@ -122,6 +135,18 @@ impl Default for Metrics {
             "provider_requests",
             "Requests a provider sent to its cloud or API (retries included), by operation and outcome",
             provider_requests.clone(),
+        );
+        let provider_wait_seconds = Family::<WaitLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "provider_wait_seconds",
+            "Seconds provider calls waited before an attempt: for the API budget (reason budget) or after throttling or a failure (reason backoff)",
+            provider_wait_seconds.clone(),
+        );
+        let provider_waits = Family::<WaitLabels, Counter>::default();
+        registry.register(
+            "provider_waits",
+            "Waits of provider calls before an attempt, by API and reason",
+            provider_waits.clone(),
         );
         let in_flight = Family::<ClassLabel, Gauge>::default();
         registry.register(
@@ -187,6 +212,8 @@ impl Default for Metrics {
             provider_calls,
             provider_call_duration,
             provider_requests,
+            provider_wait_seconds,
+            provider_waits,
             in_flight,
             queue_depth,
             load_balancers,
@@ -301,6 +328,21 @@ impl ClassMetrics {
             .provider_requests
             .get_or_create(&self.call_labels(provider, operation, outcome))
             .inc();
+    }
+
+    /// Records one wait of a provider call for `api` (`budget` or `backoff`).
+    pub fn provider_wait(&self, provider: &str, api: &str, reason: &str, took: Duration) {
+        let l = WaitLabels {
+            class: self.class.class.clone(),
+            provider: provider.into(),
+            api: api.into(),
+            reason: reason.into(),
+        };
+        self.m.provider_waits.get_or_create(&l).inc();
+        self.m
+            .provider_wait_seconds
+            .get_or_create(&l)
+            .inc_by(took.as_secs_f64());
     }
 
     pub fn reconciled(&self, result: &str) {

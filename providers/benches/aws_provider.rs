@@ -1,12 +1,16 @@
 //! The aws provider against moto: ELBv2 calls per Service create, per node added (across 100
 //! Services), per port change and per delete, next to the fewest writes each needs; and the
-//! time to converge 200 Services. Needs moto (`./scripts/moto-venv`, or BERTH_VENV).
+//! time to converge 200 Services; then 100 Services created through a proxy that throttles
+//! 30% of the calls, at AWS's default API budget. Needs moto (`./scripts/moto-venv`, or BERTH_VENV).
 //!
 //! `cargo bench -p berth-providers --bench aws_provider`
 
 #[path = "../../tests/tests/aws/moto.rs"]
 #[allow(dead_code)]
 mod moto;
+#[path = "../../tests/src/throttle_proxy.rs"]
+#[allow(dead_code)]
+mod throttle_proxy;
 
 use berth_providers::aws::{AwsProvider, AwsProviderConfig};
 use berth_providers::{DesiredLoadBalancer, NodeTarget, Protocol, Provider, ServiceRef};
@@ -104,6 +108,12 @@ fn main() {
     let mut cfg = AwsProviderConfig::new("us-east-1");
     cfg.endpoint = Some(moto.endpoint.clone());
     cfg.concurrency = 16;
+    // The unthrottled phases count calls and time moto itself: no budget pacing (AWS's
+    // default 10 ELBv2 calls per second would make the 200-Service phase measure the bucket).
+    cfg.elb_rate = 10_000.0;
+    cfg.elb_burst = 10_000;
+    cfg.ec2_rate = 10_000.0;
+    cfg.ec2_burst = 10_000;
     let provider = Arc::new(AwsProvider::new(cfg).expect("provider"));
     let ports = [(80, Protocol::Tcp, 30080), (53, Protocol::Udp, 30053)];
     let three = &nodes[..3];
@@ -192,6 +202,58 @@ fn main() {
             "list_owned: {} load balancers in {:.2} s, {t} calls [{ops}]",
             owned.len(),
             started.elapsed().as_secs_f64()
+        );
+
+        // Throttled: 100 new Services through a proxy answering 30% of the calls with AWS's
+        // throttling errors, paced by AWS's documented per-account ELBv2 rate (10/s, burst
+        // 40), with a fresh provider (its own budget).
+        let proxy = throttle_proxy::ThrottleProxy::start(&moto.endpoint, 0.3, 14);
+        let mut cfg = AwsProviderConfig::new("us-east-1");
+        cfg.endpoint = Some(proxy.endpoint());
+        cfg.concurrency = 16;
+        let throttled = Arc::new(AwsProvider::new(cfg).expect("provider"));
+        let started = Instant::now();
+        let results: Vec<_> = futures::stream::iter(1000..1100)
+            .map(|i| {
+                let p = throttled.clone();
+                let lb = desired(i, &ports, three);
+                async move {
+                    // A failed ensure is retried, as the controller would.
+                    let mut tries = 0;
+                    loop {
+                        tries += 1;
+                        match p.ensure(&lb).await {
+                            Ok(s) => return Ok::<_, String>((s, tries)),
+                            Err(e) if tries < 5 => {
+                                let _ = e;
+                                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            }
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let elapsed = started.elapsed();
+        assert!(results.iter().all(Result::is_ok), "{:?}", results.iter().find(|r| r.is_err()));
+        let retried = results.iter().filter(|r| matches!(r, Ok((_, t)) if *t > 1)).count();
+        let total = proxy.total();
+        let elb: u64 = proxy
+            .counts()
+            .iter()
+            .filter(|(a, _)| a.as_str() != "DescribeSubnets")
+            .map(|(_, c)| c.forwarded + c.throttled)
+            .sum();
+        println!(
+            "throttled 30%: 100 Services in {:.1} s; {} calls ({} reached moto, {} throttled), {} ensures retried after failing; ELBv2 budget floor {:.1} s ({elb} calls, 40 at once then 10 per s)",
+            elapsed.as_secs_f64(),
+            total.forwarded + total.throttled,
+            total.forwarded,
+            total.throttled,
+            retried,
+            elb.saturating_sub(40) as f64 / 10.0
         );
     });
     drop(moto);

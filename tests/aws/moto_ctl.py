@@ -108,8 +108,17 @@ def tags_of(elb, arns):
 
 def state(endpoint):
     elb = client(endpoint, "elbv2")
-    lbs = elb.describe_load_balancers()["LoadBalancers"]
-    tgs = elb.describe_target_groups()["TargetGroups"]
+    # Every page: moto, like AWS, answers at most a page of load balancers at a time.
+    lbs = [
+        l
+        for page in elb.get_paginator("describe_load_balancers").paginate()
+        for l in page["LoadBalancers"]
+    ]
+    tgs = [
+        t
+        for page in elb.get_paginator("describe_target_groups").paginate()
+        for t in page["TargetGroups"]
+    ]
     tags = tags_of(elb, [l["LoadBalancerArn"] for l in lbs] + [t["TargetGroupArn"] for t in tgs])
     out = {"loadBalancers": [], "targetGroups": []}
     for l in lbs:

@@ -12,6 +12,7 @@
 
 pub mod fake_lb;
 pub mod scale;
+pub mod throttle_proxy;
 
 mod cloud;
 mod controller;

@@ -1,7 +1,8 @@
 //! The EC2 Query API as berth uses it: calls signed with SigV4 and sent with reqwest rather
 //! than pulling in the (very large) EC2 SDK crate, answers capped while read. Subnet
 //! discovery lives here (the choice of subnets is a pure function); security groups in
-//! `ec2_security_groups.rs`.
+//! `ec2_security_groups.rs`. Every call is paced and retried by the EC2 API budget
+//! ([`super::budget`]).
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -9,9 +10,11 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::annotations::Scheme;
+use super::budget::{Bucket, Budget, EC2_BURST, EC2_RATE, Verdict};
 use crate::ProviderError;
 use crate::bounds::{
     self, BodyError, MAX_RESPONSE_BYTES, describe, redact_endpoint, server_message,
@@ -56,6 +59,7 @@ pub struct Ec2 {
     endpoint: String,
     region: String,
     credentials: SharedCredentialsProvider,
+    budget: Arc<Budget>,
 }
 
 fn transient(m: impl Into<String>) -> ProviderError {
@@ -78,12 +82,20 @@ impl Ec2 {
             .map_err(|e| {
                 ProviderError::Permanent(format!("Cannot build the EC2 client: {}", describe(&e)))
             })?;
+        let bucket = Bucket::new("ec2", EC2_RATE, EC2_BURST).expect("valid defaults");
         Ok(Self {
             http,
             endpoint,
             region: region.to_string(),
             credentials,
+            budget: Arc::new(Budget::new(bucket, 5)),
         })
+    }
+
+    /// Paces and retries every call through `budget`.
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// DescribeSubnets with `filters` (name, values), every page.
@@ -130,7 +142,19 @@ impl Ec2 {
         self.post(action, body).await
     }
 
+    /// One call through the budget: each attempt takes a token; throttling, 5xx and network
+    /// failures are retried with jittered backoff.
     async fn post(&self, action: &'static str, body: String) -> Result<String, Ec2Error> {
+        self.budget
+            .run(
+                action,
+                || self.post_once(action, body.clone()),
+                |e: &Ec2Error| verdict(&e.error),
+            )
+            .await
+    }
+
+    async fn post_once(&self, action: &'static str, body: String) -> Result<String, Ec2Error> {
         let plain = Ec2Error::plain;
         let creds = self
             .credentials
@@ -218,14 +242,38 @@ impl Ec2 {
     }
 }
 
-/// The error an EC2 error response stands for: throttling and 5xx are transient. The
-/// server's message is bounded.
+/// How the budget labels a failed attempt: throttling carries a wait, other transient
+/// failures do not; the rest is not retried.
+fn verdict(e: &ProviderError) -> Verdict {
+    match e {
+        ProviderError::Transient {
+            retry_after: Some(_),
+            ..
+        } => Verdict {
+            outcome: "throttled",
+            retry: true,
+        },
+        ProviderError::Transient { .. } => Verdict {
+            outcome: "transient",
+            retry: true,
+        },
+        _ => Verdict {
+            outcome: "client_error",
+            retry: false,
+        },
+    }
+}
+
+/// The error an EC2 error response stands for: throttling (`RequestLimitExceeded`, 429) is
+/// transient with a wait, 5xx transient. The server's message is bounded.
 fn error_of(action: &str, status: reqwest::StatusCode, text: &str) -> Ec2Error {
     let code = error_code(text);
-    let error = if status.as_u16() == 429
-        || status.is_server_error()
-        || text.contains("RequestLimitExceeded")
-    {
+    let error = if status.as_u16() == 429 || text.contains("RequestLimitExceeded") {
+        ProviderError::Transient {
+            message: format!("EC2 {action} failed ({status}): RequestLimitExceeded"),
+            retry_after: Some(Duration::from_secs(2)),
+        }
+    } else if status.is_server_error() {
         transient(format!("EC2 {action} failed ({status})"))
     } else {
         let message = error_message(text).unwrap_or_else(|| text.to_string());
@@ -562,6 +610,29 @@ mod tests {
             SharedCredentialsProvider::new(creds),
         )
         .unwrap()
+        // One retry: network failures are retried, and these tests need not wait long.
+        .with_budget(Arc::new(Budget::new(
+            Bucket::new("ec2", 100.0, 100).unwrap(),
+            2,
+        )))
+    }
+
+    #[test]
+    fn throttling_is_retried_with_a_wait_and_the_action_is_named() {
+        let e = error_of(
+            "DescribeSecurityGroups",
+            reqwest::StatusCode::SERVICE_UNAVAILABLE,
+            "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors></Response>",
+        );
+        assert_eq!(verdict(&e.error).outcome, "throttled");
+        assert!(verdict(&e.error).retry);
+        assert!(e.is("RequestLimitExceeded"));
+        assert!(e.error.to_string().contains("DescribeSecurityGroups"), "{}", e.error);
+        let e = error_of("DescribeSubnets", reqwest::StatusCode::INTERNAL_SERVER_ERROR, "");
+        assert_eq!(verdict(&e.error).outcome, "transient");
+        let e = error_of("CreateTags", reqwest::StatusCode::BAD_REQUEST, "<Response/>");
+        assert!(!verdict(&e.error).retry);
+        assert!(e.error.to_string().contains("CreateTags"), "{}", e.error);
     }
 
     #[tokio::test]

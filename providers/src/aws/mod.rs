@@ -10,6 +10,7 @@
 mod adopt;
 pub mod annotations;
 mod api;
+pub mod budget;
 mod ec2;
 mod ec2_security_groups;
 pub mod plan;
@@ -22,7 +23,9 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_smithy_http_client::tls as http_tls;
+use budget::{ApiMetricsHook, Bucket, Budget};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
 use tracing::{debug, info, instrument, warn};
@@ -44,7 +47,7 @@ pub const ANNOTATIONS: crate::AnnotationSupport = crate::AnnotationSupport {
 };
 
 /// Where and how to reach AWS.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AwsProviderConfig {
     /// e.g. `us-east-1`.
     pub region: String,
@@ -52,16 +55,24 @@ pub struct AwsProviderConfig {
     pub endpoint: Option<String>,
     /// Most AWS calls in flight at once, across all Services.
     pub concurrency: usize,
-    /// Attempts per call by the SDK (throttling, 5xx, network errors).
+    /// Attempts per call (throttling, 5xx, network errors), by berth's budget; the SDK's own
+    /// retries are off so they never multiply.
     pub max_attempts: u32,
     /// Controllers whose NLBs berth takes over (`--adopt`).
     pub adopt: Vec<crate::adopt::AdoptFrom>,
     /// The cluster id the previous owner tagged with; None: berth's cluster name.
     pub adopt_cluster_id: Option<String>,
+    /// ELBv2 calls per second and burst, shared by all workers (AWS: 10/s, 40).
+    pub elb_rate: f64,
+    pub elb_burst: u32,
+    /// EC2 calls per second and burst (AWS, non-mutating calls: 20/s, 100).
+    pub ec2_rate: f64,
+    pub ec2_burst: u32,
 }
 
 impl AwsProviderConfig {
-    /// `region`, the standard endpoints, 8 calls at once, 5 attempts.
+    /// `region`, the standard endpoints, 8 calls at once, 5 attempts, AWS's documented
+    /// per-account rates as budgets.
     pub fn new(region: impl Into<String>) -> Self {
         Self {
             region: region.into(),
@@ -70,6 +81,10 @@ impl AwsProviderConfig {
             max_attempts: 5,
             adopt: vec![],
             adopt_cluster_id: None,
+            elb_rate: budget::ELB_RATE,
+            elb_burst: budget::ELB_BURST,
+            ec2_rate: budget::EC2_RATE,
+            ec2_burst: budget::EC2_BURST,
         }
     }
 }
@@ -85,6 +100,8 @@ pub struct AwsProvider {
     cfg: AwsProviderConfig,
     clients: OnceCell<Clients>,
     adopter: Option<adopt::Adopter>,
+    elb_budget: Arc<Budget>,
+    ec2_budget: Arc<Budget>,
 }
 
 impl AwsProvider {
@@ -103,11 +120,31 @@ impl AwsProvider {
                 "Invalid AWS endpoint {e:?}: expected an http:// or https:// URL"
             )));
         }
+        let bad =
+            |e: String| ProviderError::Permanent(format!("Invalid aws provider setting: {e}"));
+        let elb_budget = Arc::new(Budget::new(
+            Bucket::new("elbv2", cfg.elb_rate, cfg.elb_burst).map_err(bad)?,
+            cfg.max_attempts,
+        ));
+        let ec2_budget = Arc::new(Budget::new(
+            Bucket::new("ec2", cfg.ec2_rate, cfg.ec2_burst).map_err(bad)?,
+            cfg.max_attempts,
+        ));
         Ok(Self {
             adopter: adopt::Adopter::new(cfg.adopt.clone(), cfg.adopt_cluster_id.clone()),
             cfg,
             clients: OnceCell::new(),
+            elb_budget,
+            ec2_budget,
         })
+    }
+
+    /// Reports every AWS request (by API, operation and outcome) and every wait for the
+    /// budget or a backoff to `hook`.
+    pub fn with_metrics(self, hook: ApiMetricsHook) -> Self {
+        self.elb_budget.set_hook(hook.clone());
+        self.ec2_budget.set_hook(hook);
+        self
     }
 
     async fn clients(&self) -> Result<&Clients, ProviderError> {
@@ -121,9 +158,9 @@ impl AwsProvider {
                 let mut loader = aws_config::defaults(BehaviorVersion::latest())
                     .region(aws_config::Region::new(self.cfg.region.clone()))
                     .http_client(http)
-                    .retry_config(
-                        RetryConfig::standard().with_max_attempts(self.cfg.max_attempts.max(1)),
-                    )
+                    // berth's budget retries (see `budget`); the SDK's standard or adaptive
+                    // modes would retry each of those attempts again, unpaced and uncounted.
+                    .retry_config(RetryConfig::disabled())
                     .timeout_config(
                         TimeoutConfig::builder()
                             .connect_timeout(Duration::from_secs(5))
@@ -141,12 +178,14 @@ impl AwsProvider {
                     elb: Elb::new(
                         aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
                         self.cfg.concurrency,
-                    ),
+                    )
+                    .with_budget(self.elb_budget.clone()),
                     ec2: ec2::Ec2::new(
                         self.cfg.endpoint.as_deref(),
                         &self.cfg.region,
                         credentials,
-                    )?,
+                    )?
+                    .with_budget(self.ec2_budget.clone()),
                     sg: security_groups::SgState::default(),
                 })
             })

@@ -1,5 +1,7 @@
-//! A thin shell over the ELBv2 client: bounded concurrency, retries of throttling, call
-//! counting, error classification and conversion of SDK types into plain ones. The calls
+//! A thin shell over the ELBv2 client: bounded concurrency, the API budget (a shared token
+//! bucket and bounded, jittered retries of throttling and transient failures, see
+//! [`crate::aws::budget`]), call counting, error classification and conversion of SDK types
+//! into plain ones. The calls
 //! live by resource: [`load_balancers`] (with their listeners and tags) and
 //! [`target_groups`] (with their targets).
 
@@ -13,23 +15,22 @@ use aws_sdk_elasticloadbalancingv2 as elb;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use elb::error::{ProvideErrorMetadata, SdkError};
 use elb::types::{Action, ActionTypeEnum, Tag};
-use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use tracing::debug;
 
 use super::annotations::TgHealth;
+use super::budget::{Bucket, Budget, ELB_BURST, ELB_RATE, Verdict};
 use crate::ProviderError;
 
 /// DescribeTags takes at most 20 ARNs.
 const TAG_CHUNK: usize = 20;
 /// Register/DeregisterTargets chunk size.
 pub const TARGET_CHUNK: usize = 100;
-/// Attempts of one call while ELBv2 throttles (on top of the SDK's own retries).
-const THROTTLE_ATTEMPTS: u32 = 4;
+/// Attempts of one call unless a budget says otherwise.
+const DEFAULT_ATTEMPTS: u32 = 5;
 
 /// A failed ELBv2 call, classified.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -58,6 +59,20 @@ impl ApiError {
                     | "LoadBalancerNotFoundException"
             )
         )
+    }
+}
+
+/// How the budget labels a failed attempt and whether it retries it.
+fn verdict(e: &ApiError) -> Verdict {
+    Verdict {
+        outcome: if e.throttled {
+            "throttled"
+        } else if e.transient {
+            "transient"
+        } else {
+            "client_error"
+        },
+        retry: e.transient,
     }
 }
 
@@ -91,6 +106,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
                 | "TooManyRequestsException"
         )
     ) || status == Some(429);
+    // 503 (SlowDown, ServiceUnavailable) and other 5xx are transient below.
     let transient = throttled
         || status.is_some_and(|s| s >= 500)
         || matches!(
@@ -148,24 +164,35 @@ pub struct CurrentTg {
 pub struct Elb {
     client: elb::Client,
     limit: Semaphore,
+    budget: Arc<Budget>,
     calls: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Elb {
     pub fn new(client: elb::Client, concurrency: usize) -> Self {
+        let bucket = Bucket::new("elbv2", ELB_RATE, ELB_BURST).expect("valid defaults");
         Self {
             client,
             limit: Semaphore::new(concurrency.max(1)),
+            budget: Arc::new(Budget::new(bucket, DEFAULT_ATTEMPTS)),
             calls: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// Calls made so far, by operation.
+    /// Paces and retries every call through `budget` (shared with other clients of the
+    /// same API).
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Attempts sent so far, by operation.
     pub fn calls(&self) -> BTreeMap<&'static str, u64> {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    /// One call: waits for a slot, counts it, retries while throttled.
+    /// One call: each attempt takes a token from the budget and a concurrency slot, is
+    /// counted, and is retried (bounded, jittered) while throttled or transiently failing.
     async fn call<T, E, Fut>(
         &self,
         op: &'static str,
@@ -175,30 +202,22 @@ impl Elb {
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let mut attempt = 0;
-        loop {
-            let result = {
-                let _permit = self.limit.acquire().await.expect("never closed");
-                if let Ok(mut c) = self.calls.lock() {
-                    *c.entry(op).or_default() += 1;
-                }
-                f(&self.client).await
-            };
-            match result {
-                Ok(v) => return Ok(v),
-                Err(e) => {
-                    let e = classify(op, e);
-                    attempt += 1;
-                    if !e.throttled || attempt >= THROTTLE_ATTEMPTS {
-                        return Err(e);
+        self.budget
+            .run(
+                op,
+                || {
+                    let sent = f(&self.client);
+                    async move {
+                        let _permit = self.limit.acquire().await.expect("never closed");
+                        if let Ok(mut c) = self.calls.lock() {
+                            *c.entry(op).or_default() += 1;
+                        }
+                        sent.await.map_err(|e| classify(op, e))
                     }
-                    let ceiling = 400u64 << attempt;
-                    let wait = rand::rng().random_range(ceiling / 2..=ceiling);
-                    debug!(op, wait_ms = wait, "ELBv2 throttled; backing off");
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
-                }
-            }
-        }
+                },
+                verdict,
+            )
+            .await
     }
 }
 
@@ -238,6 +257,35 @@ mod tests {
             throttled: false,
             transient: false,
         };
+        assert_eq!(verdict(&e).outcome, "client_error");
+        assert!(!verdict(&e).retry);
         assert!(!ProviderError::from(e).is_retryable());
+    }
+
+    #[test]
+    fn budget_verdicts() {
+        let mut e = ApiError {
+            op: "DescribeTags",
+            code: Some("Throttling".into()),
+            message: "Throttling: Rate exceeded".into(),
+            throttled: true,
+            transient: true,
+        };
+        assert_eq!(
+            verdict(&e),
+            Verdict {
+                outcome: "throttled",
+                retry: true
+            }
+        );
+        e.throttled = false;
+        e.code = None;
+        assert_eq!(
+            verdict(&e),
+            Verdict {
+                outcome: "transient",
+                retry: true
+            }
+        );
     }
 }
