@@ -323,6 +323,28 @@ def previous(endpoint, owner, ns_name, uid, cluster, scheme, vpc, subnets, ports
     return {"arn": lb["LoadBalancerArn"], "dns": lb["DNSName"], "name": lb_name, "tgs": tgs}
 
 
+def switch(endpoint, lb_arn, port, vpc, node_port, instances):
+    """Moves the listener on `port` to a new untagged target group holding `instances`, as a
+    take-over cut off right after switching would leave it; the old group stays."""
+    elb = client(endpoint, "elbv2")
+    tg = elb.create_target_group(
+        Name=f"cut-{port}-{lb_arn.rsplit('/', 1)[-1][:12]}", Protocol="TCP", Port=int(node_port),
+        VpcId=vpc, TargetType="instance",
+    )["TargetGroups"][0]
+    elb.register_targets(
+        TargetGroupArn=tg["TargetGroupArn"],
+        Targets=[{"Id": i, "Port": int(node_port)} for i in instances.split(",")],
+    )
+    listener = next(
+        x for x in elb.describe_listeners(LoadBalancerArn=lb_arn)["Listeners"] if x["Port"] == int(port)
+    )
+    elb.modify_listener(
+        ListenerArn=listener["ListenerArn"],
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}],
+    )
+    return {"tg": tg["TargetGroupArn"]}
+
+
 def classic(endpoint, ns_name, uid, cluster, subnet):
     elb = client(endpoint, "elb")
     name = ("a" + uid.replace("-", ""))[:32]
@@ -389,6 +411,8 @@ def main():
         out = import_cert(endpoint, args[0])
     elif cmd == "previous":
         out = previous(endpoint, *args)
+    elif cmd == "switch":
+        out = switch(endpoint, *args)
     elif cmd == "classic":
         out = classic(endpoint, *args)
     elif cmd == "tag":

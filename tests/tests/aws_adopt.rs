@@ -303,6 +303,28 @@ fn aws_adopt_takes_over_legacy_and_lbc_nlbs_in_place_and_refuses_mismatches() {
         &format!("berth.io/service-uid={}", halfway.uid),
         "berth.io/adopted-from=ccm-aws",
     ]);
+    // One interrupted after its listener was switched, before the old group was deleted:
+    // the mark berth left names the group no listener uses any more.
+    let cutoff = w.previous("legacy", "cutoff", "internet-facing");
+    let svc = w.cloud.service("cutoff").unwrap();
+    let np = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    let cut = w.moto.ctl(&[
+        "switch",
+        &cutoff.arn,
+        "80",
+        &w.vpc,
+        &np.to_string(),
+        &w.instances.join(","),
+    ]);
+    let cut_tg = cut["tg"].as_str().unwrap().to_string();
+    w.moto.ctl(&[
+        "tag",
+        &cutoff.arn,
+        &format!("berth.io/cluster={CLUSTER}"),
+        &format!("berth.io/service-uid={}", cutoff.uid),
+        "berth.io/adopted-from=ccm-aws",
+        &format!("berth.io/retiring-target-group.80={}", cutoff.tgs[0]),
+    ]);
     let before = w.moto.state();
     let lbs_before = before.lbs().len();
 
@@ -326,6 +348,7 @@ fn aws_adopt_takes_over_legacy_and_lbc_nlbs_in_place_and_refuses_mismatches() {
         (&legacy, "ccm-aws", CCM_FINALIZER),
         (&lbc, "aws-lbc", LBC_FINALIZER),
         (&halfway, "ccm-aws", CCM_FINALIZER),
+        (&cutoff, "ccm-aws", CCM_FINALIZER),
     ] {
         let deadline = std::time::Instant::now() + DEADLINE;
         loop {
@@ -368,15 +391,29 @@ fn aws_adopt_takes_over_legacy_and_lbc_nlbs_in_place_and_refuses_mismatches() {
         "no load balancer was added or replaced"
     );
     eprintln!(
-        "figure: all three NLBs taken over {:?} after berth started",
+        "figure: all four NLBs taken over {:?} after berth started",
         started.elapsed()
     );
+    // The interrupted switch: the marked group deleted, the mark removed; the group the
+    // listener had moved to is not the previous owner's, so berth leaves it.
+    let marked = lb(&st, &cutoff.arn).unwrap()["tags"].clone();
+    assert!(
+        marked
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.starts_with("berth.io/retiring-target-group.")),
+        "the mark is left: {marked}"
+    );
+    assert!(tg(&st, &cut_tg).is_some(), "berth deleted a group it did not own");
     let log = berth.output();
     for (line, n) in [
-        // The interrupted one carried only some of berth's tags: the rest are added.
-        ("Took over load balancer", 3),
-        ("Switched listener to berth's target group", 3),
-        ("Deleted the previous owner's target group", 3),
+        // The interrupted ones carried only some of berth's tags: the rest are added.
+        ("Took over load balancer", 4),
+        ("Switched listener to berth's target group", 4),
+        // Three deleted after their switch, one (a substring) found by its mark.
+        ("Deleted the previous owner's target group", 4),
+        ("left by an interrupted take-over", 1),
     ] {
         assert_eq!(log.matches(line).count(), n, "{line:?}:\n{log}");
     }

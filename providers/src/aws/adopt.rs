@@ -7,6 +7,11 @@
 //! to berth's desired state without replacing it: each listener is switched to berth's target
 //! group only once that group has every target registered and none failing, and the old
 //! group is deleted after. A listener never forwards to a group without targets.
+//!
+//! Before a listener is switched, the load balancer is tagged
+//! `berth.io/retiring-target-group.<port>` with the old group's ARN: a crash between the
+//! switch and the old group's deletion leaves that mark, and the next pass deletes the group
+//! no listener uses any more and then the mark, so no previous owner's group is left behind.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -35,6 +40,9 @@ pub const LB_TYPE: &str = "service.beta.kubernetes.io/aws-load-balancer-type";
 
 /// How long a scan of every load balancer is reused.
 const SCAN_TTL: Duration = Duration::from_secs(5);
+/// Prefix of the tags marking a previous owner's target group a switched listener let go
+/// of; the rest of the key is the listener's port, the value the group's ARN.
+pub const TAG_RETIRING_PREFIX: &str = "berth.io/retiring-target-group.";
 /// Checks of a new target group's targets before the switch is put off to a retry.
 const READY_CHECKS: u32 = 6;
 
@@ -46,6 +54,24 @@ pub fn legacy_name(uid: &str) -> String {
         .collect();
     n.truncate(32);
     n
+}
+
+/// Marks the load balancer with the previous owner's group `old` the listener on `port` is
+/// about to let go of (see the module doc): the mark's key, None when there is nothing to mark.
+async fn mark_retiring(
+    elb: &Elb,
+    cur: &CurrentLb,
+    port: u16,
+    old: Option<&CurrentTg>,
+    ns_name: &str,
+) -> Result<Option<String>, ProviderError> {
+    let Some(old) = old.filter(|t| previous_group(t, ns_name)) else {
+        return Ok(None);
+    };
+    let key = format!("{TAG_RETIRING_PREFIX}{port}");
+    elb.add_tags(&cur.arn, &BTreeMap::from([(key.clone(), old.arn.clone())]))
+        .await?;
+    Ok(Some(key))
 }
 
 /// The cluster ids `from`'s tags claim `tags` for, when they name Service `ns_name`.
@@ -421,6 +447,21 @@ impl Adopter {
     ) -> Result<(), ProviderError> {
         let ns_name = format!("{}/{}", lb.service.namespace, lb.service.name);
         let listeners = elb.listeners(&cur.arn).await?;
+        // Groups let go of by a pass that was cut off after switching: delete, then unmark.
+        for (key, arn) in cur
+            .tags
+            .iter()
+            .filter(|(k, _)| k.starts_with(TAG_RETIRING_PREFIX))
+        {
+            if !listeners
+                .iter()
+                .any(|l| l.target_group.as_deref() == Some(arn.as_str()))
+            {
+                elb.delete_target_group(arn).await?;
+                info!(arn = %arn, "Deleted the previous owner's target group left by an interrupted take-over");
+            }
+            elb.remove_tags(&cur.arn, std::slice::from_ref(key)).await?;
+        }
         let mut tgs = elb.target_groups_of(&cur.arn).await?;
         for l in &listeners {
             let old = l
@@ -434,6 +475,7 @@ impl Adopter {
             {
                 continue; // berth's already
             }
+            let mut mark = None;
             match p.groups.iter().find(|g| g.port == l.port) {
                 Some(g) => {
                     let mine = elb
@@ -463,6 +505,7 @@ impl Adopter {
                         elb.change_targets(&new.arn, &register, true).await?;
                     }
                     self.wait_ready(elb, &new, p, g.node_port).await?;
+                    mark = mark_retiring(elb, cur, l.port, old.as_ref(), &ns_name).await?;
                     // Only the target group moves here; TLS and protocol converge in the ensure
                     // that follows, like any other listener change.
                     elb.modify_listener(&ListenerModify {
@@ -478,6 +521,7 @@ impl Adopter {
                     tgs.push(new);
                 }
                 None => {
+                    mark = mark_retiring(elb, cur, l.port, old.as_ref(), &ns_name).await?;
                     elb.delete_listener(&l.arn).await?;
                     info!(port = l.port, "Deleted listener the Service no longer has");
                 }
@@ -489,6 +533,9 @@ impl Adopter {
             if let Some(old) = old.filter(|t| !still_used && previous_group(t, &ns_name)) {
                 elb.delete_target_group(&old.arn).await?;
                 info!(name = %old.name, "Deleted the previous owner's target group");
+            }
+            if let Some(key) = mark {
+                elb.remove_tags(&cur.arn, &[key]).await?;
             }
         }
         Ok(())
