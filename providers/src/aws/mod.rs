@@ -250,7 +250,23 @@ impl AwsProvider {
         cluster: &str,
         uid: &str,
     ) -> Result<(), ProviderError> {
-        let tgs = elb.target_groups_of(&lb.arn).await?;
+        let mut tgs = elb.target_groups_of(&lb.arn).await?;
+        if lb.tags.contains_key(adopt::TAG_ADOPTED_FROM) {
+            // Its listeners were switched to berth's groups by ModifyListener, and not every
+            // ELBv2 lists such a group under the load balancer: ask the listeners too.
+            let more: Vec<String> = elb
+                .listeners(&lb.arn)
+                .await?
+                .into_iter()
+                .filter_map(|l| l.target_group)
+                .filter(|a| !tgs.iter().any(|t| &t.arn == a))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !more.is_empty() {
+                tgs.extend(elb.target_groups_by_arn(&more).await?);
+            }
+        }
         elb.delete_load_balancer(&lb.arn).await?;
         info!(arn = %lb.arn, "Deleted load balancer");
         for tg in tgs.iter().filter(|t| owned_by(&t.tags, cluster, uid)) {

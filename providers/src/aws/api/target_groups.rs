@@ -27,6 +27,28 @@ impl Elb {
         Ok(tgs)
     }
 
+    /// The target groups with these ARNs that still exist, with tags.
+    pub async fn target_groups_by_arn(&self, arns: &[String]) -> Result<Vec<CurrentTg>, ApiError> {
+        let mut tgs = Vec::new();
+        for chunk in arns.chunks(20) {
+            let out = match self
+                .call("DescribeTargetGroups", |c| {
+                    c.describe_target_groups()
+                        .set_target_group_arns(Some(chunk.to_vec()))
+                        .send()
+                })
+                .await
+            {
+                Ok(o) => o,
+                Err(e) if e.not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            tgs.extend(out.target_groups().iter().filter_map(tg_of));
+        }
+        self.fill_tg_tags(&mut tgs).await?;
+        Ok(tgs)
+    }
+
     /// The target group named `name`, if any, with tags.
     pub async fn target_groups_named(&self, name: &str) -> Result<Vec<CurrentTg>, ApiError> {
         let out = match self
