@@ -405,7 +405,10 @@ fn aws_adopt_takes_over_legacy_and_lbc_nlbs_in_place_and_refuses_mismatches() {
             .all(|k| !k.starts_with("berth.io/retiring-target-group.")),
         "the mark is left: {marked}"
     );
-    assert!(tg(&st, &cut_tg).is_some(), "berth deleted a group it did not own");
+    assert!(
+        tg(&st, &cut_tg).is_some(),
+        "berth deleted a group it did not own"
+    );
     let log = berth.output();
     for (line, n) in [
         // The interrupted ones carried only some of berth's tags: the rest are added.

@@ -475,7 +475,7 @@ impl Adopter {
             {
                 continue; // berth's already
             }
-            let mut mark = None;
+            let mark;
             match p.groups.iter().find(|g| g.port == l.port) {
                 Some(g) => {
                     let mine = elb

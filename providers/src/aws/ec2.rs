@@ -627,10 +627,22 @@ mod tests {
         assert_eq!(verdict(&e.error).outcome, "throttled");
         assert!(verdict(&e.error).retry);
         assert!(e.is("RequestLimitExceeded"));
-        assert!(e.error.to_string().contains("DescribeSecurityGroups"), "{}", e.error);
-        let e = error_of("DescribeSubnets", reqwest::StatusCode::INTERNAL_SERVER_ERROR, "");
+        assert!(
+            e.error.to_string().contains("DescribeSecurityGroups"),
+            "{}",
+            e.error
+        );
+        let e = error_of(
+            "DescribeSubnets",
+            reqwest::StatusCode::INTERNAL_SERVER_ERROR,
+            "",
+        );
         assert_eq!(verdict(&e.error).outcome, "transient");
-        let e = error_of("CreateTags", reqwest::StatusCode::BAD_REQUEST, "<Response/>");
+        let e = error_of(
+            "CreateTags",
+            reqwest::StatusCode::BAD_REQUEST,
+            "<Response/>",
+        );
         assert!(!verdict(&e.error).retry);
         assert!(e.error.to_string().contains("CreateTags"), "{}", e.error);
     }

@@ -53,7 +53,9 @@ impl Moto {
             .expect("free port")
             .port();
         let out = std::fs::File::create(log).expect("moto log");
-        let child = Command::new(venv.join("bin/moto_server"))
+        // moto_server with ELBv2's documented tag quota (tests/aws/moto_server.py).
+        let child = Command::new(venv.join("bin/python"))
+            .arg(workspace().join("tests/aws/moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
