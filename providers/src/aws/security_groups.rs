@@ -217,6 +217,9 @@ pub struct Attach {
 #[derive(Default)]
 pub struct SgState {
     backend: Mutex<BTreeMap<String, String>>,
+    /// Held while one worker looks up or creates the backend group, so workers that start
+    /// together do not each try to create it (its name is unique per VPC).
+    backend_lookup: tokio::sync::Mutex<()>,
     ruled: Mutex<BTreeSet<String>>,
 }
 
@@ -320,6 +323,11 @@ impl SgState {
         cluster: &str,
         vpc: &str,
     ) -> Result<String, ProviderError> {
+        if let Some(id) = self.backend.lock().ok().and_then(|b| b.get(vpc).cloned()) {
+            return Ok(id);
+        }
+        let _one_at_a_time = self.backend_lookup.lock().await;
+        // Another worker may have found or created it while this one waited.
         if let Some(id) = self.backend.lock().ok().and_then(|b| b.get(vpc).cloned()) {
             return Ok(id);
         }
