@@ -219,6 +219,8 @@ pub struct ClassSpec {
     pub adopt: Vec<AdoptFrom>,
     /// The previous owner's cluster id (None: the cluster name).
     pub adopt_cluster_id: Option<String>,
+    /// The drift resync (`--resync`): how long a provider may trust what it last wrote.
+    pub resync: Option<Duration>,
 }
 
 /// The aws provider's API budget as configured (unset: AWS's documented rates).
@@ -373,6 +375,7 @@ impl ControllerArgs {
                 lease_name: self.leader_elect_lease_name.clone(),
                 adopt: self.adopt.clone(),
                 adopt_cluster_id: self.adopt_cluster_id.clone(),
+                resync: self.resync,
             }]
         } else {
             if self.leader_elect_lease_name.is_some() {
@@ -414,6 +417,7 @@ impl ControllerArgs {
                         lease_name: c.leader_elect_lease_name.clone(),
                         adopt: self.adopt.clone(),
                         adopt_cluster_id: self.adopt_cluster_id.clone(),
+                        resync: self.resync,
                     })
                 })
                 .collect::<anyhow::Result<_>>()?

@@ -96,6 +96,9 @@ pub fn build(spec: &ClassSpec, metrics: ClassMetrics) -> anyhow::Result<Built> {
             cfg.endpoint = spec.aws_endpoint.clone();
             cfg.adopt = spec.adopt.clone();
             cfg.adopt_cluster_id = spec.adopt_cluster_id.clone();
+            if let Some(r) = spec.resync {
+                cfg.full_read_every = r;
+            }
             let b = spec.aws_budget;
             cfg.elb_rate = b.elb_rate.unwrap_or(cfg.elb_rate);
             cfg.elb_burst = b.elb_burst.unwrap_or(cfg.elb_burst);

@@ -209,6 +209,44 @@ fn deployment_flow_through_a_load_balancer() {
     let back = pod_names(&s, "app=web");
     answers_from_all(&addr, &back);
 
+    // A restart replaces every pod with the same image: a new ReplicaSet (the template
+    // gains kubectl's restartedAt annotation), revision 4, the others scaled to 0.
+    let out = s.kubectl_ok(&["rollout", "restart", "deployment/web"]);
+    assert!(out.contains("restarted"), "{out}");
+    let out = s.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let restarted = pod_names(&s, "app=web");
+    assert_eq!(restarted.len(), 4, "{restarted:?}");
+    assert!(
+        restarted.is_disjoint(&back),
+        "every pod replaced: {restarted:?}"
+    );
+    answers_from_all(&addr, &restarted);
+    let rs = json(&s, &["get", "rs", "-l", "app=web"]);
+    let mut sizes: Vec<(bool, i64)> = rs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["spec"]["template"]["metadata"]["annotations"]
+                    ["kubectl.kubernetes.io/restartedAt"]
+                    .is_string(),
+                r["spec"]["replicas"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    sizes.sort();
+    assert_eq!(sizes, vec![(false, 0), (false, 0), (true, 4)], "{rs}");
+    let revision = s.kubectl_ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+    ]);
+    assert_eq!(revision, "4");
+
     let out = s.kubectl_ok(&["delete", "deployment", "web"]);
     assert!(out.contains("deleted"), "{out}");
     wait_for(

@@ -422,6 +422,12 @@ def main():
             tags = [dict(zip(("Key", "Value"), kv.split("=", 1))) for kv in args[1:]]
         client(endpoint, "elbv2").add_tags(ResourceArns=[args[0]], Tags=tags)
         out = {}
+    elif cmd == "deregister":
+        # deregister TG_ARN ID PORT: drift made by someone else.
+        client(endpoint, "elbv2").deregister_targets(
+            TargetGroupArn=args[0], Targets=[{"Id": args[1], "Port": int(args[2])}]
+        )
+        out = {}
     elif cmd == "sample":
         out = sample(endpoint, float(args[0]), args[1:])
     elif cmd == "instances":

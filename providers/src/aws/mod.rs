@@ -24,9 +24,9 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_smithy_http_client::tls as http_tls;
 use budget::{ApiMetricsHook, Bucket, Budget};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 use tracing::{debug, info, instrument, warn};
 
@@ -68,6 +68,11 @@ pub struct AwsProviderConfig {
     /// EC2 calls per second and burst (AWS, non-mutating calls: 20/s, 100).
     pub ec2_rate: f64,
     pub ec2_burst: u32,
+    /// How long berth trusts what its last successful ensure of an NLB left there: within
+    /// it, a change of nodes alone costs only the target writes (no reads); past it, or
+    /// after any error, the next ensure reads everything again. The controller sets it to
+    /// its drift resync (`--resync`), so each resync still re-reads and repairs drift.
+    pub full_read_every: Duration,
 }
 
 impl AwsProviderConfig {
@@ -85,6 +90,7 @@ impl AwsProviderConfig {
             elb_burst: budget::ELB_BURST,
             ec2_rate: budget::EC2_RATE,
             ec2_burst: budget::EC2_BURST,
+            full_read_every: Duration::from_secs(300),
         }
     }
 }
@@ -102,6 +108,49 @@ pub struct AwsProvider {
     adopter: Option<adopt::Adopter>,
     elb_budget: Arc<Budget>,
     ec2_budget: Arc<Budget>,
+    /// What the last successful ensure of each Service (by uid) left in AWS.
+    known: std::sync::Mutex<HashMap<String, Known>>,
+}
+
+/// An NLB as berth's last successful ensure left it: enough to apply a change of nodes
+/// without reading anything back.
+#[derive(Debug, Clone)]
+struct Known {
+    /// [`shape`] of the desired state it was made for.
+    shape: String,
+    dns_name: String,
+    vpc_id: String,
+    /// Each target group's ARN and the NodePort its targets are registered at.
+    groups: Vec<(String, u16)>,
+    /// The instance ids (or IPs) registered in every group.
+    targets: BTreeSet<String>,
+    /// When everything was last read from AWS.
+    read_at: Instant,
+}
+
+/// The status of an NLB named `dns_name`.
+fn status(dns_name: &str) -> LoadBalancerStatus {
+    LoadBalancerStatus {
+        ingress: vec![Ingress {
+            ip: None,
+            hostname: Some(dns_name.to_string()).filter(|d| !d.is_empty()),
+            ip_mode: IpMode::Proxy,
+        }],
+    }
+}
+
+/// A digest of everything in `lb` but its targets: equal shapes need the same NLB,
+/// listeners, target groups, tags and security groups.
+fn shape(lb: &DesiredLoadBalancer) -> String {
+    let mut v = serde_json::to_value(DesiredLoadBalancer {
+        targets: Default::default(),
+        ..lb.clone()
+    })
+    .unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("targets");
+    }
+    plan::hash16(&v.to_string())
 }
 
 impl AwsProvider {
@@ -136,6 +185,7 @@ impl AwsProvider {
             clients: OnceCell::new(),
             elb_budget,
             ec2_budget,
+            known: Default::default(),
         })
     }
 
@@ -242,75 +292,18 @@ impl AwsProvider {
         ec2::choose(&found, p.settings.scheme, requested, cluster).map_err(ProviderError::Permanent)
     }
 
-    /// Deletes the load balancer `lb` and then the target groups it used that this Service
-    /// owns.
-    async fn delete_lb(
-        elb: &Elb,
-        lb: &CurrentLb,
-        cluster: &str,
-        uid: &str,
-    ) -> Result<(), ProviderError> {
-        let mut tgs = elb.target_groups_of(&lb.arn).await?;
-        if lb.tags.contains_key(adopt::TAG_ADOPTED_FROM) {
-            // Its listeners were switched to berth's groups by ModifyListener, and not every
-            // ELBv2 lists such a group under the load balancer: ask the listeners too.
-            let more: Vec<String> = elb
-                .listeners(&lb.arn)
-                .await?
-                .into_iter()
-                .filter_map(|l| l.target_group)
-                .filter(|a| !tgs.iter().any(|t| &t.arn == a))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            if !more.is_empty() {
-                tgs.extend(elb.target_groups_by_arn(&more).await?);
-            }
-        }
-        elb.delete_load_balancer(&lb.arn).await?;
-        info!(arn = %lb.arn, "Deleted load balancer");
-        for tg in tgs.iter().filter(|t| owned_by(&t.tags, cluster, uid)) {
-            elb.delete_target_group(&tg.arn).await?;
-            info!(name = %tg.name, "Deleted target group");
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Provider for AwsProvider {
-    fn name(&self) -> &'static str {
-        "aws"
-    }
-
-    fn needs_node_ports(&self) -> bool {
-        true
-    }
-
-    fn annotations(&self) -> crate::AnnotationSupport {
-        ANNOTATIONS
-    }
-
-    fn validate(&self, lb: &DesiredLoadBalancer) -> Result<(), ProviderError> {
-        Self::plan(lb).map(|_| ())
-    }
-
-    #[instrument(skip_all, fields(id = %lb.id, service = %format_args!("{}/{}", lb.service.namespace, lb.service.name)))]
-    async fn ensure(&self, lb: &DesiredLoadBalancer) -> Result<LoadBalancerStatus, ProviderError> {
-        let p = Self::plan(lb)?;
-        for key in lb
-            .annotations
-            .keys()
-            .filter(|k| annotations::is_unsupported(k))
-        {
-            debug!(annotation = %key, "Annotation not implemented by berth's aws provider; ignored");
-        }
-        let c = self.clients().await?;
+    /// Reads the Service's NLB and everything under it and makes it what `p` asks for.
+    async fn ensure_full(
+        &self,
+        c: &Clients,
+        lb: &DesiredLoadBalancer,
+        p: &Plan,
+    ) -> Result<(LoadBalancerStatus, Known), ProviderError> {
         let elb = &c.elb;
         let uid = &lb.service.uid;
         let mut found = Self::find_lbs(elb, &p.name, &lb.cluster, uid).await?;
         if let (true, Some(a)) = (found.is_empty(), &self.adopter) {
-            found.extend(a.take_over(elb, lb, &p).await?);
+            found.extend(a.take_over(elb, lb, p).await?);
         }
         // Duplicates (a crash between CreateLoadBalancer and its answer, on a backend that
         // accepts duplicate names): keep the oldest.
@@ -342,9 +335,9 @@ impl Provider for AwsProvider {
         let (lb_now, fresh) = match current {
             Some(cur) => (cur, false),
             None => {
-                let (subnets, vpc) = self.subnets(c, &p, &lb.cluster).await?;
+                let (subnets, vpc) = self.subnets(c, p, &lb.cluster).await?;
                 // Created with its security groups: AWS takes none later otherwise.
-                let sgs = c.sg.ensure(&c.ec2, lb, &p, &vpc).await?;
+                let sgs = c.sg.ensure(&c.ec2, lb, p, &vpc).await?;
                 let created = elb
                     .create_load_balancer(
                         &p.name,
@@ -361,7 +354,7 @@ impl Provider for AwsProvider {
         };
         if !fresh {
             if p.settings.subnets.is_some() {
-                let (subnets, _) = self.subnets(c, &p, &lb.cluster).await?;
+                let (subnets, _) = self.subnets(c, p, &lb.cluster).await?;
                 if subnets.iter().cloned().collect::<BTreeSet<_>>() != lb_now.subnets {
                     elb.set_subnets(&lb_now.arn, &subnets).await?;
                     info!(?subnets, "Updated subnets");
@@ -376,7 +369,7 @@ impl Provider for AwsProvider {
                 elb.remove_tags(&lb_now.arn, &remove).await?;
                 info!(?remove, "Removed tags");
             }
-            let sgs = c.sg.ensure(&c.ec2, lb, &p, &lb_now.vpc_id).await?;
+            let sgs = c.sg.ensure(&c.ec2, lb, p, &lb_now.vpc_id).await?;
             security_groups::attach(elb, &lb_now, &sgs).await?;
             security_groups::delete_stale(&c.ec2, &sgs.stale).await?;
         }
@@ -508,13 +501,141 @@ impl Provider for AwsProvider {
             info!(name = %tg.name, "Deleted target group");
         }
 
-        Ok(LoadBalancerStatus {
-            ingress: vec![Ingress {
-                ip: None,
-                hostname: Some(lb_now.dns_name.clone()).filter(|d| !d.is_empty()),
-                ip_mode: IpMode::Proxy,
-            }],
-        })
+        let known = Known {
+            shape: shape(lb),
+            dns_name: lb_now.dns_name.clone(),
+            vpc_id: lb_now.vpc_id.clone(),
+            groups: p
+                .groups
+                .iter()
+                .zip(&arns)
+                .map(|(g, (_, _, arn))| (arn.clone(), g.node_port))
+                .collect(),
+            targets: p.targets.clone(),
+            read_at: Instant::now(),
+        };
+        Ok((status(&lb_now.dns_name), known))
+    }
+
+    /// A change of nodes alone on an NLB berth knows as it left it: only the target writes
+    /// (and the backend rule for instances not seen before), nothing read back.
+    async fn ensure_known(
+        &self,
+        c: &Clients,
+        lb: &DesiredLoadBalancer,
+        p: &Plan,
+        mut k: Known,
+    ) -> Result<(LoadBalancerStatus, Known), ProviderError> {
+        c.sg.ensure_node_rules(&c.ec2, lb, p, &k.vpc_id).await?;
+        for (arn, node_port) in &k.groups {
+            let have: BTreeSet<plan::Target> =
+                k.targets.iter().map(|t| (t.clone(), *node_port)).collect();
+            let (register, deregister) = plan::target_changes(&have, &p.targets, *node_port);
+            if !register.is_empty() {
+                c.elb.change_targets(arn, &register, true).await?;
+            }
+            if !deregister.is_empty() {
+                c.elb.change_targets(arn, &deregister, false).await?;
+            }
+            if !register.is_empty() || !deregister.is_empty() {
+                info!(group = %arn, registered = register.len(), deregistered = deregister.len(), "Updated targets");
+            }
+        }
+        k.targets = p.targets.clone();
+        Ok((status(&k.dns_name), k))
+    }
+
+    /// Deletes the load balancer `lb` and then the target groups it used that this Service
+    /// owns.
+    async fn delete_lb(
+        elb: &Elb,
+        lb: &CurrentLb,
+        cluster: &str,
+        uid: &str,
+    ) -> Result<(), ProviderError> {
+        let mut tgs = elb.target_groups_of(&lb.arn).await?;
+        if lb.tags.contains_key(adopt::TAG_ADOPTED_FROM) {
+            // Its listeners were switched to berth's groups by ModifyListener, and not every
+            // ELBv2 lists such a group under the load balancer: ask the listeners too.
+            let more: Vec<String> = elb
+                .listeners(&lb.arn)
+                .await?
+                .into_iter()
+                .filter_map(|l| l.target_group)
+                .filter(|a| !tgs.iter().any(|t| &t.arn == a))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !more.is_empty() {
+                tgs.extend(elb.target_groups_by_arn(&more).await?);
+            }
+        }
+        elb.delete_load_balancer(&lb.arn).await?;
+        info!(arn = %lb.arn, "Deleted load balancer");
+        for tg in tgs.iter().filter(|t| owned_by(&t.tags, cluster, uid)) {
+            elb.delete_target_group(&tg.arn).await?;
+            info!(name = %tg.name, "Deleted target group");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Provider for AwsProvider {
+    fn name(&self) -> &'static str {
+        "aws"
+    }
+
+    fn needs_node_ports(&self) -> bool {
+        true
+    }
+
+    fn annotations(&self) -> crate::AnnotationSupport {
+        ANNOTATIONS
+    }
+
+    fn validate(&self, lb: &DesiredLoadBalancer) -> Result<(), ProviderError> {
+        Self::plan(lb).map(|_| ())
+    }
+
+    #[instrument(skip_all, fields(id = %lb.id, service = %format_args!("{}/{}", lb.service.namespace, lb.service.name)))]
+    async fn ensure(&self, lb: &DesiredLoadBalancer) -> Result<LoadBalancerStatus, ProviderError> {
+        let p = Self::plan(lb)?;
+        for key in lb
+            .annotations
+            .keys()
+            .filter(|k| annotations::is_unsupported(k))
+        {
+            debug!(annotation = %key, "Annotation not implemented by berth's aws provider; ignored");
+        }
+        let c = self.clients().await?;
+        let uid = &lb.service.uid;
+        let known = self
+            .known
+            .lock()
+            .ok()
+            .and_then(|k| k.get(uid).cloned())
+            .filter(|k| k.read_at.elapsed() < self.cfg.full_read_every && k.shape == shape(lb));
+        let result = match known {
+            Some(k) => self.ensure_known(c, lb, &p, k).await,
+            None => self.ensure_full(c, lb, &p).await,
+        };
+        let mut all = self.known.lock().ok();
+        match result {
+            Ok((status, k)) => {
+                if let Some(all) = all.as_mut() {
+                    all.insert(uid.clone(), k);
+                }
+                Ok(status)
+            }
+            Err(e) => {
+                // Read everything again next time.
+                if let Some(all) = all.as_mut() {
+                    all.remove(uid);
+                }
+                Err(e)
+            }
+        }
     }
 
     #[instrument(skip_all, fields(id = %lb.id))]
@@ -522,6 +643,9 @@ impl Provider for AwsProvider {
         let c = self.clients().await?;
         let elb = &c.elb;
         let uid = &lb.service.uid;
+        if let Ok(mut k) = self.known.lock() {
+            k.remove(uid);
+        }
         let found = match Self::find_lbs(elb, &lb.id, &lb.cluster, uid).await {
             Ok(f) => f,
             // Someone else's load balancer with this name: nothing of ours to delete there.

@@ -316,6 +316,32 @@ impl SgState {
         Ok(out)
     }
 
+    /// Only the node rules for `p`'s targets, for an NLB whose groups are known to be as
+    /// berth left them: EC2 calls only for instances not checked before.
+    pub async fn ensure_node_rules(
+        &self,
+        ec2: &Ec2,
+        lb: &DesiredLoadBalancer,
+        p: &Plan,
+        vpc: &str,
+    ) -> Result<(), ProviderError> {
+        if !p.settings.security.manage_backend_rules
+            || p.settings.target_type != TargetType::Instance
+        {
+            return Ok(());
+        }
+        let result = async {
+            let backend = self.backend_group(ec2, &lb.cluster, vpc).await?;
+            self.node_rules(ec2, &lb.cluster, &backend, &p.targets)
+                .await
+        }
+        .await;
+        if result.is_err() {
+            self.forget();
+        }
+        result
+    }
+
     /// The cluster's backend group in `vpc`, created when missing.
     async fn backend_group(
         &self,
