@@ -263,6 +263,11 @@ impl Scenario {
             ..Default::default()
         };
         mc_cfg.core.watch_history = 200_000;
+        // kube-apiserver's default NodePort range holds 2,768 ports: a cluster with more
+        // LoadBalancer Services than that widens it (--service-node-port-range), as here.
+        if cfg.services > 2_700 {
+            mc_cfg.core.node_port_range = 20000..=32767;
+        }
         let mc = MockCloud::start(mc_cfg).await?;
         let lb = mc.lb_api.as_ref().expect("LB API");
         lb.faults
