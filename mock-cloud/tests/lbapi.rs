@@ -404,6 +404,20 @@ async fn create_serves_tcp_and_udp_idempotently_and_delete_frees_the_vip() {
     assert_eq!(r.body["items"].as_array().map(Vec::len), Some(1));
     let r = call(addr, "GET", "/v1/loadbalancers?cluster=other", &[], None).await;
     assert_eq!(r.body["items"], json!([]));
+    // `view=labels`: only ids and labels, as garbage collection reads them.
+    let r = call(
+        addr,
+        "GET",
+        "/v1/loadbalancers?cluster=c1&view=labels",
+        &[],
+        None,
+    )
+    .await;
+    let whole = call(addr, "GET", "/v1/loadbalancers/web", &[], None).await;
+    assert_eq!(
+        r.body["items"],
+        json!([{"id": "web", "spec": {"labels": whole.body["spec"]["labels"]}}])
+    );
     assert_eq!(h.api.load_balancers().len(), 1);
 
     // DELETE frees the VIP at once; a second DELETE is 404.

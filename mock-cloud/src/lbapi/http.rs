@@ -302,7 +302,10 @@ async fn serve(
 
     match (method, id) {
         (Method::GET, None) => {
-            let body = inner.list(query.get("cluster").map(String::as_str));
+            let body = inner.list(
+                query.get("cluster").map(String::as_str),
+                query.get("view").map(String::as_str) == Some("labels"),
+            );
             json_response(StatusCode::OK, &body, None)
         }
         (Method::GET, Some(id)) => match inner.get(&id) {

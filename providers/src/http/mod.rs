@@ -39,6 +39,11 @@ pub type MetricsHook = Arc<dyn Fn(&'static str, &'static str, Duration) + Send +
 /// How many times `ensure` re-reads after a `412` (someone else wrote in between).
 const MAX_PRECONDITION_RETRIES: u32 = 5;
 
+/// The most berth reads of a load balancer list. It asks for ids and labels only (about
+/// 300 bytes a load balancer: 50,000 fit); a server that answers whole load balancers
+/// anyway is read up to this much.
+const MAX_LIST_BYTES: usize = 16 << 20;
+
 /// Where and how to reach the load balancer API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpProviderConfig {
@@ -212,7 +217,8 @@ impl HttpProvider {
             StatusCode::NOT_FOUND => Ok(None),
             StatusCode::OK => {
                 let header_etag = etag(&resp);
-                let lb: wire::LoadBalancer = read_json(resp, "load balancer").await?;
+                let lb: wire::LoadBalancer =
+                    read_json(resp, "load balancer", MAX_RESPONSE_BYTES).await?;
                 let etag = header_etag.or_else(|| lb.etag.clone());
                 Ok(Some(Current { lb, etag }))
             }
@@ -246,9 +252,9 @@ impl HttpProvider {
             .await?;
         match resp.status() {
             StatusCode::PRECONDITION_FAILED => Ok(None),
-            StatusCode::OK | StatusCode::CREATED => {
-                Ok(Some(read_json(resp, "load balancer").await?))
-            }
+            StatusCode::OK | StatusCode::CREATED => Ok(Some(
+                read_json(resp, "load balancer", MAX_RESPONSE_BYTES).await?,
+            )),
             other => Err(unexpected("PUT", other)),
         }
     }
@@ -385,7 +391,11 @@ impl Provider for HttpProvider {
     #[instrument(skip(self))]
     async fn list_owned(&self, cluster: &str) -> Result<Vec<OwnedLoadBalancer>, ProviderError> {
         let mut url = self.url(None);
-        url.query_pairs_mut().append_pair("cluster", cluster);
+        // Only ids and labels (a server that ignores `view` answers whole load balancers,
+        // read up to MAX_LIST_BYTES).
+        url.query_pairs_mut()
+            .append_pair("cluster", cluster)
+            .append_pair("view", "labels");
         let resp = self
             .api
             .send(Request {
@@ -399,7 +409,7 @@ impl Provider for HttpProvider {
         if resp.status() != StatusCode::OK {
             return Err(unexpected("GET /v1/loadbalancers", resp.status()));
         }
-        let list: wire::List = read_json(resp, "load balancer list").await?;
+        let list: wire::List = read_json(resp, "load balancer list", MAX_LIST_BYTES).await?;
         Ok(list
             .items
             .into_iter()
@@ -438,18 +448,21 @@ fn etag(resp: &Response) -> Option<String> {
 
 /// Reads and parses a response body of at most [`MAX_RESPONSE_BYTES`]; a larger one is an
 /// error as soon as it is known to be larger.
-async fn read_json<T: DeserializeOwned>(resp: Response, what: &str) -> Result<T, ProviderError> {
-    let body = bounds::read_body(resp, MAX_RESPONSE_BYTES)
-        .await
-        .map_err(|e| match e {
-            BodyError::TooLarge => ProviderError::Permanent(format!(
-                "Load balancer API response ({what}) was larger than 1 MiB; berth stopped reading it"
-            )),
-            BodyError::Read(e) => ProviderError::transient(format!(
-                "Cannot read the {what} from the load balancer API: {}",
-                bounds::describe(&e)
-            )),
-        })?;
+async fn read_json<T: DeserializeOwned>(
+    resp: Response,
+    what: &str,
+    max: usize,
+) -> Result<T, ProviderError> {
+    let body = bounds::read_body(resp, max).await.map_err(|e| match e {
+        BodyError::TooLarge => ProviderError::Permanent(format!(
+            "Load balancer API response ({what}) was larger than {} MiB; berth stopped reading it",
+            max >> 20
+        )),
+        BodyError::Read(e) => ProviderError::transient(format!(
+            "Cannot read the {what} from the load balancer API: {}",
+            bounds::describe(&e)
+        )),
+    })?;
     serde_json::from_slice(&body).map_err(|e| {
         ProviderError::Permanent(format!(
             "Load balancer API returned an unreadable {what}: {}",
