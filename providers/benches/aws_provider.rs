@@ -105,17 +105,7 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let moto = moto::Moto::start(&dir.join("moto.log"));
     let setup = moto.ctl(&["setup", CLUSTER, "4"]);
-    let nodes: Vec<(String, String)> = setup["instances"]
-        .as_array()
-        .expect("instances")
-        .iter()
-        .map(|i| {
-            (
-                i["id"].as_str().unwrap().to_string(),
-                i["zone"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let nodes = moto::instances(&setup);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut cfg = AwsProviderConfig::new("us-east-1");
     cfg.endpoint = Some(moto.endpoint.clone());

@@ -10,7 +10,6 @@ mod moto;
 
 use berth_providers::aws::{AwsProvider, AwsProviderConfig};
 use berth_providers::{DesiredLoadBalancer, NodeTarget, Protocol, Provider, ServiceRef};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 const CLUSTER: &str = "reads";
@@ -39,9 +38,13 @@ fn desired(nodes: &[(String, String)], tags: Option<&str>) -> DesiredLoadBalance
     lb
 }
 
-/// ELBv2 (reads, writes) since `before`.
-fn since(before: &BTreeMap<&'static str, u64>, after: &BTreeMap<&'static str, u64>) -> (u64, u64) {
-    after.iter().fold((0, 0), |(r, w), (op, n)| {
+/// Ensures `lb` with `p` (its status names the NLB) and returns the ELBv2 (reads, writes)
+/// that took.
+async fn ensure_counted(p: &AwsProvider, lb: &DesiredLoadBalancer) -> (u64, u64) {
+    let before = p.elb_calls();
+    let st = p.ensure(lb).await.unwrap();
+    assert!(st.ingress[0].hostname.is_some(), "{st:?}");
+    p.elb_calls().iter().fold((0, 0), |(r, w), (op, n)| {
         let d = n - before.get(op).copied().unwrap_or(0);
         if op.starts_with("Describe") {
             (r + d, w)
@@ -98,17 +101,7 @@ fn node_changes_cost_only_their_writes_until_the_full_read_interval() {
     std::fs::create_dir_all(&dir).unwrap();
     let m = moto::Moto::start(&dir.join("moto.log"));
     let setup = m.ctl(&["setup", CLUSTER, "4"]);
-    let nodes: Vec<(String, String)> = setup["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["id"].as_str().unwrap().to_string(),
-                i["zone"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let nodes = moto::instances(&setup);
     let config = |full_read_every: Duration| {
         let mut cfg = AwsProviderConfig::new("us-east-1");
         cfg.endpoint = Some(m.endpoint.clone());
@@ -122,65 +115,50 @@ fn node_changes_cost_only_their_writes_until_the_full_read_interval() {
         assert_eq!(targets(&m), want(&nodes[..3]));
 
         // A node added: one RegisterTargets per target group, nothing read.
-        let before = p.elb_calls();
-        let st = p.ensure(&desired(&nodes, None)).await.unwrap();
-        assert!(st.ingress[0].hostname.is_some());
-        assert_eq!(since(&before, &p.elb_calls()), (0, 2), "node added");
+        assert_eq!(
+            ensure_counted(&p, &desired(&nodes, None)).await,
+            (0, 2),
+            "node added"
+        );
         assert_eq!(targets(&m), want(&nodes));
 
         // Unchanged: no call at all.
-        let before = p.elb_calls();
-        p.ensure(&desired(&nodes, None)).await.unwrap();
-        assert_eq!(since(&before, &p.elb_calls()), (0, 0), "unchanged");
+        assert_eq!(
+            ensure_counted(&p, &desired(&nodes, None)).await,
+            (0, 0),
+            "unchanged"
+        );
 
         // A node removed: one DeregisterTargets per group.
-        let before = p.elb_calls();
-        p.ensure(&desired(&nodes[1..], None)).await.unwrap();
-        assert_eq!(since(&before, &p.elb_calls()), (0, 2), "node removed");
+        assert_eq!(
+            ensure_counted(&p, &desired(&nodes[1..], None)).await,
+            (0, 2),
+            "node removed"
+        );
         assert_eq!(targets(&m), want(&nodes[1..]));
 
         // Anything else changed (here a tag): everything is read again.
-        let before = p.elb_calls();
-        p.ensure(&desired(&nodes[1..], Some("team=web")))
-            .await
-            .unwrap();
-        let (reads, writes) = since(&before, &p.elb_calls());
+        let tagged = desired(&nodes[1..], Some("team=web"));
+        let (reads, writes) = ensure_counted(&p, &tagged).await;
         assert!(
             reads >= 5 && writes >= 1,
             "tag change: {reads} reads, {writes} writes"
         );
 
         // Drift made by someone else stays until the full read, which repairs it.
-        let tg = m.state().tgs_of("uid-web")[0]["arn"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let port = m.state().tgs_of("uid-web")[0]["port"]
-            .as_u64()
-            .unwrap()
-            .to_string();
-        m.ctl(&["deregister", &tg, &nodes[1].0, &port]);
-        p.ensure(&desired(&nodes[1..], Some("team=web")))
-            .await
-            .unwrap();
+        let st = m.state();
+        let tg = &st.tgs_of("uid-web")[0];
+        let (arn, port) = (tg["arn"].as_str().unwrap(), tg["port"].to_string());
+        m.ctl(&["deregister", arn, &nodes[1].0, &port]);
+        p.ensure(&tagged).await.unwrap();
         assert_ne!(targets(&m), want(&nodes[1..]), "trusted until the interval");
         let resync = AwsProvider::new(config(Duration::ZERO)).unwrap();
-        let before = resync.elb_calls();
-        resync
-            .ensure(&desired(&nodes[1..], Some("team=web")))
-            .await
-            .unwrap();
-        let (reads, writes) = since(&before, &resync.elb_calls());
+        let (reads, writes) = ensure_counted(&resync, &tagged).await;
         assert_eq!(writes, 1, "the one missing target registered again");
         assert!(reads >= 5, "{reads} reads");
         assert_eq!(targets(&m), want(&nodes[1..]));
         // And with a zero interval every ensure reads everything.
-        let before = resync.elb_calls();
-        resync
-            .ensure(&desired(&nodes[1..], Some("team=web")))
-            .await
-            .unwrap();
-        let (reads, writes) = since(&before, &resync.elb_calls());
+        let (reads, writes) = ensure_counted(&resync, &tagged).await;
         assert_eq!(writes, 0);
         assert!(reads >= 5, "{reads} reads");
     });

@@ -53,13 +53,10 @@ impl World {
                 .map(|i| i["id"].as_str().unwrap().to_string())
                 .collect()
         };
-        let nodes: Vec<Value> = setup["instances"]
-            .as_array()
-            .unwrap()
+        let nodes: Vec<Value> = moto::instances(&setup)
             .iter()
             .enumerate()
-            .map(|(i, inst)| {
-                let (id, zone) = (inst["id"].as_str().unwrap(), inst["zone"].as_str().unwrap());
+            .map(|(i, (id, zone))| {
                 json!({
                     "apiVersion": "v1", "kind": "Node",
                     "metadata": {"name": format!("node-{i}"), "labels": {"topology.kubernetes.io/zone": zone}},

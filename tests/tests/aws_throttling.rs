@@ -92,17 +92,7 @@ fn aws_200_services_converge_under_30_percent_throttling_without_duplicates() {
     let cloud = Cloud::start("aws-throttle");
     let moto = Moto::start(&cloud.dir.join("moto.log"));
     let setup = moto.ctl(&["setup", CLUSTER, "3"]);
-    let instances: Vec<(String, String)> = setup["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["id"].as_str().unwrap().to_string(),
-                i["zone"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let instances = moto::instances(&setup);
     let proxy = ThrottleProxy::start(&moto.endpoint, 0.3, 14);
     cloud.apply(
         &instances

@@ -142,15 +142,11 @@ fn status(dns_name: &str) -> LoadBalancerStatus {
 /// A digest of everything in `lb` but its targets: equal shapes need the same NLB,
 /// listeners, target groups, tags and security groups.
 fn shape(lb: &DesiredLoadBalancer) -> String {
-    let mut v = serde_json::to_value(DesiredLoadBalancer {
+    let without_targets = DesiredLoadBalancer {
         targets: Default::default(),
         ..lb.clone()
-    })
-    .unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("targets");
-    }
-    plan::hash16(&v.to_string())
+    };
+    plan::hash16(&serde_json::to_string(&without_targets).unwrap_or_default())
 }
 
 impl AwsProvider {
@@ -298,6 +294,7 @@ impl AwsProvider {
         c: &Clients,
         lb: &DesiredLoadBalancer,
         p: &Plan,
+        shape: String,
     ) -> Result<(LoadBalancerStatus, Known), ProviderError> {
         let elb = &c.elb;
         let uid = &lb.service.uid;
@@ -502,7 +499,7 @@ impl AwsProvider {
         }
 
         let known = Known {
-            shape: shape(lb),
+            shape,
             dns_name: lb_now.dns_name.clone(),
             vpc_id: lb_now.vpc_id.clone(),
             groups: p
@@ -610,15 +607,16 @@ impl Provider for AwsProvider {
         }
         let c = self.clients().await?;
         let uid = &lb.service.uid;
+        let shape = shape(lb);
         let known = self
             .known
             .lock()
             .ok()
             .and_then(|k| k.get(uid).cloned())
-            .filter(|k| k.read_at.elapsed() < self.cfg.full_read_every && k.shape == shape(lb));
+            .filter(|k| k.read_at.elapsed() < self.cfg.full_read_every && k.shape == shape);
         let result = match known {
             Some(k) => self.ensure_known(c, lb, &p, k).await,
-            None => self.ensure_full(c, lb, &p).await,
+            None => self.ensure_full(c, lb, &p, shape).await,
         };
         let mut all = self.known.lock().ok();
         match result {

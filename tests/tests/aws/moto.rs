@@ -37,6 +37,21 @@ pub fn venv() -> PathBuf {
     dir
 }
 
+/// The instances `moto_ctl.py setup` made, as (id, availability zone).
+pub fn instances(setup: &Value) -> Vec<(String, String)> {
+    setup["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_string(),
+                i["zone"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// A running `moto_server`.
 pub struct Moto {
     child: Child,

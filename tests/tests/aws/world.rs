@@ -29,17 +29,7 @@ impl World {
         let cloud = Cloud::start(tag);
         let moto = Moto::start(&cloud.dir.join("moto.log"));
         let setup = moto.ctl(&["setup", CLUSTER, &instances.to_string()]);
-        let instances = setup["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| {
-                (
-                    i["id"].as_str().unwrap().to_string(),
-                    i["zone"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
+        let instances = super::moto::instances(&setup);
         let subnets = setup["subnets"]
             .as_array()
             .unwrap()
