@@ -446,8 +446,9 @@ fn etag(resp: &Response) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Reads and parses a response body of at most [`MAX_RESPONSE_BYTES`]; a larger one is an
-/// error as soon as it is known to be larger.
+/// Reads and parses a response body of at most `max` bytes ([`MAX_RESPONSE_BYTES`], or
+/// [`MAX_LIST_BYTES`] for a list); a larger one is an error as soon as it is known to be
+/// larger.
 async fn read_json<T: DeserializeOwned>(
     resp: Response,
     what: &str,
