@@ -27,6 +27,9 @@ pub struct Counts {
     pub forwarded: u64,
     /// Answered with a throttling error.
     pub throttled: u64,
+    /// Of the forwarded, those moto itself answered with a server error (5xx). A client
+    /// retries these, as it must, so they are not duplicates.
+    pub server_errors: u64,
 }
 
 struct State {
@@ -130,6 +133,7 @@ impl ThrottleProxy {
             .fold(Counts::default(), |a, c| Counts {
                 forwarded: a.forwarded + c.forwarded,
                 throttled: a.throttled + c.throttled,
+                server_errors: a.server_errors + c.server_errors,
             })
     }
 
@@ -311,6 +315,15 @@ fn serve(st: &State, conn: TcpStream) -> std::io::Result<()> {
         .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| std::io::Error::other("moto's answer has no head"))?;
     let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let server_error = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse::<u16>().ok())
+        .is_some_and(|code| code >= 500);
+    if server_error {
+        let mut counts = st.counts.lock().unwrap();
+        counts.entry(action).or_default().server_errors += 1;
+    }
     let mut out = String::new();
     for l in head.split("\r\n") {
         let name = l.split(':').next().unwrap_or("").trim();
@@ -352,7 +365,8 @@ mod tests {
         assert!((0..1000).all(|i| throttles(7, "X", i, 1_000_000)));
     }
 
-    /// An upstream that answers every request with a fixed 200.
+    /// An upstream that answers every request with a fixed 200, except `Action=Fail`, which
+    /// gets a 500.
     fn upstream() -> String {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
@@ -361,11 +375,18 @@ mod tests {
                 let Ok(c) = c else { continue };
                 let mut w = c.try_clone().unwrap();
                 let mut r = BufReader::new(c);
-                if read_request(&mut r).ok().flatten().is_some() {
-                    let _ = w.write_all(
+                let Some(req) = read_request(&mut r).ok().flatten() else {
+                    continue;
+                };
+                let _ = if req.param("Action").as_deref() == Some("Fail") {
+                    w.write_all(
+                        b"HTTP/1.1 500 INTERNAL SERVER ERROR\r\nContent-Length: 2\r\n\r\nno",
+                    )
+                } else {
+                    w.write_all(
                         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok",
-                    );
-                }
+                    )
+                };
             }
         });
         format!("http://{addr}")
@@ -406,10 +427,22 @@ mod tests {
             counts["DescribeSubnets"],
             Counts {
                 forwarded: 1,
-                throttled: 1
+                throttled: 1,
+                server_errors: 0,
             }
         );
         assert_eq!(counts["DescribeLoadBalancers"].throttled, 1);
         assert_eq!(proxy.total().forwarded, 1);
+        // moto's own server errors are passed on and counted apart.
+        let (status, _) = call(&proxy, "Action=Fail&Version=2016-11-15");
+        assert_eq!(status, 500);
+        assert_eq!(
+            proxy.counts()["Fail"],
+            Counts {
+                forwarded: 1,
+                throttled: 0,
+                server_errors: 1,
+            }
+        );
     }
 }
