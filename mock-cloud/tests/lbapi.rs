@@ -781,4 +781,46 @@ async fn writes_are_audited_by_token_and_deletes_counted_per_id() {
     assert_eq!(tail.body["items"].as_array().map(Vec::len), Some(1));
     let stats = call(addr, "GET", "/mock-cloud/v1/stats", &[], None).await;
     assert_eq!(stats.body["deletesById"], json!({"lb-x": 2}));
+
+    // Equal target lists are stored once; the per-set count needs no walk over targets.
+    for id in ["lb-a", "lb-b"] {
+        let put = call(
+            addr,
+            "PUT",
+            &format!("/v1/loadbalancers/{id}"),
+            &[],
+            json_body(&spec(h.block, 1)),
+        )
+        .await;
+        assert_eq!(put.status, 201, "{}", put.body);
+    }
+    let put = call(
+        addr,
+        "PUT",
+        "/v1/loadbalancers/lb-c",
+        &[],
+        json_body(&foreign),
+    )
+    .await;
+    assert_eq!(put.status, 201, "{}", put.body);
+    assert_eq!(h.api.target_lists(), 2);
+    let both: std::collections::BTreeSet<String> = ["node-2", "node-1"].map(String::from).into();
+    assert_eq!(h.api.count_targeting(&both), (3, 2));
+    let other: std::collections::BTreeSet<String> = ["other-node".to_string()].into();
+    assert_eq!(h.api.count_targeting(&other), (3, 1));
+    let got = call(addr, "GET", "/v1/loadbalancers/lb-b", &[], None).await;
+    assert_eq!(got.body["spec"]["targets"], spec(h.block, 1)["targets"]);
+    for id in ["lb-a", "lb-c"] {
+        let del = call(
+            addr,
+            "DELETE",
+            &format!("/v1/loadbalancers/{id}"),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(del.status, 204);
+    }
+    assert_eq!(h.api.target_lists(), 1);
+    assert_eq!(h.api.count_targeting(&both), (1, 1));
 }

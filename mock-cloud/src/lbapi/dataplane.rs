@@ -254,7 +254,7 @@ impl DataPlane {
                 .collect();
             let mut keep: HashSet<CheckKey> = HashSet::new();
             let mut targets = Vec::new();
-            for target in &spec.targets {
+            for target in spec.targets.iter() {
                 let Some(ip) = target.ip() else { continue };
                 let mut checks = HashMap::new();
                 for &port in &check_ports {

@@ -19,11 +19,11 @@ use anyhow::Context;
 use dataplane::DataPlane;
 use serde::Serialize;
 use serde_json::{Value, json};
-use spec::Spec;
-use std::collections::BTreeMap;
+use spec::{Spec, Target};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -83,9 +83,37 @@ pub struct LbStats {
     pub injected_errors: u64,
 }
 
+/// A digest of a set of target names, independent of their order (names are sorted and
+/// repeated ones counted once): equal sets give equal digests, and different sets collide
+/// with probability about 2^-64.
+fn target_set_digest<'a>(names: impl Iterator<Item = &'a str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut names: Vec<&str> = names.collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    names.len().hash(&mut h);
+    for n in names {
+        n.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// A digest of a target list, order and addresses included (for sharing equal lists).
+fn list_digest(targets: &[Target]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    targets.hash(&mut h);
+    h.finish()
+}
+
 /// One stored load balancer.
 struct LbEntry {
     spec: Spec,
+    /// [`target_set_digest`] of the spec's target names, kept so that asking which load
+    /// balancers target a given set of nodes costs one comparison per load balancer rather
+    /// than a walk over every target (10 million at 10,000 × 1,000).
+    targets_digest: u64,
     generation: u64,
     etag: String,
     plane: Arc<DataPlane>,
@@ -104,6 +132,10 @@ pub(crate) struct Inner {
     dataplane: bool,
     faults: Arc<Faults>,
     state: Mutex<State>,
+    /// Target lists already stored, by [`list_digest`]: a PUT whose list equals one of them
+    /// shares it, so 10,000 load balancers over the same 1,000 nodes hold one list, not
+    /// 10,000 copies (about a gigabyte).
+    target_lists: Mutex<HashMap<u64, Weak<[Target]>>>,
     /// Serialises every change (PUT, DELETE, shutdown) while letting reads proceed.
     gate: tokio::sync::Mutex<()>,
     stats: Mutex<LbStats>,
@@ -131,6 +163,23 @@ pub(crate) struct PutOutcome {
 impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `targets`, or an equal list already stored, to be shared.
+    fn share_targets(&self, targets: Arc<[Target]>) -> Arc<[Target]> {
+        let key = list_digest(&targets);
+        let mut lists = self.target_lists.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = lists.get(&key).and_then(Weak::upgrade)
+            && known == targets
+        {
+            return known;
+        }
+        // Forget lists no load balancer holds any more, now and then (amortised O(1)).
+        if lists.len() >= 64 && lists.len().is_power_of_two() {
+            lists.retain(|_, w| w.strong_count() > 0);
+        }
+        lists.insert(key, Arc::downgrade(&targets));
+        targets
     }
 
     fn stats(&self) -> MutexGuard<'_, LbStats> {
@@ -310,6 +359,8 @@ impl Inner {
             }
         };
 
+        let mut spec = spec;
+        spec.targets = self.share_targets(spec.targets);
         let generation = existing.as_ref().map_or(0, |(_, g, _, _)| *g) + 1;
         let etag = spec::etag(generation, &spec);
         let replaced = {
@@ -317,6 +368,7 @@ impl Inner {
             let old = st.lbs.insert(
                 id.to_string(),
                 LbEntry {
+                    targets_digest: target_set_digest(spec.targets.iter().map(|t| t.name.as_str())),
                     spec,
                     generation,
                     etag: etag.clone(),
@@ -446,6 +498,7 @@ impl LbApi {
                 lbs: BTreeMap::new(),
                 vips: VipPool::new(cfg.ip_block),
             }),
+            target_lists: Mutex::new(HashMap::new()),
             gate: tokio::sync::Mutex::new(()),
             stats: Mutex::new(LbStats::default()),
             closed: AtomicBool::new(false),
@@ -513,16 +566,25 @@ impl LbApi {
     /// How many load balancers exist, and how many of them target exactly the nodes named in
     /// `nodes` (cheap enough to poll with 10,000 load balancers of 1,000 targets each).
     pub fn count_targeting(&self, nodes: &std::collections::BTreeSet<String>) -> (usize, usize) {
+        let want = target_set_digest(nodes.iter().map(String::as_str));
         let st = self.inner.state();
         let exact = st
             .lbs
             .values()
-            .filter(|e| {
-                e.spec.targets.len() == nodes.len()
-                    && e.spec.targets.iter().all(|t| nodes.contains(&t.name))
-            })
+            .filter(|e| e.spec.targets.len() == nodes.len() && e.targets_digest == want)
             .count();
         (st.lbs.len(), exact)
+    }
+
+    /// How many target lists the load balancers hold between them: equal lists are stored
+    /// once, so this is the number of distinct lists.
+    pub fn target_lists(&self) -> usize {
+        let st = self.inner.state();
+        st.lbs
+            .values()
+            .map(|e| Arc::as_ptr(&e.spec.targets).cast::<u8>() as usize)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
     }
 
     /// The VIP of load balancer `id`, if it exists.
@@ -550,5 +612,22 @@ impl LbApi {
 async fn wait_true(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|s| *s).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::target_set_digest;
+
+    #[test]
+    fn target_set_digest_depends_on_the_set_only() {
+        let d = |names: &[&str]| target_set_digest(names.iter().copied());
+        assert_eq!(d(&["node-1", "node-2"]), d(&["node-2", "node-1"]));
+        assert_eq!(d(&["node-1", "node-2"]), d(&["node-2", "node-1", "node-2"]));
+        assert_ne!(d(&["node-1", "node-2"]), d(&["node-1"]));
+        assert_ne!(d(&["node-1", "node-2"]), d(&["node-1", "node-3"]));
+        // Names are hashed with their boundaries: "ab"+"c" is not "a"+"bc".
+        assert_ne!(d(&["ab", "c"]), d(&["a", "bc"]));
+        assert_ne!(d(&[]), d(&[""]));
     }
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A 422: which field of the spec is wrong, and why.
@@ -56,7 +57,7 @@ pub struct Listener {
     pub target_port: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Target {
     pub name: String,
     /// As the client wrote it (echoed back unchanged); parsed in [`Target::ip`].
@@ -137,7 +138,9 @@ pub struct Spec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
     pub listeners: Vec<Listener>,
-    pub targets: Vec<Target>,
+    /// Shared: load balancers with identical target lists (the common case: every node)
+    /// hold one copy between them.
+    pub targets: Arc<[Target]>,
     pub health_check: HealthCheck,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_ranges: Option<Vec<String>>,
@@ -497,7 +500,7 @@ pub fn parse(v: &Value) -> Result<Spec, Invalid> {
     Ok(Spec {
         labels,
         listeners,
-        targets,
+        targets: targets.into(),
         health_check,
         source_ranges,
         session_affinity,
