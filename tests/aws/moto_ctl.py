@@ -395,6 +395,19 @@ def sample(endpoint, seconds, arns):
     }
 
 
+def attributes(endpoint, arns):
+    """The attributes of each load balancer or target group in ARNS, as {arn: {key: value}}."""
+    elb = client(endpoint, "elbv2")
+    out = {}
+    for arn in arns:
+        if ":loadbalancer/" in arn:
+            attrs = elb.describe_load_balancer_attributes(LoadBalancerArn=arn)["Attributes"]
+        else:
+            attrs = elb.describe_target_group_attributes(TargetGroupArn=arn)["Attributes"]
+        out[arn] = {a["Key"]: a.get("Value", "") for a in attrs}
+    return out
+
+
 def main():
     endpoint, cmd, *args = sys.argv[1:]
     if cmd == "setup":
@@ -430,6 +443,8 @@ def main():
         out = {}
     elif cmd == "sample":
         out = sample(endpoint, float(args[0]), args[1:])
+    elif cmd == "attributes":
+        out = attributes(endpoint, args)
     elif cmd == "instances":
         out = run_instances(client(endpoint, "ec2"), int(args[0]), args[1])
     else:

@@ -207,6 +207,39 @@ fn aws_nlb_follows_service_ports_nodes_and_health_checks() {
         (*hc == want).then_some(()).ok_or(format!("{hc}"))
     });
 
+    // Attributes set after create, then changed: AWS holds what the annotations say.
+    let attrs = |st: &State| -> Result<(Value, Value), String> {
+        let lb = st.lbs_of(&local_uid).first().ok_or("no NLB")?["arn"].clone();
+        let tg = st.tgs_of(&local_uid).first().ok_or("no group")?["arn"].clone();
+        let (lb, tg) = (
+            lb.as_str().unwrap_or_default(),
+            tg.as_str().unwrap_or_default(),
+        );
+        let got = w.moto.ctl(&["attributes", lb, tg]);
+        Ok((got[lb].clone(), got[tg].clone()))
+    };
+    for (cross_zone, delay, preserve) in [("true", "120", "false"), ("false", "30", "true")] {
+        w.cloud.kubectl_ok(&[
+            "annotate",
+            "--overwrite",
+            "service",
+            "local",
+            &format!("service.beta.kubernetes.io/aws-load-balancer-attributes=load_balancing.cross_zone.enabled={cross_zone}"),
+            &format!("service.beta.kubernetes.io/aws-load-balancer-target-group-attributes=deregistration_delay.timeout_seconds={delay},preserve_client_ip.enabled={preserve}"),
+        ]);
+        w.converge(
+            &format!("local's attributes: cross zone {cross_zone}, delay {delay}"),
+            |st| {
+                let (lb, tg) = attrs(st)?;
+                (lb["load_balancing.cross_zone.enabled"] == cross_zone
+                    && tg["deregistration_delay.timeout_seconds"] == delay
+                    && tg["preserve_client_ip.enabled"] == preserve)
+                    .then_some(())
+                    .ok_or(format!("load balancer {lb}, target group {tg}"))
+            },
+        );
+    }
+
     // 3. Nodes: add, exclude, delete → targets follow; nothing else changes.
     let before = w.moto.state();
     let web_skeleton = skeleton(&before, &uid);
