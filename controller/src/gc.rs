@@ -133,6 +133,30 @@ impl Collector {
                 Err(e) => warn!(id = %o.id, error = %e, "Cannot delete orphaned load balancer"),
             }
         }
+        // What the cluster's load balancers share goes once none is left.
+        let Ok(left) = self.fence.check() else {
+            return Ok(deleted);
+        };
+        let shared = match left {
+            None => self.provider.collect_shared(&self.cluster).await,
+            Some(left) => {
+                match tokio::time::timeout(left, self.provider.collect_shared(&self.cluster)).await
+                {
+                    Ok(r) => r,
+                    Err(_) => return Ok(deleted),
+                }
+            }
+        };
+        match shared {
+            Ok(0) => {}
+            Ok(n) => info!(
+                resources = n,
+                "Deleted resources the cluster's load balancers shared; none is left"
+            ),
+            Err(e) => {
+                warn!(error = %e, "Cannot delete resources the cluster's load balancers shared; will retry")
+            }
+        }
         Ok(deleted)
     }
 

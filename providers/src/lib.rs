@@ -64,6 +64,13 @@ pub trait Provider: Send + Sync + 'static {
     /// Everything this provider created for `cluster` (for orphan garbage collection).
     async fn list_owned(&self, cluster: &str) -> Result<Vec<OwnedLoadBalancer>, ProviderError>;
 
+    /// Deletes what this provider made for the whole of `cluster` (not for one load
+    /// balancer) once no load balancer of the cluster uses it any more; returns how many
+    /// such resources went. Called by garbage collection after [`Provider::list_owned`].
+    async fn collect_shared(&self, _cluster: &str) -> Result<usize, ProviderError> {
+        Ok(0)
+    }
+
     /// Whether the load balancer `from` made for this Service can be taken over, and what
     /// that would change. Read-only: never writes. Providers that cannot adopt refuse.
     async fn plan_adoption(

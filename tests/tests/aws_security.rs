@@ -263,6 +263,64 @@ fn aws_source_ranges_become_security_group_rules() {
             .then_some(())
     });
 
+    // 7. The cluster's last NLB gone: its backend group goes too, after the node rules
+    // that name it (AWS refuses to delete a group other groups' rules refer to).
+    let node_group_rules = |gs: &[Value]| -> BTreeSet<String> {
+        gs.iter()
+            .find(|g| g["vpc"] == w.vpc.as_str() && g["name"] == "default")
+            .map(|g| strs(&g["ingress"]))
+            .unwrap_or_default()
+    };
+    w.cloud
+        .kubectl_ok(&["delete", "service", "mine", "--wait=false"]);
+    wait_for(
+        "the backend group deleted with the last NLB",
+        DEADLINE,
+        || {
+            let gs = groups(&w);
+            (tagged(&gs, "berth.io/resource", "backend-security-group").is_empty()
+                && w.moto.state().lbs().is_empty())
+            .then_some(gs)
+        },
+    );
+    let left = node_group_rules(&groups(&w));
+    assert!(
+        !left.iter().any(|r| r.ends_with(backend.as_str())),
+        "node rules still name the deleted group: {left:?}"
+    );
+    assert!(
+        berth
+            .output()
+            .contains("Deleted the cluster's backend security group")
+    );
+
+    // 8. A new Service after that: a new backend group, and the nodes admit it again (the
+    // controller did not keep believing they do).
+    w.cloud.apply(&[with_ranges(
+        "again",
+        Some(json!(["10.2.0.0/16"])),
+        json!({}),
+    )]);
+    let again_uid = w.uid("again");
+    wait_groups(
+        &w,
+        "again's groups",
+        &again_uid,
+        &rules(&ports, &["10.2.0.0/16"]),
+    );
+    wait_for("the nodes admit the new backend group", DEADLINE, || {
+        let gs = groups(&w);
+        let new = tagged(&gs, "berth.io/resource", "backend-security-group").first()?["id"]
+            .as_str()?
+            .to_string();
+        let have = node_group_rules(&gs);
+        (new != backend
+            && ["tcp", "udp"]
+                .iter()
+                .all(|p| have.contains(&format!("{p}:0-65535:{new}"))))
+        .then_some(())
+    });
+
     // The foreign group, though tagged with berth's cluster, is exactly as it was.
     let foreign_after = groups(&w)
         .into_iter()

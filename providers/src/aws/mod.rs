@@ -110,6 +110,9 @@ pub struct AwsProvider {
     ec2_budget: Arc<Budget>,
     /// What the last successful ensure of each Service (by uid) left in AWS.
     known: std::sync::Mutex<HashMap<String, Known>>,
+    /// For each cluster, how many [`Provider::list_owned`] passes in a row found no load
+    /// balancer of it.
+    none_seen: std::sync::Mutex<HashMap<String, u32>>,
 }
 
 /// An NLB as berth's last successful ensure left it: enough to apply a change of nodes
@@ -182,6 +185,7 @@ impl AwsProvider {
             elb_budget,
             ec2_budget,
             known: Default::default(),
+            none_seen: Default::default(),
         })
     }
 
@@ -606,6 +610,7 @@ impl Provider for AwsProvider {
             debug!(annotation = %key, "Annotation not implemented by berth's aws provider; ignored");
         }
         let c = self.clients().await?;
+        let _in_use = c.sg.in_use.read().await;
         let uid = &lb.service.uid;
         let shape = shape(lb);
         let known = self
@@ -686,10 +691,12 @@ impl Provider for AwsProvider {
     async fn list_owned(&self, cluster: &str) -> Result<Vec<OwnedLoadBalancer>, ProviderError> {
         let c = self.clients().await?;
         let mut out: BTreeMap<String, OwnedLoadBalancer> = BTreeMap::new();
+        let mut lbs = 0;
         for lb in c.elb.all_load_balancers().await? {
             if lb.tags.get(LABEL_CLUSTER).map(String::as_str) != Some(cluster) {
                 continue;
             }
+            lbs += 1;
             let id = lb
                 .arn
                 .rsplit('/')
@@ -699,6 +706,14 @@ impl Provider for AwsProvider {
             if let Some(o) = OwnedLoadBalancer::from_labels(id, lb.tags) {
                 out.entry(o.service.uid.clone()).or_insert(o);
             }
+        }
+        if let Ok(mut seen) = self.none_seen.lock() {
+            let streak = seen.entry(cluster.to_string()).or_default();
+            *streak = if lbs == 0 {
+                streak.saturating_add(1)
+            } else {
+                0
+            };
         }
         // Target groups whose load balancer is gone are orphans too.
         for tg in c.elb.all_target_groups().await? {
@@ -717,6 +732,47 @@ impl Provider for AwsProvider {
             out.entry(o.service.uid.clone()).or_insert(o);
         }
         Ok(out.into_values().collect())
+    }
+
+    /// The cluster's backend security group, once the cluster has had no NLB for two
+    /// garbage-collection passes in a row: it is shared by all of them, so it outlives every
+    /// Service until the last one goes (and a cluster whose first Services are being made
+    /// does not lose it).
+    #[instrument(skip(self))]
+    async fn collect_shared(&self, cluster: &str) -> Result<usize, ProviderError> {
+        let streak = self
+            .none_seen
+            .lock()
+            .ok()
+            .and_then(|s| s.get(cluster).copied())
+            .unwrap_or(0);
+        if streak < 2 {
+            return Ok(0);
+        }
+        let c = self.clients().await?;
+        let backends = security_groups::SgState::backend_groups(&c.ec2, cluster).await?;
+        if backends.is_empty() {
+            return Ok(0);
+        }
+        // No ensure runs from here on; one that finished since list_owned made an NLB.
+        let _no_ensure = c.sg.in_use.write().await;
+        let left = c
+            .elb
+            .all_load_balancers()
+            .await?
+            .iter()
+            .filter(|lb| lb.tags.get(LABEL_CLUSTER).map(String::as_str) == Some(cluster))
+            .count();
+        if left > 0 {
+            if let Ok(mut seen) = self.none_seen.lock() {
+                seen.insert(cluster.to_string(), 0);
+            }
+            return Ok(0);
+        }
+        for g in &backends {
+            c.sg.delete_backend(&c.ec2, &g.id).await?;
+        }
+        Ok(backends.len())
     }
 
     async fn plan_adoption(

@@ -221,6 +221,9 @@ pub struct SgState {
     /// together do not each try to create it (its name is unique per VPC).
     backend_lookup: tokio::sync::Mutex<()>,
     ruled: Mutex<BTreeSet<String>>,
+    /// Read-held by every ensure, write-held while the backend group is deleted, so no
+    /// load balancer is being made with a group that is going away.
+    pub in_use: tokio::sync::RwLock<()>,
 }
 
 impl SgState {
@@ -394,6 +397,68 @@ impl SgState {
             b.insert(vpc.to_string(), id.clone());
         }
         Ok(id)
+    }
+
+    /// The cluster's backend groups (one per VPC it has had load balancers in).
+    pub async fn backend_groups(
+        ec2: &Ec2,
+        cluster: &str,
+    ) -> Result<Vec<SecurityGroup>, ProviderError> {
+        Ok(ec2
+            .describe_security_groups(&[
+                (&format!("tag:{LABEL_CLUSTER}"), vec![cluster.to_string()]),
+                (
+                    &format!("tag:{TAG_RESOURCE}"),
+                    vec![RESOURCE_BACKEND.to_string()],
+                ),
+            ])
+            .await?)
+    }
+
+    /// Deletes the backend group `backend`: first the rules that name it as their source
+    /// (AWS refuses to delete a group other groups' rules refer to), then the group. If any
+    /// step fails, the rules taken away so far are put back, so the nodes never stop
+    /// admitting a group that still exists. The caller holds [`SgState::in_use`] for
+    /// writing and has checked that no load balancer of the cluster is left.
+    pub async fn delete_backend(&self, ec2: &Ec2, backend: &str) -> Result<(), ProviderError> {
+        // Whatever happens, what this process remembered about the group is stale.
+        self.forget();
+        let want = backend_rules(backend);
+        let referring = ec2
+            .describe_security_groups(&[("ip-permission.group-id", vec![backend.to_string()])])
+            .await?;
+        let mut revoked: Vec<(String, Vec<Rule>)> = Vec::new();
+        let mut result: Result<(), ProviderError> = Ok(());
+        for g in referring.iter().filter(|g| g.id != backend) {
+            let rules: Vec<Rule> = g.ingress.intersection(&want).cloned().collect();
+            if rules.is_empty() {
+                continue;
+            }
+            match ec2.revoke_ingress(&g.id, &rules).await {
+                Ok(()) => revoked.push((g.id.clone(), rules)),
+                Err(e) => {
+                    result = Err(e.into());
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            result = ec2.delete_security_group(backend).await.map_err(Into::into);
+        }
+        match result {
+            Ok(()) => {
+                info!(group = %backend, nodes = revoked.len(), "Deleted the cluster's backend security group and the node rules naming it: no load balancer of the cluster is left");
+                Ok(())
+            }
+            Err(e) => {
+                for (g, rules) in &revoked {
+                    if let Err(back) = ec2.authorize_ingress(g, rules).await {
+                        warn!(group = %g, error = %ProviderError::from(back), "Cannot put back the backend rule on a node security group; the next ensure adds it");
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Adds the backend rule to the security group of each instance in `targets` not
