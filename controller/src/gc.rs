@@ -59,6 +59,18 @@ pub struct Collector {
     pub fence: Fence,
 }
 
+/// Runs `work` within `left`, what is left of the lease (`None`: no limit); `None` if the
+/// lease ran out first.
+async fn within<T>(
+    left: Option<Duration>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match left {
+        None => Some(work.await),
+        Some(left) => tokio::time::timeout(left, work).await.ok(),
+    }
+}
+
 impl Collector {
     /// The Service named by `o` if it still has `o`'s uid, read live from the API server.
     async fn live_service(&self, o: &OwnedLoadBalancer) -> Result<Option<Service>, kube::Error> {
@@ -117,12 +129,8 @@ impl Collector {
                 cluster: o.cluster.clone(),
                 service: o.service.clone(),
             };
-            let res = match left {
-                None => self.provider.delete(&lb).await,
-                Some(left) => match tokio::time::timeout(left, self.provider.delete(&lb)).await {
-                    Ok(r) => r,
-                    Err(_) => return Ok(deleted),
-                },
+            let Some(res) = within(left, self.provider.delete(&lb)).await else {
+                return Ok(deleted);
             };
             match res {
                 Ok(()) => {
@@ -137,15 +145,8 @@ impl Collector {
         let Ok(left) = self.fence.check() else {
             return Ok(deleted);
         };
-        let shared = match left {
-            None => self.provider.collect_shared(&self.cluster).await,
-            Some(left) => {
-                match tokio::time::timeout(left, self.provider.collect_shared(&self.cluster)).await
-                {
-                    Ok(r) => r,
-                    Err(_) => return Ok(deleted),
-                }
-            }
+        let Some(shared) = within(left, self.provider.collect_shared(&self.cluster)).await else {
+            return Ok(deleted);
         };
         match shared {
             Ok(0) => {}

@@ -31,6 +31,13 @@ fn groups(w: &World) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The ingress rules of the nodes' group (moto's default group of the VPC), if it exists.
+fn node_rules(w: &World, gs: &[Value]) -> Option<BTreeSet<String>> {
+    gs.iter()
+        .find(|g| g["vpc"] == w.vpc.as_str() && g["name"] == "default")
+        .map(|g| strs(&g["ingress"]))
+}
+
 fn tagged<'a>(gs: &'a [Value], key: &str, value: &str) -> Vec<&'a Value> {
     gs.iter().filter(|g| g["tags"][key] == value).collect()
 }
@@ -146,14 +153,10 @@ fn aws_source_ranges_become_security_group_rules() {
         .as_str()
         .unwrap()
         .to_string();
-    let node_group = gs
-        .iter()
-        .find(|g| g["vpc"] == w.vpc.as_str() && g["name"] == "default")
-        .expect("the VPC's default group");
-    let node_rules = strs(&node_group["ingress"]);
+    let have = node_rules(&w, &gs).expect("the VPC's default group");
     for proto in ["tcp", "udp"] {
         let want = format!("{proto}:0-65535:{backend}");
-        assert!(node_rules.contains(&want), "{want} not in {node_rules:?}");
+        assert!(have.contains(&want), "{want} not in {have:?}");
     }
 
     // 2. Ranges changed (by the annotation now): rules follow, the same group and NLB.
@@ -265,12 +268,6 @@ fn aws_source_ranges_become_security_group_rules() {
 
     // 7. The cluster's last NLB gone: its backend group goes too, after the node rules
     // that name it (AWS refuses to delete a group other groups' rules refer to).
-    let node_group_rules = |gs: &[Value]| -> BTreeSet<String> {
-        gs.iter()
-            .find(|g| g["vpc"] == w.vpc.as_str() && g["name"] == "default")
-            .map(|g| strs(&g["ingress"]))
-            .unwrap_or_default()
-    };
     w.cloud
         .kubectl_ok(&["delete", "service", "mine", "--wait=false"]);
     wait_for(
@@ -283,7 +280,7 @@ fn aws_source_ranges_become_security_group_rules() {
             .then_some(gs)
         },
     );
-    let left = node_group_rules(&groups(&w));
+    let left = node_rules(&w, &groups(&w)).unwrap_or_default();
     assert!(
         !left.iter().any(|r| r.ends_with(backend.as_str())),
         "node rules still name the deleted group: {left:?}"
@@ -313,7 +310,7 @@ fn aws_source_ranges_become_security_group_rules() {
         let new = tagged(&gs, "berth.io/resource", "backend-security-group").first()?["id"]
             .as_str()?
             .to_string();
-        let have = node_group_rules(&gs);
+        let have = node_rules(&w, &gs).unwrap_or_default();
         (new != backend
             && ["tcp", "udp"]
                 .iter()

@@ -693,7 +693,7 @@ impl Provider for AwsProvider {
         let mut out: BTreeMap<String, OwnedLoadBalancer> = BTreeMap::new();
         let mut lbs = 0;
         for lb in c.elb.all_load_balancers().await? {
-            if lb.tags.get(LABEL_CLUSTER).map(String::as_str) != Some(cluster) {
+            if !plan::in_cluster(&lb.tags, cluster) {
                 continue;
             }
             lbs += 1;
@@ -717,7 +717,7 @@ impl Provider for AwsProvider {
         }
         // Target groups whose load balancer is gone are orphans too.
         for tg in c.elb.all_target_groups().await? {
-            if tg.tags.get(LABEL_CLUSTER).map(String::as_str) != Some(cluster) {
+            if !plan::in_cluster(&tg.tags, cluster) {
                 continue;
             }
             let Some(id) = tg.tags.get(plan::TAG_LOAD_BALANCER).cloned() else {
@@ -750,7 +750,7 @@ impl Provider for AwsProvider {
             return Ok(0);
         }
         let c = self.clients().await?;
-        let backends = security_groups::SgState::backend_groups(&c.ec2, cluster).await?;
+        let backends = security_groups::SgState::backend_groups(&c.ec2, cluster, None).await?;
         if backends.is_empty() {
             return Ok(0);
         }
@@ -761,7 +761,7 @@ impl Provider for AwsProvider {
             .all_load_balancers()
             .await?
             .iter()
-            .filter(|lb| lb.tags.get(LABEL_CLUSTER).map(String::as_str) == Some(cluster))
+            .filter(|lb| plan::in_cluster(&lb.tags, cluster))
             .count();
         if left > 0 {
             if let Ok(mut seen) = self.none_seen.lock() {

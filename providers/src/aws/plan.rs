@@ -246,10 +246,14 @@ pub fn plan(lb: &DesiredLoadBalancer, settings: Settings) -> Result<Plan, Provid
     })
 }
 
+/// Whether a resource with `tags` belongs to `cluster`.
+pub fn in_cluster(tags: &BTreeMap<String, String>, cluster: &str) -> bool {
+    tags.get(LABEL_CLUSTER).map(String::as_str) == Some(cluster)
+}
+
 /// Whether `tags` say the resource belongs to this cluster and Service uid.
 pub fn owned_by(tags: &BTreeMap<String, String>, cluster: &str, uid: &str) -> bool {
-    tags.get(LABEL_CLUSTER).map(String::as_str) == Some(cluster)
-        && tags.get(LABEL_SERVICE_UID).map(String::as_str) == Some(uid)
+    in_cluster(tags, cluster) && tags.get(LABEL_SERVICE_UID).map(String::as_str) == Some(uid)
 }
 
 /// Tags to add or overwrite so `current` carries `desired` (extra tags are left alone).

@@ -360,16 +360,7 @@ impl SgState {
         if let Some(id) = self.backend.lock().ok().and_then(|b| b.get(vpc).cloned()) {
             return Ok(id);
         }
-        let found = ec2
-            .describe_security_groups(&[
-                ("vpc-id", vec![vpc.to_string()]),
-                (&format!("tag:{LABEL_CLUSTER}"), vec![cluster.to_string()]),
-                (
-                    &format!("tag:{TAG_RESOURCE}"),
-                    vec![RESOURCE_BACKEND.to_string()],
-                ),
-            ])
-            .await?;
+        let found = Self::backend_groups(ec2, cluster, Some(vpc)).await?;
         let id = match found.iter().map(|g| &g.id).min() {
             Some(id) => id.clone(),
             None => {
@@ -399,20 +390,27 @@ impl SgState {
         Ok(id)
     }
 
-    /// The cluster's backend groups (one per VPC it has had load balancers in).
+    /// The cluster's backend groups: in `vpc`, or in every VPC it has had load balancers in.
     pub async fn backend_groups(
         ec2: &Ec2,
         cluster: &str,
+        vpc: Option<&str>,
     ) -> Result<Vec<SecurityGroup>, ProviderError> {
-        Ok(ec2
-            .describe_security_groups(&[
-                (&format!("tag:{LABEL_CLUSTER}"), vec![cluster.to_string()]),
-                (
-                    &format!("tag:{TAG_RESOURCE}"),
-                    vec![RESOURCE_BACKEND.to_string()],
-                ),
-            ])
-            .await?)
+        let mut filters = vec![
+            (format!("tag:{LABEL_CLUSTER}"), vec![cluster.to_string()]),
+            (
+                format!("tag:{TAG_RESOURCE}"),
+                vec![RESOURCE_BACKEND.to_string()],
+            ),
+        ];
+        if let Some(vpc) = vpc {
+            filters.push(("vpc-id".into(), vec![vpc.to_string()]));
+        }
+        let filters: Vec<(&str, Vec<String>)> = filters
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        Ok(ec2.describe_security_groups(&filters).await?)
     }
 
     /// Deletes the backend group `backend`: first the rules that name it as their source
@@ -428,37 +426,27 @@ impl SgState {
             .describe_security_groups(&[("ip-permission.group-id", vec![backend.to_string()])])
             .await?;
         let mut revoked: Vec<(String, Vec<Rule>)> = Vec::new();
-        let mut result: Result<(), ProviderError> = Ok(());
-        for g in referring.iter().filter(|g| g.id != backend) {
-            let rules: Vec<Rule> = g.ingress.intersection(&want).cloned().collect();
-            if rules.is_empty() {
-                continue;
-            }
-            match ec2.revoke_ingress(&g.id, &rules).await {
-                Ok(()) => revoked.push((g.id.clone(), rules)),
-                Err(e) => {
-                    result = Err(e.into());
-                    break;
+        let result: Result<(), ProviderError> = async {
+            for g in referring.iter().filter(|g| g.id != backend) {
+                let rules: Vec<Rule> = g.ingress.intersection(&want).cloned().collect();
+                if !rules.is_empty() {
+                    ec2.revoke_ingress(&g.id, &rules).await?;
+                    revoked.push((g.id.clone(), rules));
                 }
             }
+            Ok(ec2.delete_security_group(backend).await?)
         }
-        if result.is_ok() {
-            result = ec2.delete_security_group(backend).await.map_err(Into::into);
-        }
-        match result {
-            Ok(()) => {
-                info!(group = %backend, nodes = revoked.len(), "Deleted the cluster's backend security group and the node rules naming it: no load balancer of the cluster is left");
-                Ok(())
-            }
-            Err(e) => {
-                for (g, rules) in &revoked {
-                    if let Err(back) = ec2.authorize_ingress(g, rules).await {
-                        warn!(group = %g, error = %ProviderError::from(back), "Cannot put back the backend rule on a node security group; the next ensure adds it");
-                    }
+        .await;
+        if let Err(e) = result {
+            for (g, rules) in &revoked {
+                if let Err(back) = ec2.authorize_ingress(g, rules).await {
+                    warn!(group = %g, error = %ProviderError::from(back), "Cannot put back the backend rule on a node security group; the next ensure adds it");
                 }
-                Err(e)
             }
+            return Err(e);
         }
+        info!(group = %backend, nodes = revoked.len(), "Deleted the cluster's backend security group and the node rules naming it: no load balancer of the cluster is left");
+        Ok(())
     }
 
     /// Adds the backend rule to the security group of each instance in `targets` not
