@@ -69,7 +69,7 @@ impl Moto {
             .port();
         let out = std::fs::File::create(log).expect("moto log");
         // moto_server with ELBv2's documented tag quota (tests/aws/moto_server.py).
-        let child = Command::new(venv.join("bin/python"))
+        let mut child = Command::new(venv.join("bin/python"))
             .arg(workspace().join("tests/aws/moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
@@ -77,8 +77,19 @@ impl Moto {
             .stderr(out)
             .spawn()
             .expect("start moto_server");
+        // Ready when this moto says it listens and the port answers: a connection alone may
+        // reach another process that took the port between our probe and moto's bind.
+        let ready = format!("Running on http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !(std::fs::read_to_string(log).is_ok_and(|l| l.contains(&ready))
+            && TcpStream::connect(("127.0.0.1", port)).is_ok())
+        {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "moto_server exited ({status}) before listening on port {port}; see {}",
+                    log.display()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "moto_server did not start listening on port {port}; see {}",
