@@ -45,6 +45,20 @@ pub trait Provider: Send + Sync + 'static {
         false
     }
 
+    /// Whether `ensure` needs the Service's ready endpoints in
+    /// [`DesiredLoadBalancer::endpoints`] (it sends traffic to pods, not nodes). The
+    /// controller watches EndpointSlices and fills them only for load balancers for which
+    /// this is true, and only their changes bring such a Service back.
+    fn needs_endpoints(&self, _lb: &DesiredLoadBalancer) -> bool {
+        false
+    }
+
+    /// Whether [`Provider::needs_endpoints`] can be true for any load balancer; when false,
+    /// the controller does not watch EndpointSlices at all (and needs no RBAC for them).
+    fn may_need_endpoints(&self) -> bool {
+        false
+    }
+
     /// The Service annotations this provider honours (its own keys, and whether it uses the
     /// health check and requested addresses berth's own annotations set). The controller warns
     /// about annotations of known families that are not among them.

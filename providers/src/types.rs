@@ -108,6 +108,37 @@ pub struct DesiredLoadBalancer {
     /// The Service's `spec.externalTrafficPolicy`.
     #[serde(default)]
     pub external_traffic_policy: TrafficPolicy,
+    /// The Service's ready endpoints per Service port, from its EndpointSlices. Filled only
+    /// for providers whose [`Provider::needs_endpoints`] is true for this load balancer
+    /// (the aws provider's `ip` targets); empty, and left out of the JSON, for every other.
+    ///
+    /// [`Provider::needs_endpoints`]: crate::Provider::needs_endpoints
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<PortEndpoints>,
+}
+
+/// The ready endpoints behind one Service port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortEndpoints {
+    /// The Service port's name (empty for a single unnamed port).
+    pub name: String,
+    /// The Service port (the listener's port).
+    pub port: u16,
+    /// The Service port's protocol.
+    pub protocol: Protocol,
+    /// Each ready endpoint's address and the port it serves this Service port on (the
+    /// EndpointSlice port of the same name), sorted, without duplicates.
+    pub addresses: Vec<EndpointAddress>,
+}
+
+/// One ready endpoint of a Service port: a pod's address and its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EndpointAddress {
+    /// The pod's IP.
+    pub ip: IpAddr,
+    /// The pod's port for this Service port.
+    pub port: u16,
 }
 
 impl DesiredLoadBalancer {
@@ -146,6 +177,7 @@ impl DesiredLoadBalancer {
             service_labels: BTreeMap::new(),
             selector: BTreeMap::new(),
             external_traffic_policy: TrafficPolicy::Cluster,
+            endpoints: Vec::new(),
         })
     }
 
@@ -268,6 +300,26 @@ impl DesiredLoadBalancerBuilder {
     /// Replaces the external traffic policy.
     pub fn external_traffic_policy(mut self, policy: TrafficPolicy) -> Self {
         self.0.external_traffic_policy = policy;
+        self
+    }
+
+    /// Adds the ready endpoints of the Service port `port`/`protocol` named `name`.
+    pub fn endpoints(
+        mut self,
+        name: &str,
+        port: u16,
+        protocol: Protocol,
+        addresses: impl IntoIterator<Item = EndpointAddress>,
+    ) -> Self {
+        let mut addresses: Vec<EndpointAddress> = addresses.into_iter().collect();
+        addresses.sort();
+        addresses.dedup();
+        self.0.endpoints.push(PortEndpoints {
+            name: name.to_string(),
+            port,
+            protocol,
+            addresses,
+        });
         self
     }
 
@@ -628,6 +680,43 @@ mod tests {
         assert_eq!(
             serde_json::to_value(TrafficPolicy::Local).unwrap(),
             serde_json::json!("Local")
+        );
+    }
+
+    #[test]
+    fn endpoints_stay_off_the_wire_unless_filled() {
+        let plain = DesiredLoadBalancer::builder("prod", svc()).build();
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json.get("endpoints").is_none(), "{json}");
+        let ep = |ip: &str, port| EndpointAddress {
+            ip: ip.parse().unwrap(),
+            port,
+        };
+        let with = DesiredLoadBalancer::builder("prod", svc())
+            .endpoints(
+                "http",
+                80,
+                Protocol::Tcp,
+                [
+                    ep("10.1.0.2", 8080),
+                    ep("10.1.0.1", 8080),
+                    ep("10.1.0.2", 8080),
+                ],
+            )
+            .build();
+        assert_eq!(
+            with.endpoints[0].addresses,
+            vec![ep("10.1.0.1", 8080), ep("10.1.0.2", 8080)]
+        );
+        let json = serde_json::to_value(&with).unwrap();
+        assert_eq!(
+            json["endpoints"][0],
+            serde_json::json!({"name": "http", "port": 80, "protocol": "TCP",
+                "addresses": [{"ip": "10.1.0.1", "port": 8080}, {"ip": "10.1.0.2", "port": 8080}]})
+        );
+        assert_eq!(
+            serde_json::from_value::<DesiredLoadBalancer>(json).unwrap(),
+            with
         );
     }
 

@@ -18,8 +18,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tracing::info;
 
+use super::annotations::TargetType;
 use super::api::{CurrentLb, CurrentTg, Elb};
-use super::plan::{self, CurrentListener, ListenerModify, Plan, owned_by};
+use super::plan::{self, CurrentListener, ListenerModify, Plan, PlannedGroup, owned_by};
 use crate::adopt::{AdoptFrom, Adoption};
 use crate::{DesiredLoadBalancer, ProviderError};
 
@@ -196,12 +197,15 @@ pub fn changes(
         match p.groups.iter().find(|g| g.port == l.port) {
             Some(g) if name_of(&l.target_group) == g.name => {}
             Some(g) => out.push(format!(
-                "listener {}/{}: register {} targets at NodePort {} in new target group {}, \
+                "listener {}/{}: register {} targets {} in new target group {}, \
                  switch from {} once they are registered, then delete {}",
                 l.port,
                 l.protocol,
-                p.targets.len(),
-                g.node_port,
+                g.targets.len(),
+                match g.target_type {
+                    TargetType::Instance => format!("at NodePort {}", g.tg_port),
+                    TargetType::Ip => "at their pods' ports".to_string(),
+                },
                 g.name,
                 name_of(&l.target_group),
                 name_of(&l.target_group),
@@ -488,10 +492,10 @@ impl Adopter {
                         // balancer whose listener was switched to it).
                         continue;
                     }
-                    if p.targets.is_empty() {
+                    if g.targets.is_empty() {
                         return Err(ProviderError::transient(format!(
                             "Listener {} still forwards to the previous owner's target group: \
-                             no eligible node to register in berth's yet",
+                             no eligible target to register in berth's yet",
                             l.port
                         )));
                     }
@@ -500,11 +504,11 @@ impl Adopter {
                         None => elb.create_target_group(g, &cur.vpc_id).await?,
                     };
                     let have = elb.targets(&new.arn).await?;
-                    let (register, _) = plan::target_changes(&have, &p.targets, g.node_port);
+                    let (register, _) = plan::target_changes(&have, &g.targets);
                     if !register.is_empty() {
                         elb.change_targets(&new.arn, &register, true).await?;
                     }
-                    self.wait_ready(elb, &new, p, g.node_port).await?;
+                    self.wait_ready(elb, &new, g).await?;
                     mark = mark_retiring(elb, cur, l.port, old.as_ref(), &ns_name).await?;
                     // Only the target group moves here; TLS and protocol converge in the ensure
                     // that follows, like any other listener change.
@@ -546,20 +550,15 @@ impl Adopter {
         &self,
         elb: &Elb,
         tg: &CurrentTg,
-        p: &Plan,
-        node_port: u16,
+        g: &PlannedGroup,
     ) -> Result<(), ProviderError> {
         let mut last = String::new();
         for attempt in 0..READY_CHECKS {
             let states = elb.target_states(&tg.arn).await?;
-            let missing = p
+            let missing = g
                 .targets
                 .iter()
-                .filter(|t| {
-                    !states
-                        .iter()
-                        .any(|((id, port), _)| id == *t && *port == node_port)
-                })
+                .filter(|t| !states.iter().any(|(have, _)| have == *t))
                 .count();
             let failing: Vec<&str> = states
                 .iter()

@@ -280,6 +280,16 @@ fn check_attribute(k: &str, v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The target type `ann` asks for: instance when it says nothing; None when the value is
+/// not one of the accepted ones.
+pub fn target_type_of(ann: &BTreeMap<String, String>) -> Option<TargetType> {
+    match ann.get(TARGET_TYPE).map(|s| s.trim()) {
+        None | Some("instance") => Some(TargetType::Instance),
+        Some("ip") => Some(TargetType::Ip),
+        Some(_) => None,
+    }
+}
+
 /// Reads the annotations over `base` (the health check the controller computed).
 pub fn parse(
     ann: &BTreeMap<String, String>,
@@ -310,10 +320,9 @@ pub fn parse(
             Some(list)
         }
     };
-    let target_type = match ann.get(TARGET_TYPE).map(|s| s.trim()) {
-        None | Some("instance") => TargetType::Instance,
-        Some("ip") => TargetType::Ip,
-        Some(_) => {
+    let target_type = match target_type_of(ann) {
+        Some(t) => t,
+        None => {
             return Err(bad(
                 TARGET_TYPE,
                 &ann[TARGET_TYPE],

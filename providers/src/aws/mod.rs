@@ -123,12 +123,42 @@ struct Known {
     shape: String,
     dns_name: String,
     vpc_id: String,
-    /// Each target group's ARN and the NodePort its targets are registered at.
-    groups: Vec<(String, u16)>,
-    /// The instance ids (or IPs) registered in every group.
-    targets: BTreeSet<String>,
+    /// Each target group's ARN and the targets (id and port) berth left in it, by group
+    /// name.
+    groups: BTreeMap<String, (String, BTreeSet<plan::Target>)>,
     /// When everything was last read from AWS.
     read_at: Instant,
+}
+
+/// Registers and deregisters what turns `have` into `want` in the group `arn`. A target
+/// moving to another port on the same IP is deregistered at its old port before it is
+/// registered at the new one: moto keys targets by id alone, so the other order would lose
+/// it (AWS accepts either); every other deregistration waits until the new targets are in.
+async fn sync_targets(
+    elb: &Elb,
+    name: &str,
+    arn: &str,
+    have: &BTreeSet<plan::Target>,
+    want: &BTreeSet<plan::Target>,
+) -> Result<(), ProviderError> {
+    let (register, deregister) = plan::target_changes(have, want);
+    let (moved, gone): (Vec<plan::Target>, Vec<plan::Target>) = deregister
+        .iter()
+        .cloned()
+        .partition(|(id, _)| register.iter().any(|(r, _)| r == id));
+    if !moved.is_empty() {
+        elb.change_targets(arn, &moved, false).await?;
+    }
+    if !register.is_empty() {
+        elb.change_targets(arn, &register, true).await?;
+    }
+    if !gone.is_empty() {
+        elb.change_targets(arn, &gone, false).await?;
+    }
+    if !register.is_empty() || !deregister.is_empty() {
+        info!(%name, registered = register.len(), deregistered = deregister.len(), "Updated targets");
+    }
+    Ok(())
 }
 
 /// The status of an NLB named `dns_name`.
@@ -142,11 +172,12 @@ fn status(dns_name: &str) -> LoadBalancerStatus {
     }
 }
 
-/// A digest of everything in `lb` but its targets: equal shapes need the same NLB,
-/// listeners, target groups, tags and security groups.
+/// A digest of everything in `lb` but its targets (nodes and endpoints): equal shapes need
+/// the same NLB, listeners, target groups, tags and security groups.
 fn shape(lb: &DesiredLoadBalancer) -> String {
     let without_targets = DesiredLoadBalancer {
         targets: Default::default(),
+        endpoints: Vec::new(),
         ..lb.clone()
     };
     plan::hash16(&serde_json::to_string(&without_targets).unwrap_or_default())
@@ -442,17 +473,7 @@ impl AwsProvider {
             } else {
                 elb.targets(&tg.arn).await?
             };
-            let (register, deregister) =
-                plan::target_changes(&current_targets, &p.targets, g.node_port);
-            if !register.is_empty() {
-                elb.change_targets(&tg.arn, &register, true).await?;
-            }
-            if !deregister.is_empty() {
-                elb.change_targets(&tg.arn, &deregister, false).await?;
-            }
-            if !register.is_empty() || !deregister.is_empty() {
-                info!(name = %g.name, registered = register.len(), deregistered = deregister.len(), "Updated targets");
-            }
+            sync_targets(elb, &g.name, &tg.arn, &current_targets, &g.targets).await?;
             arns.push((g.port, g.protocol, tg.arn));
         }
 
@@ -510,16 +531,16 @@ impl AwsProvider {
                 .groups
                 .iter()
                 .zip(&arns)
-                .map(|(g, (_, _, arn))| (arn.clone(), g.node_port))
+                .map(|(g, (_, _, arn))| (g.name.clone(), (arn.clone(), g.targets.clone())))
                 .collect(),
-            targets: p.targets.clone(),
             read_at: Instant::now(),
         };
         Ok((status(&lb_now.dns_name), known))
     }
 
-    /// A change of nodes alone on an NLB berth knows as it left it: only the target writes
-    /// (and the backend rule for instances not seen before), nothing read back.
+    /// A change of targets alone (nodes, or the pods of ip targets) on an NLB berth knows as
+    /// it left it: only the target writes (and the backend rule for instances not seen
+    /// before), nothing read back.
     async fn ensure_known(
         &self,
         c: &Clients,
@@ -528,21 +549,16 @@ impl AwsProvider {
         mut k: Known,
     ) -> Result<(LoadBalancerStatus, Known), ProviderError> {
         c.sg.ensure_node_rules(&c.ec2, lb, p, &k.vpc_id).await?;
-        for (arn, node_port) in &k.groups {
-            let have: BTreeSet<plan::Target> =
-                k.targets.iter().map(|t| (t.clone(), *node_port)).collect();
-            let (register, deregister) = plan::target_changes(&have, &p.targets, *node_port);
-            if !register.is_empty() {
-                c.elb.change_targets(arn, &register, true).await?;
-            }
-            if !deregister.is_empty() {
-                c.elb.change_targets(arn, &deregister, false).await?;
-            }
-            if !register.is_empty() || !deregister.is_empty() {
-                info!(group = %arn, registered = register.len(), deregistered = deregister.len(), "Updated targets");
-            }
+        for g in &p.groups {
+            let Some((arn, have)) = k.groups.get_mut(&g.name) else {
+                return Err(ProviderError::transient(format!(
+                    "Target group {} is not among those berth last wrote",
+                    g.name
+                )));
+            };
+            sync_targets(&c.elb, &g.name, arn, have, &g.targets).await?;
+            *have = g.targets.clone();
         }
-        k.targets = p.targets.clone();
         Ok((status(&k.dns_name), k))
     }
 
@@ -588,6 +604,15 @@ impl Provider for AwsProvider {
     }
 
     fn needs_node_ports(&self) -> bool {
+        true
+    }
+
+    /// ip targets are the Service's ready pods.
+    fn needs_endpoints(&self, lb: &DesiredLoadBalancer) -> bool {
+        annotations::target_type_of(&lb.annotations) == Some(annotations::TargetType::Ip)
+    }
+
+    fn may_need_endpoints(&self) -> bool {
         true
     }
 

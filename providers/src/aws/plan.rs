@@ -62,14 +62,18 @@ pub struct PlannedGroup {
     pub protocol: ElbProtocol,
     /// The target group's name: changes exactly when an immutable setting does.
     pub name: String,
-    /// The NodePort targets are registered at.
-    pub node_port: u16,
+    /// The port the group is created with: the NodePort for instance targets; the Service
+    /// port for ip targets, each of which is registered with its own pod's port.
+    pub tg_port: u16,
     pub target_type: TargetType,
     pub health: TgHealth,
     /// Attributes to set (only these keys are managed).
     pub attributes: BTreeMap<String, String>,
     /// Tags the target group carries.
     pub tags: BTreeMap<String, String>,
+    /// What the group holds: (instance id, NodePort) for instance targets, (pod IP, pod
+    /// port) for ip targets.
+    pub targets: BTreeSet<Target>,
 }
 
 /// The whole desired NLB.
@@ -81,8 +85,9 @@ pub struct Plan {
     /// Tags the load balancer carries.
     pub tags: BTreeMap<String, String>,
     pub groups: Vec<PlannedGroup>,
-    /// Instance ids or IPs, registered in every group at its NodePort.
-    pub targets: BTreeSet<String>,
+    /// The instance ids of the nodes targeted (instance targets only: the backend security
+    /// group's rules admit them); empty for ip targets.
+    pub instances: BTreeSet<String>,
     /// The listener ports that terminate TLS, and how.
     pub tls: BTreeMap<u16, TlsListener>,
 }
@@ -99,16 +104,17 @@ pub(super) fn hash16(s: &str) -> String {
 
 /// `b-<16 hex of the LB id>-<port><t|u|x><4 hex of the immutable settings>`: at most 30
 /// characters (ELBv2 allows 32), unique per load balancer and port/protocol, and new
-/// whenever something ModifyTargetGroup cannot change (NodePort, target type) changes, so
-/// the replacement can exist beside the old group while the listener switches over.
+/// whenever something ModifyTargetGroup cannot change (the group's port, target type)
+/// changes, so the replacement can exist beside the old group while the listener switches
+/// over. Targets are not part of it: pods coming and going never rename a group.
 pub fn target_group_name(
     lb_id: &str,
     port: u16,
     protocol: ElbProtocol,
-    node_port: u16,
+    tg_port: u16,
     target_type: TargetType,
 ) -> String {
-    let immutable = hash16(&format!("{node_port}/{}", target_type.as_str()));
+    let immutable = hash16(&format!("{tg_port}/{}", target_type.as_str()));
     format!(
         "b-{}-{port}{}{}",
         hash16(lb_id),
@@ -124,9 +130,13 @@ pub fn instance_id(provider_id: &str) -> Option<&str> {
     (id.starts_with("i-") && id.len() > 2).then_some(id)
 }
 
-/// Listener ports and protocols, TCP and UDP on one port merged into `TCP_UDP`. Fails on
-/// what an NLB cannot serve.
-pub fn plan_ports(lb: &DesiredLoadBalancer) -> Result<Vec<(u16, ElbProtocol, u16)>, ProviderError> {
+/// Listener ports and protocols, TCP and UDP on one port merged into `TCP_UDP`, with the
+/// port each target group is created with (see [`PlannedGroup::tg_port`]). Fails on what
+/// an NLB cannot serve; instance targets need NodePorts, ip targets do not.
+pub fn plan_ports(
+    lb: &DesiredLoadBalancer,
+    target_type: TargetType,
+) -> Result<Vec<(u16, ElbProtocol, u16)>, ProviderError> {
     let mut by_port: BTreeMap<u16, (ElbProtocol, u16, usize)> = BTreeMap::new();
     for (i, l) in lb.listeners.iter().enumerate() {
         let protocol = match l.protocol {
@@ -139,12 +149,15 @@ pub fn plan_ports(lb: &DesiredLoadBalancer) -> Result<Vec<(u16, ElbProtocol, u16
                 ));
             }
         };
-        let node_port = l.node_port.ok_or_else(|| {
-            ProviderError::invalid(
-                format!("spec.ports[{i}].nodePort"),
-                "the aws provider sends traffic to NodePorts; a NodePort is required",
-            )
-        })?;
+        let node_port = match target_type {
+            TargetType::Instance => l.node_port.ok_or_else(|| {
+                ProviderError::invalid(
+                    format!("spec.ports[{i}].nodePort"),
+                    "the aws provider sends traffic to NodePorts with instance targets; a NodePort is required",
+                )
+            })?,
+            TargetType::Ip => l.port,
+        };
         match by_port.get_mut(&l.port) {
             None => {
                 by_port.insert(l.port, (protocol, node_port, i));
@@ -197,7 +210,16 @@ fn base_tags(
 
 /// The whole desired NLB for `lb` with its parsed annotations.
 pub fn plan(lb: &DesiredLoadBalancer, settings: Settings) -> Result<Plan, ProviderError> {
-    let ports = plan_ports(lb)?;
+    let ports = plan_ports(lb, settings.target_type)?;
+    let instances: BTreeSet<String> = match settings.target_type {
+        TargetType::Instance => lb
+            .targets
+            .iter()
+            .filter_map(|t| t.provider_id.as_deref().and_then(instance_id))
+            .map(str::to_string)
+            .collect(),
+        TargetType::Ip => BTreeSet::new(),
+    };
     let mut tg_attributes = BTreeMap::new();
     if let crate::SessionAffinity::ClientIp { .. } = lb.session_affinity {
         tg_attributes.insert("stickiness.enabled".to_string(), "true".to_string());
@@ -206,33 +228,26 @@ pub fn plan(lb: &DesiredLoadBalancer, settings: Settings) -> Result<Plan, Provid
     tg_attributes.extend(settings.tg_attributes.clone());
     let groups: Vec<PlannedGroup> = ports
         .into_iter()
-        .map(|(port, protocol, node_port)| {
+        .map(|(port, protocol, tg_port)| {
             let mut tags = base_tags(lb, &settings, "target-group");
             tags.insert(TAG_LOAD_BALANCER.into(), lb.id.clone());
             tags.insert(TAG_PORT.into(), port.to_string());
             tags.insert(TAG_PROTOCOL.into(), protocol.as_str().into());
+            let targets = match settings.target_type {
+                TargetType::Instance => instances.iter().map(|i| (i.clone(), tg_port)).collect(),
+                TargetType::Ip => ip_targets(lb, port, protocol),
+            };
             PlannedGroup {
                 port,
                 protocol,
-                name: target_group_name(&lb.id, port, protocol, node_port, settings.target_type),
-                node_port,
+                name: target_group_name(&lb.id, port, protocol, tg_port, settings.target_type),
+                tg_port,
                 target_type: settings.target_type,
                 health: settings.health.clone(),
                 attributes: tg_attributes.clone(),
                 tags,
+                targets,
             }
-        })
-        .collect();
-    let targets = lb
-        .targets
-        .iter()
-        .filter_map(|t| match settings.target_type {
-            TargetType::Instance => t
-                .provider_id
-                .as_deref()
-                .and_then(instance_id)
-                .map(str::to_string),
-            TargetType::Ip => t.internal_ip.map(|ip| ip.to_string()),
         })
         .collect();
     let tls = tls_ports(lb, &groups, &settings.tls)?;
@@ -242,8 +257,26 @@ pub fn plan(lb: &DesiredLoadBalancer, settings: Settings) -> Result<Plan, Provid
         tags: base_tags(lb, &settings, "load-balancer"),
         settings,
         groups,
-        targets,
+        instances,
     })
+}
+
+/// The ip targets of the group on listener `port`: the ready endpoints of the Service
+/// port(s) it serves (for `TCP_UDP`, both the TCP and the UDP port's), each at its pod's
+/// port. IPv4 only: berth's target groups are IPv4 groups.
+fn ip_targets(lb: &DesiredLoadBalancer, port: u16, protocol: ElbProtocol) -> BTreeSet<Target> {
+    let serves = |p: Protocol| match protocol {
+        ElbProtocol::Tcp => p == Protocol::Tcp,
+        ElbProtocol::Udp => p == Protocol::Udp,
+        ElbProtocol::TcpUdp => matches!(p, Protocol::Tcp | Protocol::Udp),
+    };
+    lb.endpoints
+        .iter()
+        .filter(|e| e.port == port && serves(e.protocol))
+        .flat_map(|e| &e.addresses)
+        .filter(|a| a.ip.is_ipv4())
+        .map(|a| (a.ip.to_string(), a.port))
+        .collect()
 }
 
 /// Whether a resource with `tags` belongs to `cluster`.
@@ -279,16 +312,15 @@ pub fn attributes_to_set(
 /// A registered target: id (instance or IP) and port.
 pub type Target = (String, u16);
 
-/// `(register, deregister)` to turn `current` into `desired` at `port`.
+/// `(register, deregister)` to turn `current` into `desired`. A target is its id and its
+/// port: the same IP at another port is a change.
 pub fn target_changes(
     current: &BTreeSet<Target>,
-    desired: &BTreeSet<String>,
-    port: u16,
+    desired: &BTreeSet<Target>,
 ) -> (Vec<Target>, Vec<Target>) {
-    let want: BTreeSet<Target> = desired.iter().map(|id| (id.clone(), port)).collect();
     (
-        want.difference(current).cloned().collect(),
-        current.difference(&want).cloned().collect(),
+        desired.difference(current).cloned().collect(),
+        current.difference(desired).cloned().collect(),
     )
 }
 
@@ -399,7 +431,7 @@ pub fn listener_changes(
 mod tests {
     use super::*;
     use crate::aws::annotations;
-    use crate::{NodeTarget, ServiceRef};
+    use crate::{EndpointAddress, NodeTarget, ServiceRef};
 
     fn desired(listeners: &[(u16, Protocol, Option<u16>)]) -> DesiredLoadBalancer {
         let service = ServiceRef {
@@ -483,7 +515,7 @@ mod tests {
         let got: Vec<_> = p
             .groups
             .iter()
-            .map(|g| (g.port, g.protocol, g.node_port))
+            .map(|g| (g.port, g.protocol, g.tg_port))
             .collect();
         assert_eq!(
             got,
@@ -492,11 +524,18 @@ mod tests {
                 (80, ElbProtocol::Tcp, 30080)
             ]
         );
-        // Instance targets: only nodes with an aws providerID.
+        // Instance targets: only nodes with an aws providerID, at each group's NodePort.
         assert_eq!(
-            p.targets.iter().map(String::as_str).collect::<Vec<_>>(),
+            p.instances.iter().map(String::as_str).collect::<Vec<_>>(),
             vec!["i-aaa", "i-ccc"]
         );
+        for g in &p.groups {
+            assert_eq!(g.target_type, TargetType::Instance);
+            let want: BTreeSet<Target> = [("i-aaa".into(), g.tg_port), ("i-ccc".into(), g.tg_port)]
+                .into_iter()
+                .collect();
+            assert_eq!(g.targets, want, "group on {}", g.port);
+        }
         assert_eq!(p.tags[TAG_RESOURCE], "load-balancer");
         let g = &p.groups[0];
         assert_eq!(g.tags[TAG_RESOURCE], "target-group");
@@ -506,20 +545,168 @@ mod tests {
         assert_eq!(g.tags[LABEL_CLUSTER], "test");
     }
 
-    #[test]
-    fn ip_targets_use_internal_ips() {
-        let mut lb = desired(&[(80, Protocol::Tcp, Some(30080))]);
+    fn ep(ip: &str, port: u16) -> EndpointAddress {
+        EndpointAddress {
+            ip: ip.parse().unwrap(),
+            port,
+        }
+    }
+
+    fn targets(list: &[(&str, u16)]) -> BTreeSet<Target> {
+        list.iter().map(|(id, p)| (id.to_string(), *p)).collect()
+    }
+
+    /// Three Service ports (http 80, metrics 9090 without a NodePort, dns 53 on TCP and UDP)
+    /// in ip mode, with these endpoints per port.
+    fn ip_lb(endpoints: &[(&str, u16, Protocol, Vec<EndpointAddress>)]) -> DesiredLoadBalancer {
+        let mut lb = desired(&[]);
+        lb.listeners = [
+            ("http", 80, Protocol::Tcp, Some(30080)),
+            ("metrics", 9090, Protocol::Tcp, None),
+            ("dns", 53, Protocol::Udp, Some(30053)),
+            ("dns-tcp", 53, Protocol::Tcp, Some(30053)),
+        ]
+        .into_iter()
+        .map(|(name, port, protocol, node_port)| crate::Listener {
+            name: name.into(),
+            port,
+            protocol,
+            node_port,
+        })
+        .collect();
         lb.annotations
             .insert(annotations::TARGET_TYPE.into(), "ip".into());
+        lb.endpoints = endpoints
+            .iter()
+            .map(|(name, port, protocol, addresses)| crate::PortEndpoints {
+                name: name.to_string(),
+                port: *port,
+                protocol: *protocol,
+                addresses: addresses.clone(),
+            })
+            .collect();
+        lb
+    }
+
+    #[test]
+    fn ip_targets_are_each_ports_endpoints_at_their_pod_ports() {
+        let lb = ip_lb(&[
+            (
+                "http",
+                80,
+                Protocol::Tcp,
+                vec![
+                    ep("10.1.0.1", 8080),
+                    ep("10.1.0.2", 8080),
+                    ep("fd00::1", 8080),
+                ],
+            ),
+            ("metrics", 9090, Protocol::Tcp, vec![ep("10.1.0.1", 9100)]),
+            ("dns", 53, Protocol::Udp, vec![ep("10.1.0.3", 5353)]),
+            ("dns-tcp", 53, Protocol::Tcp, vec![ep("10.1.0.3", 5353)]),
+        ]);
+        let p = plan(&lb, settings(&lb)).unwrap();
+        let got: Vec<_> = p
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.port,
+                    g.protocol,
+                    g.tg_port,
+                    g.target_type,
+                    g.targets.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    53,
+                    ElbProtocol::TcpUdp,
+                    53,
+                    TargetType::Ip,
+                    targets(&[("10.1.0.3", 5353)])
+                ),
+                (
+                    80,
+                    ElbProtocol::Tcp,
+                    80,
+                    TargetType::Ip,
+                    // The IPv6 endpoint is left out: the group is an IPv4 group.
+                    targets(&[("10.1.0.1", 8080), ("10.1.0.2", 8080)])
+                ),
+                (
+                    9090,
+                    ElbProtocol::Tcp,
+                    9090,
+                    TargetType::Ip,
+                    targets(&[("10.1.0.1", 9100)])
+                ),
+            ]
+        );
+        // No node is a target, so no node needs the backend rules.
+        assert!(p.instances.is_empty());
+    }
+
+    #[test]
+    fn ip_groups_keep_their_names_as_pods_move_and_may_be_empty() {
+        let before = ip_lb(&[("http", 80, Protocol::Tcp, vec![ep("10.1.0.1", 8080)])]);
+        let moved = ip_lb(&[(
+            "http",
+            80,
+            Protocol::Tcp,
+            vec![ep("10.1.0.7", 8081), ep("10.1.0.8", 8081)],
+        )]);
+        let gone = ip_lb(&[]);
+        let mut no_node_ports = ip_lb(&[]);
+        for l in &mut no_node_ports.listeners {
+            l.node_port = None;
+        }
+        let names = |lb: &DesiredLoadBalancer| {
+            plan(lb, settings(lb))
+                .unwrap()
+                .groups
+                .iter()
+                .map(|g| g.name.clone())
+                .collect::<Vec<_>>()
+        };
+        for other in [&moved, &gone, &no_node_ports] {
+            assert_eq!(names(other), names(&before));
+        }
+        let p = plan(&moved, settings(&moved)).unwrap();
+        let http = p.groups.iter().find(|g| g.port == 80).unwrap();
+        assert_eq!(
+            http.targets,
+            targets(&[("10.1.0.7", 8081), ("10.1.0.8", 8081)])
+        );
+        // All pods gone: every group is planned, with no targets.
+        let p = plan(&gone, settings(&gone)).unwrap();
+        assert_eq!(p.groups.len(), 3);
+        assert!(p.groups.iter().all(|g| g.targets.is_empty()));
+        // Instance and ip groups of one port are different groups.
+        let mut instance = before.clone();
+        instance.annotations.remove(annotations::TARGET_TYPE);
+        instance.listeners.retain(|l| l.node_port.is_some());
+        assert!(names(&instance).iter().all(|n| !names(&before).contains(n)));
+    }
+
+    #[test]
+    fn instance_targets_ignore_endpoints() {
+        let mut lb = ip_lb(&[("http", 80, Protocol::Tcp, vec![ep("10.1.0.1", 8080)])]);
+        lb.annotations
+            .insert(annotations::TARGET_TYPE.into(), "instance".into());
+        lb.listeners.retain(|l| l.node_port.is_some());
         lb.session_affinity = crate::SessionAffinity::ClientIp {
             timeout_seconds: 60,
         };
         let p = plan(&lb, settings(&lb)).unwrap();
-        assert_eq!(
-            p.targets.iter().map(String::as_str).collect::<Vec<_>>(),
-            vec!["10.0.0.1", "10.0.0.2"]
-        );
-        assert_eq!(p.groups[0].attributes["stickiness.type"], "source_ip");
+        let http = p.groups.iter().find(|g| g.port == 80).unwrap();
+        assert_eq!(http.target_type, TargetType::Instance);
+        assert_eq!(http.tg_port, 30080);
+        assert_eq!(http.targets, targets(&[("i-aaa", 30080), ("i-ccc", 30080)]));
+        assert_eq!(http.attributes["stickiness.type"], "source_ip");
     }
 
     #[test]
@@ -543,26 +730,28 @@ mod tests {
             ),
         ];
         for (lb, want) in cases {
-            match plan_ports(&lb) {
+            match plan_ports(&lb, TargetType::Instance) {
                 Err(ProviderError::Invalid { field, .. }) => assert_eq!(field, want),
                 other => panic!("{want}: {other:?}"),
             }
         }
+        // ip targets need no NodePort, nor one NodePort for TCP and UDP on one port.
+        let lb = desired(&[
+            (80, Protocol::Tcp, None),
+            (53, Protocol::Tcp, Some(1)),
+            (53, Protocol::Udp, Some(2)),
+        ]);
+        assert_eq!(
+            plan_ports(&lb, TargetType::Ip).unwrap(),
+            vec![(53, ElbProtocol::TcpUdp, 53), (80, ElbProtocol::Tcp, 80)]
+        );
     }
 
     #[test]
     fn target_diff() {
-        let current: BTreeSet<Target> = [
-            ("i-a".into(), 30080),
-            ("i-b".into(), 30080),
-            ("i-c".into(), 31000),
-        ]
-        .into_iter()
-        .collect();
-        let desired: BTreeSet<String> = ["i-a".into(), "i-c".into(), "i-d".into()]
-            .into_iter()
-            .collect();
-        let (reg, dereg) = target_changes(&current, &desired, 30080);
+        let current = targets(&[("i-a", 30080), ("i-b", 30080), ("i-c", 31000)]);
+        let desired = targets(&[("i-a", 30080), ("i-c", 30080), ("i-d", 30080)]);
+        let (reg, dereg) = target_changes(&current, &desired);
         assert_eq!(
             reg,
             vec![("i-c".to_string(), 30080), ("i-d".to_string(), 30080)]
@@ -571,8 +760,7 @@ mod tests {
             dereg,
             vec![("i-b".to_string(), 30080), ("i-c".to_string(), 31000)]
         );
-        let same: BTreeSet<Target> = desired.iter().map(|d| (d.clone(), 30080)).collect();
-        assert_eq!(target_changes(&same, &desired, 30080), (vec![], vec![]));
+        assert_eq!(target_changes(&desired, &desired), (vec![], vec![]));
     }
 
     #[test]

@@ -309,7 +309,7 @@ impl SgState {
         if sg.manage_backend_rules {
             let backend = self.backend_group(ec2, &lb.cluster, vpc).await?;
             if p.settings.target_type == TargetType::Instance {
-                self.node_rules(ec2, &lb.cluster, &backend, &p.targets)
+                self.node_rules(ec2, &lb.cluster, &backend, &p.instances)
                     .await?;
             }
             out.groups.push(backend);
@@ -335,7 +335,7 @@ impl SgState {
         }
         let result = async {
             let backend = self.backend_group(ec2, &lb.cluster, vpc).await?;
-            self.node_rules(ec2, &lb.cluster, &backend, &p.targets)
+            self.node_rules(ec2, &lb.cluster, &backend, &p.instances)
                 .await
         }
         .await;

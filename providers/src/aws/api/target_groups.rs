@@ -118,7 +118,7 @@ impl Elb {
                 c.create_target_group()
                     .name(&g.name)
                     .protocol(ProtocolEnum::from(g.protocol.as_str()))
-                    .port(i32::from(g.node_port))
+                    .port(i32::from(g.tg_port))
                     .vpc_id(vpc_id)
                     .target_type(match g.target_type {
                         TargetType::Instance => TargetTypeEnum::Instance,
