@@ -331,6 +331,8 @@ pub fn desired_load_balancer(
         service_labels: svc.metadata.labels.clone().unwrap_or_default(),
         selector: spec.selector.clone().unwrap_or_default(),
         external_traffic_policy,
+        // Only for providers that need them: see `crate::endpoints::Endpoints::fill`.
+        endpoints: Vec::new(),
     })
 }
 

@@ -5,6 +5,7 @@ pub mod annotation_check;
 pub mod cli;
 pub mod compat;
 pub mod desired;
+pub mod endpoints;
 pub mod events;
 pub mod factory;
 pub mod gc;

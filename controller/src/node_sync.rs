@@ -8,6 +8,7 @@
 //! reconciler keeps using the last published set, so one pass over the load balancers writes
 //! them all with the same targets. A burst that ends where it started triggers nothing.
 
+use crate::endpoints::Endpoints;
 use crate::nodes;
 use berth_providers::{NodeTarget, Provider, Targets};
 use futures::StreamExt;
@@ -39,11 +40,24 @@ impl Default for NodeSyncSettings {
     }
 }
 
-/// The published targets, for the reconciler: cheap to read (one `Arc` clone).
+/// The published targets, for the reconciler: cheap to read (one `Arc` clone). With a
+/// provider that sends traffic to pods, it also holds the EndpointSlice cache those load
+/// balancers' targets come from ([`NodeTargets::endpoints`]).
 #[derive(Clone)]
-pub struct NodeTargets(watch::Receiver<Option<Targets>>);
+pub struct NodeTargets(watch::Receiver<Option<Targets>>, Endpoints);
 
 impl NodeTargets {
+    /// The same targets, with the endpoints of load balancers that target pods read from
+    /// `endpoints`.
+    pub fn with_endpoints(self, endpoints: Endpoints) -> Self {
+        NodeTargets(self.0, endpoints)
+    }
+
+    /// The EndpointSlice cache (empty unless [`NodeTargets::with_endpoints`] gave one).
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.1
+    }
+
     /// The targets last published (none before the Node cache first synced).
     pub fn get(&self) -> Targets {
         self.0.borrow().clone().unwrap_or_default()
@@ -183,7 +197,7 @@ pub fn spawn(
             }
         }
     });
-    (NodeTargets(targets_rx), rx, task)
+    (NodeTargets(targets_rx, Endpoints::default()), rx, task)
 }
 
 #[cfg(test)]

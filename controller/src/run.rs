@@ -3,6 +3,7 @@
 //! classes ([`serve`]); each has its own lease, finalizer, workers, GC and metrics labels.
 
 use crate::admin::{self, Health};
+use crate::endpoints;
 use crate::events::EventSink;
 use crate::gc::Collector;
 use crate::kube_util::fenced_client;
@@ -283,14 +284,44 @@ async fn run_class(
         opts.kube_api_burst,
     );
 
-    let (mut node_targets, node_triggers, node_task) =
+    let (node_targets, node_triggers, node_task) =
         node_sync::spawn(client.clone(), provider.clone(), opts.node_sync);
+    // The Service cache, made here so the EndpointSlice watch can look Services up in it.
+    let (services, writer) = reflector::store();
+    // EndpointSlices, only for a provider that may send traffic to pods.
+    let mut tasks = vec![node_task];
+    let (mut node_targets, endpoint_triggers) = if provider.may_need_endpoints() {
+        let (endpoints, triggers, task) = endpoints::spawn(
+            client.clone(),
+            services.clone(),
+            provider.clone(),
+            opts.settings.classes.clone(),
+            opts.settings.cluster.clone(),
+        );
+        tasks.push(task);
+        (
+            node_targets.with_endpoints(endpoints),
+            ReceiverStream::new(triggers).boxed(),
+        )
+    } else {
+        (node_targets, futures::stream::pending().boxed())
+    };
     let ready = tokio::select! {
         r = node_targets.wait_ready() => if r { Ok(()) } else { Err(anyhow::anyhow!("Node cache failed")) },
-        _ = stopped(&mut shutdown) => return finish(&metrics, leader_task, &fence, node_task, true).await,
+        _ = stopped(&mut shutdown) => return finish(&metrics, leader_task, &fence, tasks, true).await,
         _ = fence.lost() => Ok(()),
     };
     ready?;
+    // Load balancers that target pods are not ensured before the slices are known: an empty
+    // cache would deregister every pod.
+    if provider.may_need_endpoints() {
+        let ready = tokio::select! {
+            r = node_targets.endpoints().wait_ready() => if r { Ok(()) } else { Err(anyhow::anyhow!("EndpointSlice cache failed")) },
+            _ = stopped(&mut shutdown) => return finish(&metrics, leader_task, &fence, tasks, true).await,
+            _ = fence.lost() => Ok(()),
+        };
+        ready?;
+    }
     let recorder = EventSink::new(
         client.clone(),
         Reporter {
@@ -311,7 +342,7 @@ async fn run_class(
     let extension_triggers: BoxStream<'static, ()> = match &extension {
         Some(ext) => tokio::select! {
             r = ext.start(ctx.clone(), shutdown.clone()) => r?,
-            _ = stopped(&mut shutdown) => return finish(&metrics, leader_task, &fence, node_task, true).await,
+            _ = stopped(&mut shutdown) => return finish(&metrics, leader_task, &fence, tasks, true).await,
             _ = fence.lost() => futures::stream::pending().boxed(),
         },
         None => futures::stream::pending().boxed(),
@@ -326,7 +357,6 @@ async fn run_class(
     };
     // The Service cache sees every change; the reconciler is woken only by those that can
     // change what berth does (not by status writes, berth's own included).
-    let (services, writer) = reflector::store();
     let triggers = watcher(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
@@ -342,6 +372,7 @@ async fn run_class(
             ReceiverStream::new(node_triggers),
             extension_triggers,
         ))
+        .reconcile_on(endpoint_triggers)
         .graceful_shutdown_on(stop_signal);
     *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some((ctx.clone(), services.clone()));
     {
@@ -385,7 +416,7 @@ async fn run_class(
         .await;
     gc_task.abort();
     let stopping = *shutdown.borrow();
-    finish(&metrics, leader_task, &fence, node_task, stopping).await
+    finish(&metrics, leader_task, &fence, tasks, stopping).await
 }
 
 /// Stops a class's background work; Err when it stopped because leadership was lost.
@@ -393,10 +424,12 @@ async fn finish(
     metrics: &ClassMetrics,
     leader_task: Option<tokio::task::JoinHandle<()>>,
     fence: &Fence,
-    node_task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     stopping: bool,
 ) -> anyhow::Result<()> {
-    node_task.abort();
+    for t in tasks {
+        t.abort();
+    }
     metrics.set_leader(false);
     let lost = !stopping && (fence.is_revoked() || fence.check().is_err());
     // On shutdown the leader task releases the lease; wait for it, or the runtime's shutdown
