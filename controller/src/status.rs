@@ -54,6 +54,27 @@ pub fn current_ingress(svc: &Service) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Whether the Service already shows a load balancer berth ensured for its current
+/// generation: an address, and berth's condition True with reason `Ensured` observed at
+/// `metadata.generation`. A spec change since (a new generation) or a failure shown makes it
+/// false.
+pub fn shows_ensured(svc: &Service) -> bool {
+    let generation = svc.metadata.generation.unwrap_or(0);
+    !current_ingress(svc).is_empty()
+        && svc
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.type_ == CONDITION
+                        && c.status == "True"
+                        && c.reason == berth_api::names::condition_reasons::ENSURED
+                        && c.observed_generation.unwrap_or(0) == generation
+                })
+            })
+}
+
 /// The Service's conditions with berth's set to (status, reason, message); the transition
 /// time moves only when the status does. None when nothing would change.
 pub fn conditions_with(
@@ -170,6 +191,21 @@ mod tests {
         svc = serde_json::from_value(v).unwrap();
         assert!(conditions_with(&svc, true, "Ensured", "ok").is_none());
         assert!(status_patch(&svc, Some(ing), None).is_none());
+        // What a restarted controller finds: shown as ensured, until the spec moves on.
+        assert!(shows_ensured(&svc));
+        svc.metadata.generation = Some(svc.metadata.generation.unwrap_or(0) + 1);
+        assert!(
+            !shows_ensured(&svc),
+            "a newer generation is not shown ensured"
+        );
+        svc.metadata.generation = Some(svc.metadata.generation.unwrap() - 1);
+        let mut bare = svc.clone();
+        bare.status.as_mut().unwrap().load_balancer = None;
+        assert!(!shows_ensured(&bare), "no address, not ensured");
+        let failing = conditions_with(&svc, false, "SyncFailed", "boom").unwrap();
+        let mut v = serde_json::to_value(&svc).unwrap();
+        v["status"]["conditions"] = json!(failing);
+        assert!(!shows_ensured(&serde_json::from_value(v).unwrap()));
         let flipped = conditions_with(&svc, false, "SyncFailed", "boom").unwrap();
         assert_eq!(flipped.len(), 1);
         assert_eq!(flipped[0]["status"], "False");

@@ -40,6 +40,11 @@ async fn a_thousand_services_through_restart_node_changes_storms_and_a_mass_dele
     eprintln!("{}", p.line());
     assert_eq!(p.lb_puts, 0, "restart: no load balancer may be written");
     assert_eq!(p.lb_deletes, 0, "restart");
+    assert_eq!(
+        p.api_writes, 0,
+        "restart: every Service already shows its load balancer, so no status patch and no \
+         Ensuring/Ensured event is written"
+    );
     assert!(p.ready.is_some());
 
     let p = s.node_added().await.expect("one node added").clone();

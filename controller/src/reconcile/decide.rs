@@ -53,6 +53,12 @@ pub enum Change {
     Spec,
     /// Only the targets changed: `UpdatedLoadBalancer` (or `UpdateLoadBalancerFailed`).
     Targets,
+    /// Never ensured by this process, but the Service already shows this class's load
+    /// balancer, ensured for its current generation (the controller restarted): no
+    /// `EnsuringLoadBalancer`, and `EnsuredLoadBalancer` only when the outcome differs from
+    /// what the Service shows. A restart of a controller with 10,000 settled Services then
+    /// writes no events, where the upstream controller writes 20,000.
+    Resume,
     /// Nothing changed, but it is time to look again (resync, address still pending, the
     /// Service's own facts changed for a provider that reads them): no event unless it
     /// fails.
@@ -62,15 +68,17 @@ pub enum Change {
 /// The pure second decision: call the provider or not, and why. The Service's own facts
 /// (labels, selector, traffic policy) never count as a change of the load balancer: when
 /// they alone changed, a provider that `reads_facts` is asked again silently, any other
-/// is not asked at all.
+/// is not asked at all. `shown`: the Service's status already shows this class's load
+/// balancer as ensured (see [`Change::Resume`]).
 pub fn plan_ensure(
     desired: &DesiredLoadBalancer,
     previous: Option<(&DesiredLoadBalancer, bool, Duration)>,
     resync: Duration,
     reads_facts: bool,
+    shown: bool,
 ) -> EnsurePlan {
     let Some((prev, has_address, age)) = previous else {
-        return EnsurePlan::Call(Change::Spec);
+        return EnsurePlan::Call(if shown { Change::Resume } else { Change::Spec });
     };
     let facts_changed = reads_facts && !prev.same_service_facts(desired);
     let prev = &prev.clone().with_service_facts_of(desired);

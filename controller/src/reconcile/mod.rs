@@ -571,6 +571,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
             .map(|p| (&p.desired, !p.status.ingress.is_empty(), p.at.elapsed())),
         ctx.settings.resync,
         ctx.provider.reads_service_facts(),
+        status::shows_ensured(&svc),
     );
     let lb_status = if let (EnsurePlan::UpToDate, Some(p)) = (plan, previous.as_ref()) {
         p.status.clone()
@@ -580,7 +581,6 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
             EnsurePlan::UpToDate => Change::Recheck,
         };
         let only_targets = change == Change::Targets;
-        let changed = change != Change::Recheck;
         if targets.is_empty() {
             ctx.warn_once(
                 &svc,
@@ -589,7 +589,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
             )
             .await;
         }
-        if changed && !only_targets {
+        if change == Change::Spec {
             ctx.event(
                 &svc,
                 EventType::Normal,
@@ -644,7 +644,10 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
                 "Updated load balancer with new hosts".into(),
             )
             .await;
-        } else if changed {
+        } else if change == Change::Spec
+            || (change == Change::Resume
+                && status::ingress(&st, &svc) != status::current_ingress(&svc))
+        {
             ctx.event(
                 &svc,
                 EventType::Normal,

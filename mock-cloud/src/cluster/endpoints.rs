@@ -239,6 +239,14 @@ impl Controller for EndpointSliceController {
         &[Kind::Services, Kind::Pods, Kind::Nodes, Kind::Slices]
     }
 
+    /// A Service that selects no pods, before and after the change, has no slices to make
+    /// or remove.
+    fn triggers(&self, ev: &crate::store::Event) -> bool {
+        ev.gr != Kind::Services.gr()
+            || service_selector(&ev.object).is_some()
+            || ev.prev.as_deref().and_then(service_selector).is_some()
+    }
+
     async fn reconcile(&mut self, shared: &Arc<Shared>, _resync: bool) {
         let zones: HashMap<String, String> = list(shared, Kind::Nodes)
             .iter()
@@ -398,6 +406,43 @@ mod tests {
             p["status"]["podIP"] = json!(ip);
         }
         Arc::new(p)
+    }
+
+    fn event(kind: Kind, object: Value, prev: Option<Value>) -> crate::store::Event {
+        crate::store::Event {
+            rv: 1,
+            type_: crate::store::EventType::Modified,
+            gr: kind.gr(),
+            namespace: "default".into(),
+            name: "x".into(),
+            object: Arc::new(object),
+            prev: prev.map(Arc::new),
+        }
+    }
+
+    #[test]
+    fn only_services_that_select_pods_trigger_a_rescan() {
+        let c = EndpointSliceController;
+        let bare = json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer"}});
+        let selecting = svc(json!([{"name": "http", "port": 80}]));
+        // A status write of a Service without a selector (a scale cluster's usual write).
+        assert!(!c.triggers(&event(Kind::Services, bare.clone(), Some(bare.clone()))));
+        // A selector added, changed or removed: the slices must follow.
+        assert!(c.triggers(&event(
+            Kind::Services,
+            selecting.clone(),
+            Some(bare.clone())
+        )));
+        assert!(c.triggers(&event(
+            Kind::Services,
+            bare.clone(),
+            Some(selecting.clone())
+        )));
+        assert!(c.triggers(&event(Kind::Services, selecting.clone(), None)));
+        // Every pod, node and slice change counts.
+        assert!(c.triggers(&event(Kind::Pods, bare.clone(), None)));
+        assert!(c.triggers(&event(Kind::Nodes, bare.clone(), None)));
+        assert!(c.triggers(&event(Kind::Slices, bare, None)));
     }
 
     fn zones() -> HashMap<String, String> {

@@ -591,6 +591,12 @@ pub(crate) trait Controller: Send + 'static {
     const NAME: &'static str;
     /// The resources whose changes trigger a reconcile.
     fn watches(&self) -> &'static [Kind];
+    /// Whether a change of a watched resource can change what the controller does. Most
+    /// controllers say yes to all; one that looks at a few objects of a busy kind says no to
+    /// the rest, so a cluster of 10,000 Services does not rescan them on every status write.
+    fn triggers(&self, _event: &crate::store::Event) -> bool {
+        true
+    }
     /// `resync`: a periodic run (retry what failed before).
     fn reconcile(&mut self, shared: &Arc<Shared>, resync: bool) -> impl Future<Output = ()> + Send;
 }
@@ -609,7 +615,7 @@ fn run_controller<C: Controller>(shared: &Arc<Shared>, mut c: C) {
             let resync = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 r = rx.recv() => match r {
-                    Ok(ev) if grs.contains(&ev.gr) => false,
+                    Ok(ev) if grs.contains(&ev.gr) && c.triggers(&ev) => false,
                     Ok(_) => continue,
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::debug!(controller = C::NAME, missed = n, "event stream lagged; relisting");
