@@ -13,6 +13,8 @@ Usage: moto_ctl.py ENDPOINT setup CLUSTER N_INSTANCES
        moto_ctl.py ENDPOINT classic NS/NAME UID CLUSTER SUBNET
        moto_ctl.py ENDPOINT sample SECONDS ARN...
        moto_ctl.py ENDPOINT tag ARN KEY=VALUE...   (or: tag ARN KEY VALUE)
+       moto_ctl.py ENDPOINT add-cidr VPC_ID CIDR
+       moto_ctl.py ENDPOINT vpc-cidrs VPC_ID
 
 previous: an NLB tagged as OWNER (legacy: the legacy AWS cloud provider; lbc: the AWS Load
 Balancer Controller) tags it, with a listener and an instance target group per
@@ -441,6 +443,14 @@ def main():
             TargetGroupArn=args[0], Targets=[{"Id": args[1], "Port": int(args[2])}]
         )
         out = {}
+    elif cmd == "add-cidr":
+        # add-cidr VPC CIDR: a secondary CIDR block (the addresses the cluster's pods get).
+        client(endpoint, "ec2").associate_vpc_cidr_block(VpcId=args[0], CidrBlock=args[1])
+        out = {}
+    elif cmd == "vpc-cidrs":
+        # vpc-cidrs VPC: every CIDR block of the VPC, primary first.
+        vpc = client(endpoint, "ec2").describe_vpcs(VpcIds=[args[0]])["Vpcs"][0]
+        out = [a["CidrBlock"] for a in vpc.get("CidrBlockAssociationSet", [])]
     elif cmd == "sample":
         out = sample(endpoint, float(args[0]), args[1:])
     elif cmd == "attributes":

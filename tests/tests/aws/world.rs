@@ -61,15 +61,21 @@ impl World {
     }
 
     pub fn berth(&self, tag: &str) -> Proc {
+        self.berth_via(tag, &self.moto.endpoint, "5s", "2s")
+    }
+
+    /// `berth controller` reaching AWS at `endpoint` (moto, or a proxy in front of it), with
+    /// this drift resync and garbage-collection interval.
+    pub fn berth_via(&self, tag: &str, endpoint: &str, resync: &str, gc_interval: &str) -> Proc {
         let mut cmd = Command::new(binary("berth"));
         cmd.arg("controller")
             .arg("--kubeconfig")
             .arg(&self.cloud.kubeconfig)
             .args(["--provider", "aws", "--aws-region", "us-east-1"])
-            .args(["--aws-endpoint", &self.moto.endpoint])
+            .args(["--aws-endpoint", endpoint])
             .args(["--cluster-name", CLUSTER, "--identity", tag])
             .args(["--metrics-listen", "127.0.0.1:0", "--leader-elect", "false"])
-            .args(["--resync", "5s", "--gc-interval", "2s"])
+            .args(["--resync", resync, "--gc-interval", gc_interval])
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_EC2_METADATA_DISABLED", "true")
