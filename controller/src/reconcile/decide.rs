@@ -91,6 +91,7 @@ pub fn plan_ensure(
     } else {
         let mut same_but_targets = prev.clone();
         same_but_targets.targets = desired.targets.clone();
+        same_but_targets.endpoints = desired.endpoints.clone();
         if same_but_targets == *desired {
             EnsurePlan::Call(Change::Targets)
         } else {

@@ -67,6 +67,22 @@ fn branch_table() {
     }
 }
 
+/// `d` with one ready pod behind its first port.
+fn with_pod(d: &DesiredLoadBalancer) -> DesiredLoadBalancer {
+    let mut d = d.clone();
+    let l = &d.listeners[0];
+    d.endpoints = vec![berth_providers::PortEndpoints {
+        name: l.name.clone(),
+        port: l.port,
+        protocol: l.protocol,
+        addresses: vec![berth_providers::EndpointAddress {
+            ip: "10.1.0.7".parse().unwrap(),
+            port: 8080,
+        }],
+    }];
+    d
+}
+
 fn desired(port: i32, nodes: &[&str]) -> DesiredLoadBalancer {
     let targets: Vec<NodeTarget> = nodes
         .iter()
@@ -105,6 +121,11 @@ fn plan_ensure_table() {
             "never ensured here, but the Service shows it ensured (a restart)",
             plan_ensure(&d, None, resync, false, true),
             EnsurePlan::Call(Change::Resume),
+        ),
+        (
+            "only the pods behind an ip-target load balancer moved",
+            plan_ensure(&with_pod(&d), Some((&d, true, fresh)), resync, false, false),
+            EnsurePlan::Call(Change::Targets),
         ),
         (
             "ensured here: what the Service shows does not matter",
