@@ -197,11 +197,18 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             .map(|_| std::sync::Mutex::new(None))
             .collect(),
     );
+    // And when its response came back.
+    let answered: Arc<Vec<std::sync::Mutex<Option<Duration>>>> = Arc::new(
+        (0..a.services)
+            .map(|_| std::sync::Mutex::new(None))
+            .collect(),
+    );
     let started = Instant::now();
     let mut writers = Vec::new();
     for w in 0..a.writers {
         let addr = addr.clone();
         let sent = sent.clone();
+        let answered = answered.clone();
         let (n, writers_n) = (a.services, a.writers);
         writers.push(tokio::spawn(async move {
             let mut c = connect(&addr).await?;
@@ -219,6 +226,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                     serde_json::to_vec(&body)?,
                 )
                 .await?;
+                *answered[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(origin.elapsed());
                 if code != 201 {
                     bail!("create bench-{i}: HTTP {code}: {}", String::from_utf8_lossy(&resp));
                 }
@@ -235,6 +243,22 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         a.services,
         create_secs,
         a.services as f64 / create_secs
+    );
+
+    let at = |v: &[std::sync::Mutex<Option<Duration>>], i: usize| {
+        v[i].lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_default()
+    };
+    let mut round_trips: Vec<f64> = (0..a.services)
+        .map(|i| at(&answered, i).saturating_sub(at(&sent, i)).as_secs_f64() * 1000.0)
+        .collect();
+    round_trips.sort_by(|x, y| x.total_cmp(y));
+    println!(
+        "create request latency (sent -> 201 received): median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&round_trips, 0.5),
+        percentile(&round_trips, 0.99),
+        round_trips.last().copied().unwrap_or(f64::NAN)
     );
 
     let mut latencies = Vec::new();
