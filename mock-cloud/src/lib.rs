@@ -172,6 +172,7 @@ impl MockCloud {
             verbs: Default::default(),
             rbac: cfg.rbac.then(|| Arc::new(apiserver::rbac::Rbac::default())),
             audit: Default::default(),
+            encodings: Default::default(),
         });
         let app = apiserver::http::router(server.clone());
         let mut stop = shutdown_rx.clone();

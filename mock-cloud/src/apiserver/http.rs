@@ -45,6 +45,8 @@ pub struct ApiServer {
     pub rbac: Option<Arc<super::rbac::Rbac>>,
     /// Every write request with its bearer token (`GET /mock-cloud/v1/audit`).
     pub audit: crate::audit::Audit,
+    /// Objects of recent watch events, encoded once for all watchers.
+    pub(crate) encodings: super::shared_encodings::SharedEncodings,
 }
 
 impl ApiServer {

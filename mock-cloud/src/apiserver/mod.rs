@@ -11,6 +11,7 @@ mod objmeta;
 pub mod protobuf;
 pub mod rbac;
 mod route;
+pub(crate) mod shared_encodings;
 pub mod subresources;
 mod watches;
 

@@ -5,8 +5,11 @@ use super::core::storage_gr;
 use super::error::ApiError;
 use super::http::{ApiServer, list_options, render, truthy};
 use super::negotiate::Wire;
-use super::protobuf::{MEDIA_TYPE, encode::watch_frame};
+use super::protobuf::MEDIA_TYPE;
+use super::protobuf::encode::{encode, watch_frame, watch_frame_of};
 use super::route::ResourcePath;
+use super::shared_encodings::Encoded;
+use super::shared_encodings::SharedEncodings;
 use crate::registry::ResourceInfo;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Event, EventType, StoreError};
@@ -163,6 +166,7 @@ pub(super) fn watch(
         let mut shutdown = srv2.shutdown.clone();
         let mut enc = Encoder {
             info: filter.info.clone(),
+            api_version: filter.info.api_version(),
             as_table,
             include_object,
             headers_sent: false,
@@ -176,8 +180,7 @@ pub(super) fn watch(
                 return Ok(());
             }
             for (t, obj) in &initial {
-                let ev = enc.event(t.as_str(), obj);
-                enc.send(&tx, &ev).await?;
+                enc.send_object(&tx, *t, obj, None).await?;
             }
             if initial_end {
                 enc.send(&tx, &enc.bookmark(last_rv, true)).await?;
@@ -199,8 +202,8 @@ pub(super) fn watch(
                             if ev.rv <= last_rv { continue; }
                             last_rv = ev.rv;
                             if let Some((t, obj)) = filter.translate(&ev) {
-                                let ev = enc.event(t.as_str(), &obj);
-                                enc.send(&tx, &ev).await?;
+                                let shared = Some((&srv2.encodings, ev.rv));
+                                enc.send_object(&tx, t, &obj, shared).await?;
                             }
                         }
                         // Too far behind: end the stream; the client resumes from its last version.
@@ -237,6 +240,8 @@ pub(super) fn watch(
 
 pub(super) struct Encoder {
     info: ResourceInfo,
+    /// The apiVersion objects are served as.
+    api_version: String,
     as_table: bool,
     include_object: String,
     headers_sent: bool,
@@ -269,6 +274,72 @@ impl Encoder {
             line
         };
         tx.send(Ok(Bytes::from(bytes))).await.map_err(|_| ())
+    }
+
+    /// Sends one event of an object. `shared`: the object was written at this version, and
+    /// its encoding is shared with every other watch sending that version in the same form.
+    async fn send_object(
+        &mut self,
+        tx: &mpsc::Sender<Result<Bytes, Infallible>>,
+        type_: EventType,
+        obj: &Value,
+        shared: Option<(&SharedEncodings, u64)>,
+    ) -> Result<(), ()> {
+        if self.as_table {
+            // One-row Tables carry column headers once per stream: nothing to share.
+            let ev = self.event(type_.as_str(), obj);
+            return self.send(tx, &ev).await;
+        }
+        let object = match shared {
+            Some((encodings, rv)) => {
+                encodings.get_or_encode(rv, &self.api_version, self.proto, || {
+                    self.encode_object(obj)
+                })
+            }
+            None => self.encode_object(obj),
+        };
+        match self.frame(type_.as_str(), object) {
+            Ok(frame) => tx.send(Ok(frame)).await.map_err(|_| ()),
+            Err(error) => {
+                let _ = tx.send(Ok(error)).await;
+                Err(())
+            }
+        }
+    }
+
+    /// The object as this watch serves it, in its wire format (Err: no protobuf form).
+    fn encode_object(&self, obj: &Value) -> Encoded {
+        let obj = render(&self.info, obj);
+        if self.proto {
+            encode(&obj).map(Bytes::from).map_err(|e| e.to_string())
+        } else {
+            Ok(Bytes::from(serde_json::to_vec(&obj).unwrap_or_default()))
+        }
+    }
+
+    /// One event around an encoded object: a JSON line or a protobuf frame. Err: the ERROR
+    /// event that ends a protobuf stream whose object has no protobuf form.
+    fn frame(&self, type_: &str, object: Encoded) -> Result<Bytes, Bytes> {
+        let no_form = |e: &str| {
+            let status = ApiError::internal(format!("no protobuf form: {e}")).status();
+            Bytes::from(
+                watch_frame(&json!({"type": "ERROR", "object": status})).unwrap_or_default(),
+            )
+        };
+        let object = object.map_err(|e| no_form(&e))?;
+        if self.proto {
+            return watch_frame_of(type_, object.to_vec())
+                .map(Bytes::from)
+                .map_err(|e| no_form(&e.to_string()));
+        }
+        let type_ = serde_json::to_vec(type_).unwrap_or_default();
+        let mut line = Vec::with_capacity(object.len() + type_.len() + 24);
+        line.extend_from_slice(b"{\"type\":");
+        line.extend_from_slice(&type_);
+        line.extend_from_slice(b",\"object\":");
+        line.extend_from_slice(&object);
+        line.extend_from_slice(b"}\n");
+        Ok(Bytes::from(line))
     }
 
     fn event(&mut self, type_: &str, obj: &Value) -> Value {

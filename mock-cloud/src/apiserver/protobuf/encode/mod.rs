@@ -400,6 +400,11 @@ pub fn encode(obj: &Value) -> Res<Vec<u8>> {
 pub fn watch_frame(event: &Value) -> Res<Vec<u8>> {
     let type_ = event.get("type").and_then(Value::as_str).unwrap_or("");
     let object = encode(event.get("object").unwrap_or(&Value::Null))?;
+    watch_frame_of(type_, object)
+}
+
+/// A watch frame of an event type and an object already [`encode`]d.
+pub fn watch_frame_of(type_: &str, object: Vec<u8>) -> Res<Vec<u8>> {
     let ev = meta::WatchEvent {
         r#type: Some(type_.to_string()),
         object: Some(RawExtension { raw: Some(object) }),
