@@ -44,7 +44,7 @@ mod decide;
 #[cfg(test)]
 mod tests;
 
-pub use decide::{Branch, Change, EnsurePlan, branch, plan_ensure};
+pub use decide::{Branch, Change, Digests, EnsurePlan, branch, plan_ensure};
 
 /// The longest event note the API server accepts.
 pub const MAX_EVENT_NOTE: usize = 1024;
@@ -111,7 +111,7 @@ impl From<kube::Error> for Error {
 /// What berth last made a load balancer look like.
 #[derive(Debug, Clone)]
 struct Ensured {
-    desired: DesiredLoadBalancer,
+    desired: Digests,
     status: LoadBalancerStatus,
     at: Instant,
 }
@@ -128,6 +128,8 @@ pub struct Context {
     /// Open while this replica may write.
     pub fence: Fence,
     ensured: Mutex<HashMap<String, Ensured>>,
+    /// The last node list digested, and its digest (every Service shares the list).
+    targets_digest: Mutex<Option<(berth_providers::Targets, u64)>>,
     /// The last warning published per Service uid, so a broken Service is reported once.
     warned: Mutex<HashMap<String, String>>,
     /// The ignored-annotation findings published per Service uid (see `annotations.rs`).
@@ -168,6 +170,7 @@ impl Context {
             metrics,
             fence: Fence::open(),
             ensured: Mutex::default(),
+            targets_digest: Mutex::default(),
             warned: Mutex::default(),
             annotation_findings: Mutex::default(),
             failures: Mutex::default(),
@@ -208,7 +211,9 @@ impl Context {
         )?;
         d.labels
             .insert(LABEL_CLASS.into(), self.settings.classes.class.clone());
-        self.nodes.endpoints().fill(&mut d, svc, self.provider.as_ref());
+        self.nodes
+            .endpoints()
+            .fill(&mut d, svc, self.provider.as_ref());
         Ok(d)
     }
 
@@ -217,9 +222,27 @@ impl Context {
         let Ok(d) = self.desired(svc, targets) else {
             return true; // invalid: nothing to converge until the user fixes it
         };
+        let digests = self.digests(&d);
         self.lock_ensured()
             .get(&uid(svc))
-            .is_some_and(|e| e.desired == d && !e.status.ingress.is_empty())
+            .is_some_and(|e| e.desired == digests && !e.status.ingress.is_empty())
+    }
+
+    /// `d`'s digests; the shared node list is digested once per list. The cache holds the
+    /// list itself, so its address cannot be reused by another list while it is compared.
+    fn digests(&self, d: &DesiredLoadBalancer) -> Digests {
+        let targets = {
+            let mut cache = locked(&self.targets_digest);
+            match &*cache {
+                Some((list, digest)) if Arc::ptr_eq(list, &d.targets) => *digest,
+                _ => {
+                    let digest = decide::targets_digest(&d.targets);
+                    *cache = Some((d.targets.clone(), digest));
+                    digest
+                }
+            }
+        };
+        Digests::of(d, targets)
     }
 
     fn lock_ensured(&self) -> std::sync::MutexGuard<'_, HashMap<String, Ensured>> {
@@ -564,9 +587,10 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
         };
     }
     let id = uid(&svc);
+    let digests = ctx.digests(&desired);
     let previous = ctx.lock_ensured().get(&id).cloned();
     let plan = plan_ensure(
-        &desired,
+        &digests,
         previous
             .as_ref()
             .map(|p| (&p.desired, !p.status.ingress.is_empty(), p.at.elapsed())),
@@ -661,7 +685,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
         ctx.lock_ensured().insert(
             id.clone(),
             Ensured {
-                desired: desired.clone(),
+                desired: digests,
                 status: st.clone(),
                 at: Instant::now(),
             },

@@ -6,6 +6,46 @@ use crate::service::tests::SvcB;
 use crate::service::{LEGACY_FINALIZER, finalizer_for};
 use berth_providers::NodeTarget;
 
+/// [`decide::plan_ensure`] on the digests of whole desired states.
+fn plan_ensure(
+    desired: &DesiredLoadBalancer,
+    previous: Option<(&DesiredLoadBalancer, bool, Duration)>,
+    resync: Duration,
+    reads_facts: bool,
+    shown: bool,
+) -> EnsurePlan {
+    let dg = |d: &DesiredLoadBalancer| Digests::of(d, decide::targets_digest(&d.targets));
+    let prev = previous.map(|(p, a, t)| (dg(p), a, t));
+    decide::plan_ensure(
+        &dg(desired),
+        prev.as_ref().map(|(p, a, t)| (p, *a, *t)),
+        resync,
+        reads_facts,
+        shown,
+    )
+}
+
+#[test]
+fn digests_see_every_field_where_it_belongs() {
+    let d = desired(80, &["n1", "n2"]);
+    let dg = |d: &DesiredLoadBalancer| Digests::of(d, decide::targets_digest(&d.targets));
+    let base = dg(&d);
+    assert_eq!(base, dg(&d.clone()), "the same state, the same digests");
+    let mut x = d.clone();
+    x.annotations.insert("a".into(), "b".into());
+    assert!(dg(&x).spec != base.spec && dg(&x).targets == base.targets);
+    let x = with_pod(&d);
+    assert!(dg(&x).spec == base.spec && dg(&x).targets != base.targets);
+    let x = desired(80, &["n1"]);
+    assert!(dg(&x).spec == base.spec && dg(&x).targets != base.targets);
+    let mut x = d.clone();
+    x.selector.insert("app".into(), "web".into());
+    assert!(dg(&x).spec == base.spec && dg(&x).facts != base.facts);
+    let mut x = d.clone();
+    x.source_ranges.push("10.0.0.0/8".parse().unwrap());
+    assert_ne!(dg(&x).spec, base.spec);
+}
+
 fn with_finalizer(mut s: Service, f: &str) -> Service {
     s.metadata
         .finalizers
