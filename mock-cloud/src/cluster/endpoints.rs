@@ -11,7 +11,7 @@ use super::{
 use crate::apiserver::{DeleteOptions, WriteOptions};
 use crate::selector::LabelSelector;
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -214,7 +214,74 @@ pub fn update_slice(slice: &mut Value, svc: &Value, content: &SliceContent) -> b
     changed
 }
 
-pub(crate) struct EndpointSliceController;
+/// Keeps every selecting Service's EndpointSlices in step with its pods. A run looks only at
+/// the Services whose inputs changed since the last one (the Service, its slices, pods of
+/// its namespace); node changes (zones), a lagged event stream and the periodic resync look
+/// at all. At 10,000 Services a whole pass took 160–390 ms, and a busy cluster ran one after
+/// every write.
+pub(crate) struct EndpointSliceController {
+    dirty: Dirty,
+}
+
+impl Default for EndpointSliceController {
+    fn default() -> Self {
+        EndpointSliceController { dirty: Dirty::All }
+    }
+}
+
+/// What the next run must look at.
+#[derive(Debug, PartialEq)]
+enum Dirty {
+    All,
+    Some {
+        /// (namespace, name) of Services.
+        services: BTreeSet<(String, String)>,
+        /// Namespaces whose pods changed: all their Services.
+        namespaces: BTreeSet<String>,
+    },
+}
+
+impl Dirty {
+    fn none() -> Dirty {
+        Dirty::Some {
+            services: BTreeSet::new(),
+            namespaces: BTreeSet::new(),
+        }
+    }
+
+    fn note(&mut self, ev: &crate::store::Event) {
+        let Dirty::Some {
+            services,
+            namespaces,
+        } = self
+        else {
+            return;
+        };
+        if ev.gr == Kind::Services.gr() {
+            services.insert((ev.namespace.clone(), ev.name.clone()));
+        } else if ev.gr == Kind::Pods.gr() {
+            namespaces.insert(ev.namespace.clone());
+        } else if ev.gr == Kind::Slices.gr() {
+            for s in std::iter::once(&ev.object).chain(ev.prev.as_ref()) {
+                if let Some(svc) = label(s, SERVICE_NAME_LABEL) {
+                    services.insert((ev.namespace.clone(), svc.to_string()));
+                }
+            }
+        } else {
+            *self = Dirty::All;
+        }
+    }
+
+    fn wants(&self, ns: &str, name: &str) -> bool {
+        match self {
+            Dirty::All => true,
+            Dirty::Some {
+                services,
+                namespaces,
+            } => namespaces.contains(ns) || services.contains(&(ns.to_string(), name.to_string())),
+        }
+    }
+}
 
 impl EndpointSliceController {
     fn delete_slice(shared: &Shared, slice: &Value) {
@@ -247,7 +314,24 @@ impl Controller for EndpointSliceController {
             || ev.prev.as_deref().and_then(service_selector).is_some()
     }
 
-    async fn reconcile(&mut self, shared: &Arc<Shared>, _resync: bool) {
+    fn note(&mut self, ev: &crate::store::Event) {
+        self.dirty.note(ev);
+    }
+
+    fn note_lost(&mut self) {
+        self.dirty = Dirty::All;
+    }
+
+    async fn reconcile(&mut self, shared: &Arc<Shared>, resync: bool) {
+        let dirty = if resync {
+            Dirty::All
+        } else {
+            std::mem::replace(&mut self.dirty, Dirty::none())
+        };
+        self.dirty = Dirty::none();
+        if dirty == Dirty::none() {
+            return;
+        }
         let zones: HashMap<String, String> = list(shared, Kind::Nodes)
             .iter()
             .filter_map(|n| {
@@ -262,13 +346,17 @@ impl Controller for EndpointSliceController {
         for s in list(shared, Kind::Slices) {
             if label(&s, MANAGED_BY_LABEL) == Some(MANAGED_BY)
                 && let Some(svc) = label(&s, SERVICE_NAME_LABEL)
+                && dirty.wants(namespace_of(&s), svc)
             {
                 let key = (namespace_of(&s).to_string(), svc.to_string());
                 managed.entry(key).or_default().push(s);
             }
         }
         for svc in list(shared, Kind::Services) {
-            if service_selector(&svc).is_none() || is_deleting(&svc) {
+            if !dirty.wants(namespace_of(&svc), name_of(&svc))
+                || service_selector(&svc).is_none()
+                || is_deleting(&svc)
+            {
                 continue;
             }
             let key = (namespace_of(&svc).to_string(), name_of(&svc).to_string());
@@ -421,8 +509,35 @@ mod tests {
     }
 
     #[test]
+    fn a_run_looks_at_the_services_whose_inputs_changed() {
+        let mut d = Dirty::none();
+        let mut ev = event(Kind::Services, json!({}), None);
+        ev.name = "web".into();
+        d.note(&ev);
+        assert!(d.wants("default", "web"));
+        assert!(
+            !d.wants("default", "api"),
+            "another Service is not looked at"
+        );
+        // A slice names its Service by label, before or after the change.
+        let slice = json!({"metadata": {"labels": {SERVICE_NAME_LABEL: "api"}}});
+        d.note(&event(Kind::Slices, json!({"metadata": {}}), Some(slice)));
+        assert!(d.wants("default", "api"));
+        // A pod may be selected by any Service of its namespace.
+        let mut ev = event(Kind::Pods, json!({}), None);
+        ev.namespace = "shop".into();
+        d.note(&ev);
+        assert!(d.wants("shop", "anything"));
+        assert!(!d.wants("other", "anything"));
+        // Nodes carry the zones every endpoint shows: everything.
+        d.note(&event(Kind::Nodes, json!({}), None));
+        assert_eq!(d, Dirty::All);
+        assert!(d.wants("other", "anything"));
+    }
+
+    #[test]
     fn only_services_that_select_pods_trigger_a_rescan() {
-        let c = EndpointSliceController;
+        let c = EndpointSliceController::default();
         let bare = json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer"}});
         let selecting = svc(json!([{"name": "http", "port": 80}]));
         // A status write of a Service without a selector (a scale cluster's usual write).

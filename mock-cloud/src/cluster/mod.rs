@@ -345,7 +345,7 @@ impl Cluster {
         run_controller(&shared, nodes::NodeController::default());
         run_controller(&shared, scheduler::Scheduler);
         run_controller(&shared, kubelet::Kubelet::default());
-        run_controller(&shared, endpoints::EndpointSliceController);
+        run_controller(&shared, endpoints::EndpointSliceController::default());
         run_controller(&shared, workloads::DeploymentController);
         run_controller(&shared, workloads::ReplicaSetController);
         run_controller(&shared, gc::GarbageCollector);
@@ -597,6 +597,11 @@ pub(crate) trait Controller: Send + 'static {
     fn triggers(&self, _event: &crate::store::Event) -> bool {
         true
     }
+    /// Told of every triggering event before the run that follows it (a controller that
+    /// works incrementally records what changed).
+    fn note(&mut self, _event: &crate::store::Event) {}
+    /// Told that events were missed (the next run must look at everything).
+    fn note_lost(&mut self) {}
     /// `resync`: a periodic run (retry what failed before).
     fn reconcile(&mut self, shared: &Arc<Shared>, resync: bool) -> impl Future<Output = ()> + Send;
 }
@@ -615,10 +620,14 @@ fn run_controller<C: Controller>(shared: &Arc<Shared>, mut c: C) {
             let resync = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 r = rx.recv() => match r {
-                    Ok(ev) if grs.contains(&ev.gr) && c.triggers(&ev) => false,
+                    Ok(ev) if grs.contains(&ev.gr) && c.triggers(&ev) => {
+                        c.note(&ev);
+                        false
+                    }
                     Ok(_) => continue,
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::debug!(controller = C::NAME, missed = n, "event stream lagged; relisting");
+                        c.note_lost();
                         false
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -626,7 +635,17 @@ fn run_controller<C: Controller>(shared: &Arc<Shared>, mut c: C) {
                 _ = tick.tick() => true,
             };
             // Coalesce whatever else is already queued into this one run.
-            while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = rx.try_recv() {}
+            loop {
+                match rx.try_recv() {
+                    Ok(ev) => {
+                        if grs.contains(&ev.gr) && c.triggers(&ev) {
+                            c.note(&ev);
+                        }
+                    }
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => c.note_lost(),
+                    Err(_) => break,
+                }
+            }
             if sh.stopping() {
                 return;
             }
