@@ -232,7 +232,7 @@ impl HttpProvider {
         id: &str,
         spec: &Spec,
         precondition: Precondition,
-    ) -> Result<Option<wire::LoadBalancer>, ProviderError> {
+    ) -> Result<Option<wire::Written>, ProviderError> {
         let header = match precondition {
             Precondition::Absent => Some((IF_NONE_MATCH, HeaderValue::from_static("*"))),
             Precondition::Matches(Some(etag)) => HeaderValue::from_str(&etag)
