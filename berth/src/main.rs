@@ -168,7 +168,34 @@ fn error_chain(e: &anyhow::Error) -> String {
     berth_controller::kube_util::describe(e.as_ref())
 }
 
+/// Tunes glibc's allocator for a controller's heap, unless the environment already sets the
+/// same knobs (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`):
+/// - two arenas instead of up to eight per core: each arena keeps its own free memory, and
+///   berth's work is I/O-bound, so more arenas buy fragmentation, not speed;
+/// - a fixed 64 KiB mmap threshold: glibc otherwise raises it each time a large block is
+///   freed, after which every large transient buffer (a load balancer's 1,000-target JSON)
+///   is carved from an arena and leaves holes there.
+///
+/// Measured in the scale bench at 10,000 Services × 1,000 nodes: the controller's peak RSS
+/// through a restart went from 118 MiB to 75 MiB (docs/scaling.md).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn tune_malloc() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt sets an allocator parameter; called before any thread starts.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    }
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: as above.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024) };
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_malloc() {}
+
 fn main() {
+    tune_malloc();
     berth_controller::install_crypto_provider();
     let cli = match Cli::from_arg_matches(&cli_command().get_matches()) {
         Ok(cli) => cli,
