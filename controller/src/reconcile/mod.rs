@@ -208,7 +208,9 @@ impl Context {
         )?;
         d.labels
             .insert(LABEL_CLASS.into(), self.settings.classes.class.clone());
-        self.nodes.endpoints().fill(&mut d, svc, self.provider.as_ref());
+        self.nodes
+            .endpoints()
+            .fill(&mut d, svc, self.provider.as_ref());
         Ok(d)
     }
 

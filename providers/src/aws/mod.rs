@@ -13,6 +13,7 @@ mod api;
 pub mod budget;
 mod ec2;
 mod ec2_security_groups;
+pub mod group;
 pub mod plan;
 pub mod security_groups;
 mod tags;
@@ -113,6 +114,10 @@ pub struct AwsProvider {
     /// For each cluster, how many [`Provider::list_owned`] passes in a row found no load
     /// balancer of it.
     none_seen: std::sync::Mutex<HashMap<String, u32>>,
+    /// One lock per shared NLB (see `group`).
+    group_locks: group::Locks,
+    /// The shared NLBs of each cluster the last [`Provider::list_owned`] saw.
+    shared_seen: std::sync::Mutex<HashMap<String, Vec<CurrentLb>>>,
 }
 
 /// An NLB as berth's last successful ensure left it: enough to apply a change of nodes
@@ -128,6 +133,8 @@ struct Known {
     groups: BTreeMap<String, (String, BTreeSet<plan::Target>)>,
     /// When everything was last read from AWS.
     read_at: Instant,
+    /// The group whose shared NLB this Service's listeners are on.
+    group: Option<String>,
 }
 
 /// Registers and deregisters what turns `have` into `want` in the group `arn`. A target
@@ -159,6 +166,72 @@ async fn sync_targets(
         info!(%name, registered = register.len(), deregistered = deregister.len(), "Updated targets");
     }
     Ok(())
+}
+
+/// Makes each of `p`'s target groups what it plans (found in `existing`, else — when
+/// `look_up` — by name, else created), with its targets; returns each one's listener port,
+/// protocol and ARN.
+async fn sync_groups(
+    elb: &Elb,
+    lb: &DesiredLoadBalancer,
+    p: &Plan,
+    existing: &[CurrentTg],
+    look_up: bool,
+    vpc_id: &str,
+) -> Result<Vec<(u16, plan::ElbProtocol, String)>, ProviderError> {
+    let uid = &lb.service.uid;
+    let mut arns: Vec<(u16, plan::ElbProtocol, String)> = Vec::new();
+    for g in &p.groups {
+        let mut tg = existing.iter().find(|t| t.name == g.name).cloned();
+        let mut created = false;
+        if tg.is_none() && look_up {
+            // Created earlier but not attached (a crash before its listener, or the
+            // load balancer was just replaced)?
+            tg = elb
+                .target_groups_named(&g.name)
+                .await?
+                .into_iter()
+                .find(|t| owned_by(&t.tags, &lb.cluster, uid));
+        }
+        let tg = match tg {
+            Some(t) => t,
+            None => {
+                let t = elb.create_target_group(g, vpc_id).await?;
+                info!(name = %g.name, port = g.port, protocol = g.protocol.as_str(), "Created target group");
+                created = true;
+                t
+            }
+        };
+        if !created {
+            if health_differs(&tg.health, &g.health) {
+                elb.modify_health_check(&tg.arn, &g.health).await?;
+                info!(name = %g.name, "Updated health check");
+            }
+            let add = plan::tags_to_add(&tg.tags, &g.tags);
+            if !add.is_empty() {
+                elb.add_tags(&tg.arn, &add).await?;
+            }
+            let remove = tags::to_remove(&tg.tags, &g.tags);
+            if !remove.is_empty() {
+                elb.remove_tags(&tg.arn, &remove).await?;
+            }
+        }
+        if !g.attributes.is_empty() {
+            let cur = elb.target_group_attributes(&tg.arn).await?;
+            let set = plan::attributes_to_set(&cur, &g.attributes);
+            if !set.is_empty() {
+                elb.modify_target_group_attributes(&tg.arn, &set).await?;
+            }
+        }
+        let current_targets = if created {
+            BTreeSet::new()
+        } else {
+            elb.targets(&tg.arn).await?
+        };
+        sync_targets(elb, &g.name, &tg.arn, &current_targets, &g.targets).await?;
+        arns.push((g.port, g.protocol, tg.arn));
+    }
+    Ok(arns)
 }
 
 /// The status of an NLB named `dns_name`.
@@ -217,6 +290,8 @@ impl AwsProvider {
             ec2_budget,
             known: Default::default(),
             none_seen: Default::default(),
+            group_locks: Default::default(),
+            shared_seen: Default::default(),
         })
     }
 
@@ -284,6 +359,9 @@ impl AwsProvider {
     /// Parses and plans; no I/O.
     fn plan(lb: &DesiredLoadBalancer) -> Result<Plan, ProviderError> {
         let settings = annotations::parse(&lb.annotations, &lb.health_check)?;
+        if let Some(g) = &settings.group {
+            group::validate(lb, &settings, g)?;
+        }
         plan::plan(lb, settings)
     }
 
@@ -425,57 +503,7 @@ impl AwsProvider {
                 .filter(|t| owned_by(&t.tags, &lb.cluster, uid))
                 .collect()
         };
-        let mut arns: Vec<(u16, plan::ElbProtocol, String)> = Vec::new();
-        for g in &p.groups {
-            let mut tg = existing.iter().find(|t| t.name == g.name).cloned();
-            let mut created = false;
-            if tg.is_none() && (!fresh || replaced) {
-                // Created earlier but not attached (a crash before its listener, or the
-                // load balancer was just replaced)?
-                tg = elb
-                    .target_groups_named(&g.name)
-                    .await?
-                    .into_iter()
-                    .find(|t| owned_by(&t.tags, &lb.cluster, uid));
-            }
-            let tg = match tg {
-                Some(t) => t,
-                None => {
-                    let t = elb.create_target_group(g, &lb_now.vpc_id).await?;
-                    info!(name = %g.name, port = g.port, protocol = g.protocol.as_str(), "Created target group");
-                    created = true;
-                    t
-                }
-            };
-            if !created {
-                if health_differs(&tg.health, &g.health) {
-                    elb.modify_health_check(&tg.arn, &g.health).await?;
-                    info!(name = %g.name, "Updated health check");
-                }
-                let add = plan::tags_to_add(&tg.tags, &g.tags);
-                if !add.is_empty() {
-                    elb.add_tags(&tg.arn, &add).await?;
-                }
-                let remove = tags::to_remove(&tg.tags, &g.tags);
-                if !remove.is_empty() {
-                    elb.remove_tags(&tg.arn, &remove).await?;
-                }
-            }
-            if !g.attributes.is_empty() {
-                let cur = elb.target_group_attributes(&tg.arn).await?;
-                let set = plan::attributes_to_set(&cur, &g.attributes);
-                if !set.is_empty() {
-                    elb.modify_target_group_attributes(&tg.arn, &set).await?;
-                }
-            }
-            let current_targets = if created {
-                BTreeSet::new()
-            } else {
-                elb.targets(&tg.arn).await?
-            };
-            sync_targets(elb, &g.name, &tg.arn, &current_targets, &g.targets).await?;
-            arns.push((g.port, g.protocol, tg.arn));
-        }
+        let arns = sync_groups(elb, lb, p, &existing, !fresh || replaced, &lb_now.vpc_id).await?;
 
         // Listeners.
         let listeners = if fresh {
@@ -534,6 +562,7 @@ impl AwsProvider {
                 .map(|(g, (_, _, arn))| (g.name.clone(), (arn.clone(), g.targets.clone())))
                 .collect(),
             read_at: Instant::now(),
+            group: None,
         };
         Ok((status(&lb_now.dns_name), known))
     }
@@ -548,7 +577,9 @@ impl AwsProvider {
         p: &Plan,
         mut k: Known,
     ) -> Result<(LoadBalancerStatus, Known), ProviderError> {
-        c.sg.ensure_node_rules(&c.ec2, lb, p, &k.vpc_id).await?;
+        if k.group.is_none() {
+            c.sg.ensure_node_rules(&c.ec2, lb, p, &k.vpc_id).await?;
+        }
         for g in &p.groups {
             let Some((arn, have)) = k.groups.get_mut(&g.name) else {
                 return Err(ProviderError::transient(format!(
@@ -644,9 +675,10 @@ impl Provider for AwsProvider {
             .ok()
             .and_then(|k| k.get(uid).cloned())
             .filter(|k| k.read_at.elapsed() < self.cfg.full_read_every && k.shape == shape);
-        let result = match known {
-            Some(k) => self.ensure_known(c, lb, &p, k).await,
-            None => self.ensure_full(c, lb, &p, shape).await,
+        let result = match (known, p.settings.group.clone()) {
+            (Some(k), _) => self.ensure_known(c, lb, &p, k).await,
+            (None, Some(g)) => self.ensure_group(c, lb, &p, &g, shape).await,
+            (None, None) => self.ensure_full(c, lb, &p, shape).await,
         };
         let mut all = self.known.lock().ok();
         match result {
@@ -671,8 +703,18 @@ impl Provider for AwsProvider {
         let c = self.clients().await?;
         let elb = &c.elb;
         let uid = &lb.service.uid;
-        if let Ok(mut k) = self.known.lock() {
-            k.remove(uid);
+        let known = self.known.lock().ok().and_then(|mut k| k.remove(uid));
+        if let Some(Known {
+            group: Some(g),
+            groups,
+            ..
+        }) = known
+        {
+            // A member as berth last left it: its listeners and target groups are known.
+            let tgs: Vec<String> = groups.into_values().map(|(arn, _)| arn).collect();
+            self.leave_group(elb, &lb.cluster, &g, &tgs).await?;
+            security_groups::delete_owned(&c.ec2, &lb.cluster, uid).await?;
+            return Ok(());
         }
         let found = match Self::find_lbs(elb, &lb.id, &lb.cluster, uid).await {
             Ok(f) => f,
@@ -700,9 +742,19 @@ impl Provider for AwsProvider {
         } else {
             vec![]
         };
+        // A group member's target groups go with their listeners on the shared NLB.
+        let mut by_group: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for tg in &left {
-            elb.delete_target_group(&tg.arn).await?;
-            info!(name = %tg.name, "Deleted target group");
+            match tg.tags.get(plan::TAG_GROUP) {
+                Some(g) => by_group.entry(g).or_default().push(tg.arn.clone()),
+                None => {
+                    elb.delete_target_group(&tg.arn).await?;
+                    info!(name = %tg.name, "Deleted target group");
+                }
+            }
+        }
+        for (g, tgs) in by_group {
+            self.leave_group(elb, &lb.cluster, g, &tgs).await?;
         }
         // The security group last: AWS refuses to delete it while the NLB uses it.
         security_groups::delete_owned(&c.ec2, &lb.cluster, uid).await?;
@@ -717,11 +769,16 @@ impl Provider for AwsProvider {
         let c = self.clients().await?;
         let mut out: BTreeMap<String, OwnedLoadBalancer> = BTreeMap::new();
         let mut lbs = 0;
+        let mut shared = Vec::new();
         for lb in c.elb.all_load_balancers().await? {
             if !plan::in_cluster(&lb.tags, cluster) {
                 continue;
             }
             lbs += 1;
+            if lb.tags.contains_key(plan::TAG_GROUP) {
+                shared.push(lb);
+                continue;
+            }
             let id = lb
                 .arn
                 .rsplit('/')
@@ -731,6 +788,9 @@ impl Provider for AwsProvider {
             if let Some(o) = OwnedLoadBalancer::from_labels(id, lb.tags) {
                 out.entry(o.service.uid.clone()).or_insert(o);
             }
+        }
+        if let Ok(mut seen) = self.shared_seen.lock() {
+            seen.insert(cluster.to_string(), shared);
         }
         if let Ok(mut seen) = self.none_seen.lock() {
             let streak = seen.entry(cluster.to_string()).or_default();
@@ -765,6 +825,17 @@ impl Provider for AwsProvider {
     /// does not lose it).
     #[instrument(skip(self))]
     async fn collect_shared(&self, cluster: &str) -> Result<usize, ProviderError> {
+        let shared = self
+            .shared_seen
+            .lock()
+            .ok()
+            .and_then(|mut s| s.remove(cluster))
+            .unwrap_or_default();
+        let mut collected = 0;
+        if !shared.is_empty() {
+            let c = self.clients().await?;
+            collected += self.collect_empty_groups(c, shared).await?;
+        }
         let streak = self
             .none_seen
             .lock()
@@ -772,12 +843,12 @@ impl Provider for AwsProvider {
             .and_then(|s| s.get(cluster).copied())
             .unwrap_or(0);
         if streak < 2 {
-            return Ok(0);
+            return Ok(collected);
         }
         let c = self.clients().await?;
         let backends = security_groups::SgState::backend_groups(&c.ec2, cluster, None).await?;
         if backends.is_empty() {
-            return Ok(0);
+            return Ok(collected);
         }
         // No ensure runs from here on; one that finished since list_owned made an NLB.
         let _no_ensure = c.sg.in_use.write().await;
@@ -792,12 +863,12 @@ impl Provider for AwsProvider {
             if let Ok(mut seen) = self.none_seen.lock() {
                 seen.insert(cluster.to_string(), 0);
             }
-            return Ok(0);
+            return Ok(collected);
         }
         for g in &backends {
             c.sg.delete_backend(&c.ec2, &g.id).await?;
         }
-        Ok(backends.len())
+        Ok(collected + backends.len())
     }
 
     async fn plan_adoption(
