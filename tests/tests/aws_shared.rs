@@ -124,6 +124,35 @@ fn check_shared(
     Ok(lb)
 }
 
+/// The shared NLB's own security group (exactly one of the cluster) as (id, ingress rules
+/// like `tcp:80-80:0.0.0.0/0`); Err when there is none or several.
+fn group_sg(w: &World) -> Result<(String, BTreeSet<String>), String> {
+    let found: Vec<Value> = w
+        .moto
+        .ctl(&["groups"])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|g| g["tags"]["berth.io/cluster"] == CLUSTER && g["tags"][GROUP_TAG] == "edge")
+        .collect();
+    match found.as_slice() {
+        [g] => Ok((
+            g["id"].as_str().unwrap_or_default().to_string(),
+            strs(&g["ingress"]),
+        )),
+        _ => Err(format!("{} security groups of the group", found.len())),
+    }
+}
+
+/// The rules the shared NLB's group should hold: each port from its ranges.
+fn rules(ports: &[(u16, &str)]) -> BTreeSet<String> {
+    ports
+        .iter()
+        .map(|(p, from)| format!("tcp:{p}-{p}:{from}"))
+        .collect()
+}
+
 fn hostname(w: &World, name: &str) -> Option<String> {
     w.cloud.service(name).and_then(|s| {
         s["status"]["loadBalancer"]["ingress"][0]["hostname"]
@@ -202,13 +231,14 @@ fn aws_group_members_share_one_nlb_through_crashes_clashes_and_leaving() {
     //    (right after creating it, a target group, a listener), then left to converge.
     let names = ["alpha", "beta", "gamma"];
     let ports = [80u16, 81, 82];
-    w.cloud.apply(
-        &names
-            .iter()
-            .zip(ports)
-            .map(|(n, p)| member(n, p, json!({})))
-            .collect::<Vec<_>>(),
-    );
+    // beta admits only 10.0.0.0/8 on its port.
+    let mut members_json: Vec<Value> = names
+        .iter()
+        .zip(ports)
+        .map(|(n, p)| member(n, p, json!({})))
+        .collect();
+    members_json[1]["spec"]["loadBalancerSourceRanges"] = json!(["10.0.0.0/8"]);
+    w.cloud.apply(&members_json);
     for (i, needle) in [
         "Created shared load balancer",
         "Created target group",
@@ -242,6 +272,18 @@ fn aws_group_members_share_one_nlb_through_crashes_clashes_and_leaving() {
     let (arn, dns) = (lb["arn"].clone(), lb["dns"].as_str().unwrap().to_string());
     assert_eq!(lb["scheme"], "internal");
     assert_eq!(st.lbs().len(), 1, "no other load balancer: {:?}", st.lbs());
+    // Its own security group admits each member's port from that member's ranges; it and
+    // the cluster's backend group are attached.
+    let (sg, ingress) = group_sg(&w).unwrap();
+    assert_eq!(
+        ingress,
+        rules(&[(80, "0.0.0.0/0"), (81, "10.0.0.0/8"), (82, "0.0.0.0/0")])
+    );
+    let attached = strs(&lb["securityGroups"]);
+    assert!(
+        attached.contains(&sg) && attached.len() == 2,
+        "{attached:?}"
+    );
     for n in names {
         wait_for(&format!("{n}'s hostname"), DEADLINE, || {
             hostname(&w, n).filter(|h| *h == dns)
@@ -250,7 +292,7 @@ fn aws_group_members_share_one_nlb_through_crashes_clashes_and_leaving() {
 
     // 2. A port another member holds: a Warning naming both Services; nothing of the
     //    newcomer's in AWS, nothing else changed. Likewise a member asking for another
-    //    scheme, and one restricting its clients.
+    //    scheme, and one naming security groups (they would replace every member's).
     w.cloud.apply(&[member("delta", 80, json!({}))]);
     let msg = warning(&w, "delta");
     assert!(
@@ -267,11 +309,13 @@ fn aws_group_members_share_one_nlb_through_crashes_clashes_and_leaving() {
         msg.contains("aws-load-balancer-scheme") && msg.contains("internet-facing"),
         "{msg}"
     );
-    let mut restricted = member("zeta", 91, json!({}));
-    restricted["spec"]["loadBalancerSourceRanges"] = json!(["10.0.0.0/8"]);
-    w.cloud.apply(&[restricted]);
+    w.cloud.apply(&[member(
+        "zeta",
+        91,
+        json!({"service.beta.kubernetes.io/aws-load-balancer-security-groups": "sg-12345678"}),
+    )]);
     let msg = warning(&w, "zeta");
-    assert!(msg.contains("loadBalancerSourceRanges"), "{msg}");
+    assert!(msg.contains("aws-load-balancer-security-groups"), "{msg}");
     let st = w.moto.state();
     let lb = check_shared(&st, &members, &ids).unwrap();
     assert_eq!(lb["arn"], arn, "the shared NLB stays");
@@ -280,6 +324,7 @@ fn aws_group_members_share_one_nlb_through_crashes_clashes_and_leaving() {
         assert_eq!(st.count_of(&uid), 0, "{n} has resources");
         assert!(hostname(&w, n).is_none(), "{n} has a hostname");
     }
+    assert_eq!(group_sg(&w).unwrap().1, ingress, "rules unchanged");
 
     // 3. What one member costs: a berth with no resync or garbage collection in the way
     //    measures a fourth member joining and leaving.
@@ -330,12 +375,13 @@ fn aws_group_members_share_one_nlb_through_crashes_clashes_and_leaving() {
         sum(&leave, true),
         sum(&leave, false),
     );
-    // Join: find the NLB (2), its listeners, the Service's own NLB and target group by
-    // name (absent); create the group, register, create the listener. Leave: find the NLB
-    // (2), its listeners, the Service's security groups; delete listener and group.
-    assert!(sum(&join, true) <= 5 && sum(&join, false) <= 3, "{join:?}");
+    // Join: find the NLB (2), its listeners, its security group, the Service's own NLB,
+    // target group and security group (all absent: it is new); create the target group,
+    // register, create the listener, allow its port. Leave: find the NLB (2), its
+    // listeners, its security group; delete listener and target group, revoke the port.
+    assert!(sum(&join, true) <= 7 && sum(&join, false) <= 4, "{join:?}");
     assert!(
-        sum(&leave, true) <= 4 && sum(&leave, false) <= 2,
+        sum(&leave, true) <= 4 && sum(&leave, false) <= 3,
         "{leave:?}"
     );
 
@@ -349,6 +395,9 @@ fn aws_group_members_share_one_nlb_through_crashes_clashes_and_leaving() {
         check_shared(st, &members[1..], &ids).map(|_| ())
     });
     assert_eq!(shared(&st)[0]["arn"], arn);
+    wait_for("alpha's port closed", DEADLINE, || {
+        (group_sg(&w).ok()?.1 == rules(&[(81, "10.0.0.0/8"), (82, "0.0.0.0/0")])).then_some(())
+    });
 
     // 5. The last two leave while berth (a new one, which knows nothing yet) is SIGKILLed
     //    right after deleting the first listener; the next berth finishes: no load
@@ -374,6 +423,12 @@ fn aws_group_members_share_one_nlb_through_crashes_clashes_and_leaving() {
             .all(|n| *n == 0)
             .then_some(())
             .ok_or(format!("left: {left:?}"))
+    });
+    wait_for("the shared NLB's security group deleted", DEADLINE, || {
+        group_sg(&w)
+            .err()
+            .filter(|e| e.starts_with("0 "))
+            .map(|_| ())
     });
     for n in names {
         wait_for(&format!("{n} gone from the API"), DEADLINE, || {

@@ -16,8 +16,10 @@
 //!   listeners, which [`AwsProvider::collect_empty_groups`] deletes.
 //! - Members' ensures and deletes of one group run one at a time in this process (a lock
 //!   per group); only the leader writes, so that is all the serialising needed.
-//! - The shared NLB has no security group: a member's `loadBalancerSourceRanges` or
-//!   `-security-groups` would apply to every member, so they are refused on members.
+//! - The shared NLB has its own security group (`group_security.rs`) and the cluster's
+//!   backend group; each member's `loadBalancerSourceRanges` apply to its own ports. A
+//!   member's `-security-groups` would replace the NLB's groups for every member, so it is
+//!   refused on members.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,9 +27,12 @@ use tracing::{info, warn};
 
 use super::annotations::{self, Settings};
 use super::api::{CurrentLb, CurrentTg, Elb};
+use super::ec2_security_groups::SecurityGroup;
+use super::group_security;
 use super::plan::{
     self, CurrentListener, Plan, TAG_GROUP, TAG_RESOURCE, hash16, in_cluster, owned_by,
 };
+use super::security_groups::{self, Attach, frontend_rules};
 use super::{AwsProvider, Clients, Known, status, sync_groups, tls};
 use crate::{
     DesiredLoadBalancer, LABEL_CLASS, LABEL_CLUSTER, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE,
@@ -38,6 +43,14 @@ use crate::{
 pub const TAG_GROUP_SUBNETS: &str = "berth.io/group-subnets";
 /// Tag on a shared NLB: a digest of the load balancer attributes its members asked for.
 pub const TAG_GROUP_ATTRIBUTES: &str = "berth.io/group-attributes";
+/// Tag on a shared NLB: whether berth lets it reach the nodes (`true`/`false`).
+pub const TAG_GROUP_BACKEND_RULES: &str = "berth.io/group-backend-rules";
+
+/// What garbage collection saw of a cluster's shared NLBs and their security groups.
+pub struct Seen {
+    pub nlbs: Vec<CurrentLb>,
+    pub security_groups: Vec<SecurityGroup>,
+}
 
 /// The shared NLB's name: `b-g-<up to 10 characters of the group>-<16 hex digits of
 /// sha256("cluster/group")>`, at most 31 characters.
@@ -88,6 +101,10 @@ pub fn nlb_tags(lb: &DesiredLoadBalancer, p: &Plan, group: &str) -> BTreeMap<Str
     tags.insert(TAG_GROUP.into(), group.into());
     tags.insert(TAG_GROUP_SUBNETS.into(), subnets_digest(&p.settings));
     tags.insert(TAG_GROUP_ATTRIBUTES.into(), attributes_digest(&p.settings));
+    tags.insert(
+        TAG_GROUP_BACKEND_RULES.into(),
+        p.settings.security.manage_backend_rules.to_string(),
+    );
     tags
 }
 
@@ -97,18 +114,7 @@ pub fn is_group_nlb(tags: &BTreeMap<String, String>, cluster: &str, group: &str)
 }
 
 /// What a group member may not ask for: settings that would apply to every member.
-pub fn validate(lb: &DesiredLoadBalancer, s: &Settings, group: &str) -> Result<(), ProviderError> {
-    if !lb.source_ranges.is_empty() {
-        return Err(ProviderError::invalid(
-            "spec.loadBalancerSourceRanges",
-            format!(
-                "a member of the shared load balancer group {group:?} cannot restrict its \
-                 clients: the shared NLB has no security group; remove the ranges or the \
-                 {} annotation",
-                annotations::GROUP
-            ),
-        ));
-    }
+pub fn validate(s: &Settings, group: &str) -> Result<(), ProviderError> {
     if s.security.user_groups.is_some() {
         return Err(ProviderError::invalid(
             format!("metadata.annotations[{}]", annotations::SECURITY_GROUPS),
@@ -155,6 +161,13 @@ pub fn disagreement(cur: &CurrentLb, p: &Plan, group: &str) -> Option<(String, S
         return Some((
             field(annotations::LB_ATTRIBUTES),
             differ("the load balancer attributes"),
+        ));
+    }
+    let backend = p.settings.security.manage_backend_rules.to_string();
+    if cur.tags.get(TAG_GROUP_BACKEND_RULES) != Some(&backend) {
+        return Some((
+            field(annotations::MANAGE_BACKEND_RULES),
+            differ("whether berth manages the backend security group rules"),
         ));
     }
     None
@@ -302,14 +315,19 @@ impl AwsProvider {
                 (cur, false)
             }
             None => {
-                let (subnets, _) = self.subnets(c, p, &lb.cluster).await?;
+                let (subnets, vpc) = self.subnets(c, p, &lb.cluster).await?;
+                let tags = nlb_tags(lb, p, group);
+                // Created with its security groups: AWS takes none later otherwise.
+                let sg =
+                    group_security::ensure(&c.ec2, &lb.cluster, group, &name, &vpc, &tags).await?;
+                let attach = self.group_attach(c, lb, p, &sg, &vpc).await?;
                 let created = elb
                     .create_load_balancer(
                         &name,
                         p.settings.scheme.as_str(),
                         &subnets,
-                        &[],
-                        &nlb_tags(lb, p, group),
+                        &attach.groups,
+                        &tags,
                     )
                     .await?;
                 info!(%group, arn = %created.arn, dns = %created.dns_name, "Created shared load balancer");
@@ -320,6 +338,13 @@ impl AwsProvider {
                 (created, true)
             }
         };
+        let sg = group_security::ensure(&c.ec2, &lb.cluster, group, &name, &nlb.vpc_id, &nlb.tags)
+            .await?;
+        if !fresh {
+            let attach = self.group_attach(c, lb, p, &sg, &nlb.vpc_id).await?;
+            security_groups::attach(elb, &nlb, &attach).await?;
+        }
+        c.sg.ensure_node_rules(&c.ec2, lb, p, &nlb.vpc_id).await?;
 
         let listeners = if fresh {
             vec![]
@@ -360,9 +385,8 @@ impl AwsProvider {
                 info!(arn = %cur.arn, %group, "Joining a group: deleting the Service's own load balancer");
                 Self::delete_lb(elb, cur, &lb.cluster, uid).await?;
             }
-            if !own.is_empty() {
-                super::security_groups::delete_owned(&c.ec2, &lb.cluster, uid).await?;
-            }
+            // Its own security group, also when a crash left it behind its load balancer.
+            security_groups::delete_owned(&c.ec2, &lb.cluster, uid).await?;
         }
 
         let arns_now: Vec<String> = mine.iter().filter_map(|l| l.target_group.clone()).collect();
@@ -409,6 +433,14 @@ impl AwsProvider {
             elb.delete_target_group(&tg.arn).await?;
             info!(name = %tg.name, "Deleted target group");
         }
+        // The rules of this member's ports, and none for ports no listener holds.
+        let mine: std::collections::BTreeSet<u16> = p.groups.iter().map(|g| g.port).collect();
+        let held = others
+            .iter()
+            .map(|l| l.port)
+            .chain(mine.iter().copied())
+            .collect();
+        group_security::sync_rules(&c.ec2, &sg, &frontend_rules(lb, p), &mine, &held).await?;
 
         let known = Known {
             shape,
@@ -430,14 +462,16 @@ impl AwsProvider {
     /// groups' ARNs), then its target groups, then the shared NLB if no listener is left.
     pub(super) async fn leave_group(
         &self,
-        elb: &Elb,
+        c: &Clients,
         cluster: &str,
         group: &str,
         tgs: &[String],
     ) -> Result<(), ProviderError> {
+        let elb = &c.elb;
         let name = lb_name(cluster, group);
         let lock = self.group_locks.get(&name);
         let _one_member_at_a_time = lock.lock().await;
+        let mut left: Option<std::collections::BTreeSet<u16>> = None;
         for nlb in find(elb, &name, cluster, group).await? {
             let (ours, rest): (Vec<_>, Vec<_>) = listeners_of(elb, &nlb.arn)
                 .await?
@@ -452,30 +486,93 @@ impl AwsProvider {
             if rest.is_empty() {
                 elb.delete_load_balancer(&nlb.arn).await?;
                 info!(%group, arn = %nlb.arn, "Deleted shared load balancer: its last member left");
+            } else {
+                left.get_or_insert_default()
+                    .extend(rest.iter().map(|l| l.port));
             }
         }
         for arn in tgs {
             elb.delete_target_group(arn).await?;
             info!(name = %tg_name_of(arn).unwrap_or_default(), "Deleted target group");
         }
+        let sgs = group_security::find(&c.ec2, cluster, group).await?;
+        match left {
+            // Members remain: only the rules of ports no listener holds go.
+            Some(held) => {
+                for sg in &sgs {
+                    group_security::sync_rules(
+                        &c.ec2,
+                        sg,
+                        &Default::default(),
+                        &Default::default(),
+                        &held,
+                    )
+                    .await?;
+                }
+            }
+            // The NLB is gone: its security group goes after it.
+            None => {
+                for sg in &sgs {
+                    security_groups::delete_group(&c.ec2, &sg.id).await?;
+                }
+            }
+        }
         Ok(())
     }
 
+    /// The groups a shared NLB carries: its own and, when berth manages the backend rules,
+    /// the cluster's backend group in `vpc`.
+    async fn group_attach(
+        &self,
+        c: &Clients,
+        lb: &DesiredLoadBalancer,
+        p: &Plan,
+        sg: &SecurityGroup,
+        vpc: &str,
+    ) -> Result<Attach, ProviderError> {
+        let mut groups = vec![sg.id.clone()];
+        if p.settings.security.manage_backend_rules {
+            groups.push(c.sg.backend_group(&c.ec2, &lb.cluster, vpc).await?);
+        }
+        groups.sort();
+        Ok(Attach {
+            groups,
+            stale: vec![],
+        })
+    }
+
     /// Deletes `cluster`'s shared NLBs that have no listener left (a crash between the
-    /// last member's leaving and the NLB's deletion); returns how many went. Checked again
-    /// with no ensure running before each deletion, so a member being made is never cut.
+    /// last member's leaving and the NLB's deletion), and the security groups of shared
+    /// NLBs that are gone; returns how many went. Both are checked again with no ensure
+    /// running before each deletion, so a member being made is never cut.
     pub(super) async fn collect_empty_groups(
         &self,
         c: &Clients,
-        shared: Vec<CurrentLb>,
+        cluster: &str,
+        seen: Seen,
     ) -> Result<usize, ProviderError> {
         let mut empty = Vec::new();
-        for nlb in shared {
+        for nlb in &seen.nlbs {
             if listeners_of(&c.elb, &nlb.arn).await?.is_empty() {
-                empty.push(nlb);
+                empty.push(nlb.clone());
             }
         }
-        if empty.is_empty() {
+        let live: Vec<&str> = seen
+            .nlbs
+            .iter()
+            .filter(|n| !empty.iter().any(|e| e.arn == n.arn))
+            .filter_map(|n| n.tags.get(TAG_GROUP).map(String::as_str))
+            .collect();
+        let lone: Vec<&SecurityGroup> = seen
+            .security_groups
+            .iter()
+            .filter(|g| {
+                g.tags
+                    .get(TAG_GROUP)
+                    .is_none_or(|t| !live.contains(&t.as_str()))
+            })
+            .collect();
+        if empty.is_empty() && lone.is_empty() {
             return Ok(0);
         }
         let _no_ensure = c.sg.in_use.write().await;
@@ -487,6 +584,24 @@ impl AwsProvider {
                 c.elb.delete_load_balancer(&nlb.arn).await?;
                 info!(arn = %nlb.arn, group = %nlb.tags.get(TAG_GROUP).map(String::as_str).unwrap_or_default(), "Deleted a shared load balancer no member uses");
                 deleted += 1;
+            }
+        }
+        for g in lone {
+            let Some(group) = g.tags.get(TAG_GROUP) else {
+                continue;
+            };
+            let name = lb_name(cluster, group);
+            let lock = self.group_locks.get(&name);
+            let _no_member = lock.lock().await;
+            if !find(&c.elb, &name, cluster, group).await?.is_empty() {
+                continue;
+            }
+            // AWS refuses while a just-deleted NLB still holds it: the next pass retries.
+            match security_groups::delete_group(&c.ec2, &g.id).await {
+                Ok(()) => deleted += 1,
+                Err(e) => {
+                    warn!(security_group = %g.id, error = %e, "Cannot delete a shared load balancer's security group yet")
+                }
             }
         }
         Ok(deleted)
@@ -601,26 +716,27 @@ mod tests {
         );
         let (field, _) = disagreement(&cur, &plan_of(&attrs), "edge").unwrap();
         assert!(field.contains(annotations::LB_ATTRIBUTES), "{field}");
+        let unmanaged = member("b", 81, &[(annotations::MANAGE_BACKEND_RULES, "false")]);
+        let (field, _) = disagreement(&cur, &plan_of(&unmanaged), "edge").unwrap();
+        assert!(field.contains(annotations::MANAGE_BACKEND_RULES), "{field}");
     }
 
     #[test]
-    fn members_cannot_restrict_clients() {
+    fn members_cannot_name_security_groups() {
+        let lb = member("a", 80, &[(annotations::SECURITY_GROUPS, "sg-1")]);
+        let s = annotations::parse(&lb.annotations, &lb.health_check).unwrap();
+        let err = validate(&s, "edge").unwrap_err();
+        assert!(
+            err.to_string().contains(annotations::SECURITY_GROUPS),
+            "{err}"
+        );
+        // Source ranges are a member's own: its ports' rules.
         let lb = DesiredLoadBalancer {
             source_ranges: vec!["10.0.0.0/8".parse().unwrap()],
             ..member("a", 80, &[])
         };
         let s = annotations::parse(&lb.annotations, &lb.health_check).unwrap();
-        let err = validate(&lb, &s, "edge").unwrap_err();
-        assert!(
-            matches!(err, ProviderError::Invalid { ref field, .. } if field == "spec.loadBalancerSourceRanges"),
-            "{err}"
-        );
-        let lb = member("a", 80, &[(annotations::SECURITY_GROUPS, "sg-1")]);
-        let s = annotations::parse(&lb.annotations, &lb.health_check).unwrap();
-        assert!(validate(&lb, &s, "edge").is_err());
-        let lb = member("a", 80, &[]);
-        let s = annotations::parse(&lb.annotations, &lb.health_check).unwrap();
-        assert!(validate(&lb, &s, "edge").is_ok());
+        assert!(validate(&s, "edge").is_ok());
     }
 
     #[test]

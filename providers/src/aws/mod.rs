@@ -14,6 +14,7 @@ pub mod budget;
 mod ec2;
 mod ec2_security_groups;
 pub mod group;
+mod group_security;
 pub mod plan;
 pub mod security_groups;
 mod tags;
@@ -117,7 +118,7 @@ pub struct AwsProvider {
     /// One lock per shared NLB (see `group`).
     group_locks: group::Locks,
     /// The shared NLBs of each cluster the last [`Provider::list_owned`] saw.
-    shared_seen: std::sync::Mutex<HashMap<String, Vec<CurrentLb>>>,
+    shared_seen: std::sync::Mutex<HashMap<String, group::Seen>>,
 }
 
 /// An NLB as berth's last successful ensure left it: enough to apply a change of nodes
@@ -360,7 +361,7 @@ impl AwsProvider {
     fn plan(lb: &DesiredLoadBalancer) -> Result<Plan, ProviderError> {
         let settings = annotations::parse(&lb.annotations, &lb.health_check)?;
         if let Some(g) = &settings.group {
-            group::validate(lb, &settings, g)?;
+            group::validate(&settings, g)?;
         }
         plan::plan(lb, settings)
     }
@@ -577,9 +578,7 @@ impl AwsProvider {
         p: &Plan,
         mut k: Known,
     ) -> Result<(LoadBalancerStatus, Known), ProviderError> {
-        if k.group.is_none() {
-            c.sg.ensure_node_rules(&c.ec2, lb, p, &k.vpc_id).await?;
-        }
+        c.sg.ensure_node_rules(&c.ec2, lb, p, &k.vpc_id).await?;
         for g in &p.groups {
             let Some((arn, have)) = k.groups.get_mut(&g.name) else {
                 return Err(ProviderError::transient(format!(
@@ -711,10 +710,9 @@ impl Provider for AwsProvider {
         }) = known
         {
             // A member as berth last left it: its listeners and target groups are known.
+            // (Its own security group, if it had one before joining, went when it joined.)
             let tgs: Vec<String> = groups.into_values().map(|(arn, _)| arn).collect();
-            self.leave_group(elb, &lb.cluster, &g, &tgs).await?;
-            security_groups::delete_owned(&c.ec2, &lb.cluster, uid).await?;
-            return Ok(());
+            return self.leave_group(c, &lb.cluster, &g, &tgs).await;
         }
         let found = match Self::find_lbs(elb, &lb.id, &lb.cluster, uid).await {
             Ok(f) => f,
@@ -754,7 +752,7 @@ impl Provider for AwsProvider {
             }
         }
         for (g, tgs) in by_group {
-            self.leave_group(elb, &lb.cluster, g, &tgs).await?;
+            self.leave_group(c, &lb.cluster, g, &tgs).await?;
         }
         // The security group last: AWS refuses to delete it while the NLB uses it.
         security_groups::delete_owned(&c.ec2, &lb.cluster, uid).await?;
@@ -789,8 +787,19 @@ impl Provider for AwsProvider {
                 out.entry(o.service.uid.clone()).or_insert(o);
             }
         }
+        // Security groups whose load balancer is gone are orphans too.
+        let (owned_sgs, shared_sgs) = security_groups::list_owned(&c.ec2, cluster).await?;
+        for o in owned_sgs {
+            out.entry(o.service.uid.clone()).or_insert(o);
+        }
         if let Ok(mut seen) = self.shared_seen.lock() {
-            seen.insert(cluster.to_string(), shared);
+            seen.insert(
+                cluster.to_string(),
+                group::Seen {
+                    nlbs: shared,
+                    security_groups: shared_sgs,
+                },
+            );
         }
         if let Ok(mut seen) = self.none_seen.lock() {
             let streak = seen.entry(cluster.to_string()).or_default();
@@ -812,10 +821,6 @@ impl Provider for AwsProvider {
                 out.entry(o.service.uid.clone()).or_insert(o);
             }
         }
-        // Security groups whose load balancer is gone are orphans too.
-        for o in security_groups::list_owned(&c.ec2, cluster).await? {
-            out.entry(o.service.uid.clone()).or_insert(o);
-        }
         Ok(out.into_values().collect())
     }
 
@@ -829,12 +834,11 @@ impl Provider for AwsProvider {
             .shared_seen
             .lock()
             .ok()
-            .and_then(|mut s| s.remove(cluster))
-            .unwrap_or_default();
+            .and_then(|mut s| s.remove(cluster));
         let mut collected = 0;
-        if !shared.is_empty() {
+        if let Some(seen) = shared {
             let c = self.clients().await?;
-            collected += self.collect_empty_groups(c, shared).await?;
+            collected += self.collect_empty_groups(c, cluster, seen).await?;
         }
         let streak = self
             .none_seen
