@@ -385,37 +385,91 @@ fn aws_group_members_share_one_nlb_through_crashes_clashes_and_leaving() {
         "{leave:?}"
     );
 
-    // 4. Members leave one by one: the NLB stays while one is left, with the others'
+    // 4. alpha leaves the group by annotation: its listener and target group leave the
+    //    shared NLB and it gets an NLB of its own.
+    w.cloud
+        .kubectl_ok(&["annotate", "service", "alpha", &format!("{GROUP_KEY}-")]);
+    let alpha_uid = uids[0].clone();
+    let st = w.converge("alpha on its own NLB", |st| {
+        if st.lbs_of(&alpha_uid).len() != 1 {
+            return Err(format!(
+                "{} NLBs of alpha's own",
+                st.lbs_of(&alpha_uid).len()
+            ));
+        }
+        let lb = shared(st).first().cloned().ok_or("no shared NLB")?;
+        let ports: BTreeSet<u64> = lb["listeners"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| l["port"].as_u64())
+            .collect();
+        let alpha_tgs = st.tgs_of(&alpha_uid);
+        (ports == [81, 82].into()
+            && alpha_tgs.len() == 1
+            && alpha_tgs[0]["tags"][GROUP_TAG].is_null())
+        .then_some(())
+        .ok_or(format!(
+            "shared listeners {ports:?}, alpha's groups {}",
+            alpha_tgs.len()
+        ))
+    });
+    assert_eq!(shared(&st)[0]["arn"], arn);
+    let own_dns = st.lbs_of(&alpha_uid)[0]["dns"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for("alpha's own hostname", DEADLINE, || {
+        hostname(&w, "alpha").filter(|h| *h == own_dns)
+    });
+    wait_for("alpha's port closed on the shared NLB", DEADLINE, || {
+        (group_sg(&w).ok()?.1 == rules(&[(81, "10.0.0.0/8"), (82, "0.0.0.0/0")])).then_some(())
+    });
+
+    // 5. Members leave one by one: the NLB stays while one is left, with the others'
     //    listeners untouched.
     for n in ["delta", "epsilon", "zeta", "alpha"] {
         w.cloud
             .kubectl_ok(&["delete", "service", n, "--wait=false"]);
     }
-    let st = w.converge("alpha left", |st| {
-        check_shared(st, &members[1..], &ids).map(|_| ())
+    let st = w.converge("alpha gone", |st| {
+        check_shared(st, &members[1..], &ids)?;
+        st.lbs_of(&alpha_uid)
+            .is_empty()
+            .then_some(())
+            .ok_or("alpha's own NLB is left".into())
     });
     assert_eq!(shared(&st)[0]["arn"], arn);
-    wait_for("alpha's port closed", DEADLINE, || {
-        (group_sg(&w).ok()?.1 == rules(&[(81, "10.0.0.0/8"), (82, "0.0.0.0/0")])).then_some(())
-    });
 
-    // 5. The last two leave while berth (a new one, which knows nothing yet) is SIGKILLed
-    //    right after deleting the first listener; the next berth finishes: no load
-    //    balancer, no target group left.
+    // 6. beta leaves while berth (a new one, which knows nothing yet) is SIGKILLed right
+    //    after deleting its listener; the next berth finishes. Then gamma, the last, leaves:
+    //    no load balancer, target group or security group of the group is left.
     berth.stop(Duration::from_secs(10));
     let mut gone = w.berth("leaving");
-    for n in ["beta", "gamma"] {
-        w.cloud
-            .kubectl_ok(&["delete", "service", n, "--wait=false"]);
-    }
+    w.cloud
+        .kubectl_ok(&["delete", "service", "beta", "--wait=false"]);
     kill_when(
         &mut gone,
         "Deleted the Service's listeners on the shared load balancer",
     );
     let mut berth = w.berth("after");
+    let st = w.converge("beta left", |st| {
+        check_shared(st, &members[2..], &ids).map(|_| ())
+    });
+    assert_eq!(
+        shared(&st)[0]["arn"],
+        arn,
+        "the NLB stays for its last member"
+    );
+    wait_for("beta's port closed", DEADLINE, || {
+        (group_sg(&w).ok()?.1 == rules(&[(82, "0.0.0.0/0")])).then_some(())
+    });
+    w.cloud
+        .kubectl_ok(&["delete", "service", "gamma", "--wait=false"]);
     w.converge("the shared NLB deleted with its last member", |st| {
         let left: BTreeMap<String, usize> = [
-            ("load balancers".to_string(), shared(st).len()),
+            ("load balancers".to_string(), st.lbs().len()),
             ("target groups".to_string(), cluster_tgs(st).len()),
         ]
         .into();
@@ -435,6 +489,5 @@ fn aws_group_members_share_one_nlb_through_crashes_clashes_and_leaving() {
             w.cloud.service(n).is_none().then_some(())
         });
     }
-    berth.stop(Duration::from_secs(10));
     berth.stop(Duration::from_secs(10));
 }

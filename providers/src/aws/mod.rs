@@ -668,12 +668,24 @@ impl Provider for AwsProvider {
         let _in_use = c.sg.in_use.read().await;
         let uid = &lb.service.uid;
         let shape = shape(lb);
-        let known = self
-            .known
-            .lock()
-            .ok()
-            .and_then(|k| k.get(uid).cloned())
-            .filter(|k| k.read_at.elapsed() < self.cfg.full_read_every && k.shape == shape);
+        let known = self.known.lock().ok().and_then(|k| k.get(uid).cloned());
+        // Left its group (or moved to another) since berth last ensured it: its listeners
+        // and target groups leave the shared NLB first. (Known only in this process: after
+        // a restart they stay until the Service is deleted; see the README.)
+        if let Some(k) = known
+            .as_ref()
+            .filter(|k| k.group.is_some() && k.group != p.settings.group)
+        {
+            let tgs: Vec<String> = k.groups.values().map(|(arn, _)| arn.clone()).collect();
+            let old = k.group.as_deref().unwrap_or_default();
+            info!(group = %old, "The Service left its load balancer group");
+            self.leave_group(c, &lb.cluster, old, &tgs).await?;
+            if let Ok(mut all) = self.known.lock() {
+                all.remove(uid);
+            }
+        }
+        let known =
+            known.filter(|k| k.read_at.elapsed() < self.cfg.full_read_every && k.shape == shape);
         let result = match (known, p.settings.group.clone()) {
             (Some(k), _) => self.ensure_known(c, lb, &p, k).await,
             (None, Some(g)) => self.ensure_group(c, lb, &p, &g, shape).await,
