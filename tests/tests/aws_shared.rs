@@ -478,6 +478,13 @@ fn aws_group_members_share_one_nlb_through_crashes_clashes_and_leaving() {
             .then_some(())
             .ok_or(format!("left: {left:?}"))
     });
+    // Deleted by gamma's leaving itself, not left for garbage collection.
+    assert!(
+        berth
+            .output()
+            .contains("Deleted shared load balancer: its last member left"),
+        "the NLB did not go with its last member"
+    );
     wait_for("the shared NLB's security group deleted", DEADLINE, || {
         group_sg(&w)
             .err()

@@ -307,12 +307,12 @@ impl AwsProvider {
             warn!(arn = %dup.arn, "Deleting a duplicate shared load balancer");
             elb.delete_load_balancer(&dup.arn).await?;
         }
-        let (nlb, fresh) = match found.pop() {
+        let (nlb, fresh, sg) = match found.pop() {
             Some(cur) => {
                 if let Some((field, message)) = disagreement(&cur, p, group) {
                     return Err(ProviderError::invalid(field, message));
                 }
-                (cur, false)
+                (cur, false, None)
             }
             None => {
                 let (subnets, vpc) = self.subnets(c, p, &lb.cluster).await?;
@@ -335,16 +335,9 @@ impl AwsProvider {
                     elb.modify_load_balancer_attributes(&created.arn, &p.settings.lb_attributes)
                         .await?;
                 }
-                (created, true)
+                (created, true, Some(sg))
             }
         };
-        let sg = group_security::ensure(&c.ec2, &lb.cluster, group, &name, &nlb.vpc_id, &nlb.tags)
-            .await?;
-        if !fresh {
-            let attach = self.group_attach(c, lb, p, &sg, &nlb.vpc_id).await?;
-            security_groups::attach(elb, &nlb, &attach).await?;
-        }
-        c.sg.ensure_node_rules(&c.ec2, lb, p, &nlb.vpc_id).await?;
 
         let listeners = if fresh {
             vec![]
@@ -371,6 +364,26 @@ impl AwsProvider {
             let holders = elb.target_groups_by_arn(&arns).await?;
             return Err(clash(lb, group, &name, &taken, &holders));
         }
+
+        // The NLB's security groups (made with it when it is new).
+        let sg = match sg {
+            Some(sg) => sg,
+            None => {
+                let sg = group_security::ensure(
+                    &c.ec2,
+                    &lb.cluster,
+                    group,
+                    &name,
+                    &nlb.vpc_id,
+                    &nlb.tags,
+                )
+                .await?;
+                let attach = self.group_attach(c, lb, p, &sg, &nlb.vpc_id).await?;
+                security_groups::attach(elb, &nlb, &attach).await?;
+                sg
+            }
+        };
+        c.sg.ensure_node_rules(&c.ec2, lb, p, &nlb.vpc_id).await?;
 
         if mine.is_empty() {
             // Joining (or again after a crash): a load balancer of the Service's own from
