@@ -53,10 +53,12 @@ pub const SSL_PORTS: &str = "service.beta.kubernetes.io/aws-load-balancer-ssl-po
 pub const SSL_POLICY: &str = "service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy";
 /// `HTTP1Only`, `HTTP2Only`, `HTTP2Optional`, `HTTP2Preferred` or `None`.
 pub const ALPN_POLICY: &str = "service.beta.kubernetes.io/aws-load-balancer-alpn-policy";
+/// berth's own: Services naming the same group share one NLB (see `group.rs`).
+pub const GROUP: &str = "berth.io/aws-load-balancer-group";
 
 /// Every annotation this module reads; others with the prefix are ignored (they belong to
 /// features berth does not implement).
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 20] = [
     SCHEME,
     SUBNETS,
     TARGET_TYPE,
@@ -76,6 +78,7 @@ pub const ALL: [&str; 19] = [
     SSL_PORTS,
     SSL_POLICY,
     ALPN_POLICY,
+    GROUP,
 ];
 
 /// Whether the load balancer gets public addresses.
@@ -169,6 +172,8 @@ pub struct Settings {
     pub security: super::security_groups::SgSettings,
     /// TLS listeners.
     pub tls: super::tls::TlsSettings,
+    /// The shared NLB's group, if the Service is a member of one.
+    pub group: Option<String>,
 }
 
 fn field(key: &str) -> String {
@@ -409,7 +414,34 @@ pub fn parse(
         lb_attributes: pairs(ann, LB_ATTRIBUTES, "attributes", check_attribute)?,
         security: super::security_groups::parse(ann)?,
         tls: super::tls::parse(ann)?,
+        group: group(ann)?,
     })
+}
+
+/// The longest group name: it is a tag value and part of the NLB's readable name.
+pub const MAX_GROUP_LEN: usize = 63;
+
+/// The `berth.io/aws-load-balancer-group` annotation: a DNS label.
+fn group(ann: &BTreeMap<String, String>) -> Result<Option<String>, ProviderError> {
+    let Some(raw) = ann.get(GROUP) else {
+        return Ok(None);
+    };
+    let name = raw.trim();
+    let ok = !name.is_empty()
+        && name.len() <= MAX_GROUP_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !ok {
+        return Err(bad(
+            GROUP,
+            raw,
+            "accepted values are 1 to 63 lowercase letters, digits and inner hyphens",
+        ));
+    }
+    Ok(Some(name.to_string()))
 }
 
 /// Whether `key` is an AWS load balancer annotation berth does not implement (logged, not

@@ -13,6 +13,8 @@ mod api;
 pub mod budget;
 mod ec2;
 mod ec2_security_groups;
+pub mod group;
+mod group_security;
 pub mod plan;
 pub mod security_groups;
 mod tags;
@@ -113,6 +115,10 @@ pub struct AwsProvider {
     /// For each cluster, how many [`Provider::list_owned`] passes in a row found no load
     /// balancer of it.
     none_seen: std::sync::Mutex<HashMap<String, u32>>,
+    /// One lock per shared NLB (see `group`).
+    group_locks: group::Locks,
+    /// The shared NLBs of each cluster the last [`Provider::list_owned`] saw.
+    shared_seen: std::sync::Mutex<HashMap<String, group::Seen>>,
 }
 
 /// An NLB as berth's last successful ensure left it: enough to apply a change of nodes
@@ -128,6 +134,8 @@ struct Known {
     groups: BTreeMap<String, (String, BTreeSet<plan::Target>)>,
     /// When everything was last read from AWS.
     read_at: Instant,
+    /// The group whose shared NLB this Service's listeners are on.
+    group: Option<String>,
 }
 
 /// Registers and deregisters what turns `have` into `want` in the group `arn`. A target
@@ -159,6 +167,72 @@ async fn sync_targets(
         info!(%name, registered = register.len(), deregistered = deregister.len(), "Updated targets");
     }
     Ok(())
+}
+
+/// Makes each of `p`'s target groups what it plans (found in `existing`, else — when
+/// `look_up` — by name, else created), with its targets; returns each one's listener port,
+/// protocol and ARN.
+async fn sync_groups(
+    elb: &Elb,
+    lb: &DesiredLoadBalancer,
+    p: &Plan,
+    existing: &[CurrentTg],
+    look_up: bool,
+    vpc_id: &str,
+) -> Result<Vec<(u16, plan::ElbProtocol, String)>, ProviderError> {
+    let uid = &lb.service.uid;
+    let mut arns: Vec<(u16, plan::ElbProtocol, String)> = Vec::new();
+    for g in &p.groups {
+        let mut tg = existing.iter().find(|t| t.name == g.name).cloned();
+        let mut created = false;
+        if tg.is_none() && look_up {
+            // Created earlier but not attached (a crash before its listener, or the
+            // load balancer was just replaced)?
+            tg = elb
+                .target_groups_named(&g.name)
+                .await?
+                .into_iter()
+                .find(|t| owned_by(&t.tags, &lb.cluster, uid));
+        }
+        let tg = match tg {
+            Some(t) => t,
+            None => {
+                let t = elb.create_target_group(g, vpc_id).await?;
+                info!(name = %g.name, port = g.port, protocol = g.protocol.as_str(), "Created target group");
+                created = true;
+                t
+            }
+        };
+        if !created {
+            if health_differs(&tg.health, &g.health) {
+                elb.modify_health_check(&tg.arn, &g.health).await?;
+                info!(name = %g.name, "Updated health check");
+            }
+            let add = plan::tags_to_add(&tg.tags, &g.tags);
+            if !add.is_empty() {
+                elb.add_tags(&tg.arn, &add).await?;
+            }
+            let remove = tags::to_remove(&tg.tags, &g.tags);
+            if !remove.is_empty() {
+                elb.remove_tags(&tg.arn, &remove).await?;
+            }
+        }
+        if !g.attributes.is_empty() {
+            let cur = elb.target_group_attributes(&tg.arn).await?;
+            let set = plan::attributes_to_set(&cur, &g.attributes);
+            if !set.is_empty() {
+                elb.modify_target_group_attributes(&tg.arn, &set).await?;
+            }
+        }
+        let current_targets = if created {
+            BTreeSet::new()
+        } else {
+            elb.targets(&tg.arn).await?
+        };
+        sync_targets(elb, &g.name, &tg.arn, &current_targets, &g.targets).await?;
+        arns.push((g.port, g.protocol, tg.arn));
+    }
+    Ok(arns)
 }
 
 /// The status of an NLB named `dns_name`.
@@ -217,6 +291,8 @@ impl AwsProvider {
             ec2_budget,
             known: Default::default(),
             none_seen: Default::default(),
+            group_locks: Default::default(),
+            shared_seen: Default::default(),
         })
     }
 
@@ -284,6 +360,9 @@ impl AwsProvider {
     /// Parses and plans; no I/O.
     fn plan(lb: &DesiredLoadBalancer) -> Result<Plan, ProviderError> {
         let settings = annotations::parse(&lb.annotations, &lb.health_check)?;
+        if let Some(g) = &settings.group {
+            group::validate(&settings, g)?;
+        }
         plan::plan(lb, settings)
     }
 
@@ -425,57 +504,7 @@ impl AwsProvider {
                 .filter(|t| owned_by(&t.tags, &lb.cluster, uid))
                 .collect()
         };
-        let mut arns: Vec<(u16, plan::ElbProtocol, String)> = Vec::new();
-        for g in &p.groups {
-            let mut tg = existing.iter().find(|t| t.name == g.name).cloned();
-            let mut created = false;
-            if tg.is_none() && (!fresh || replaced) {
-                // Created earlier but not attached (a crash before its listener, or the
-                // load balancer was just replaced)?
-                tg = elb
-                    .target_groups_named(&g.name)
-                    .await?
-                    .into_iter()
-                    .find(|t| owned_by(&t.tags, &lb.cluster, uid));
-            }
-            let tg = match tg {
-                Some(t) => t,
-                None => {
-                    let t = elb.create_target_group(g, &lb_now.vpc_id).await?;
-                    info!(name = %g.name, port = g.port, protocol = g.protocol.as_str(), "Created target group");
-                    created = true;
-                    t
-                }
-            };
-            if !created {
-                if health_differs(&tg.health, &g.health) {
-                    elb.modify_health_check(&tg.arn, &g.health).await?;
-                    info!(name = %g.name, "Updated health check");
-                }
-                let add = plan::tags_to_add(&tg.tags, &g.tags);
-                if !add.is_empty() {
-                    elb.add_tags(&tg.arn, &add).await?;
-                }
-                let remove = tags::to_remove(&tg.tags, &g.tags);
-                if !remove.is_empty() {
-                    elb.remove_tags(&tg.arn, &remove).await?;
-                }
-            }
-            if !g.attributes.is_empty() {
-                let cur = elb.target_group_attributes(&tg.arn).await?;
-                let set = plan::attributes_to_set(&cur, &g.attributes);
-                if !set.is_empty() {
-                    elb.modify_target_group_attributes(&tg.arn, &set).await?;
-                }
-            }
-            let current_targets = if created {
-                BTreeSet::new()
-            } else {
-                elb.targets(&tg.arn).await?
-            };
-            sync_targets(elb, &g.name, &tg.arn, &current_targets, &g.targets).await?;
-            arns.push((g.port, g.protocol, tg.arn));
-        }
+        let arns = sync_groups(elb, lb, p, &existing, !fresh || replaced, &lb_now.vpc_id).await?;
 
         // Listeners.
         let listeners = if fresh {
@@ -534,6 +563,7 @@ impl AwsProvider {
                 .map(|(g, (_, _, arn))| (g.name.clone(), (arn.clone(), g.targets.clone())))
                 .collect(),
             read_at: Instant::now(),
+            group: None,
         };
         Ok((status(&lb_now.dns_name), known))
     }
@@ -638,15 +668,28 @@ impl Provider for AwsProvider {
         let _in_use = c.sg.in_use.read().await;
         let uid = &lb.service.uid;
         let shape = shape(lb);
-        let known = self
-            .known
-            .lock()
-            .ok()
-            .and_then(|k| k.get(uid).cloned())
-            .filter(|k| k.read_at.elapsed() < self.cfg.full_read_every && k.shape == shape);
-        let result = match known {
-            Some(k) => self.ensure_known(c, lb, &p, k).await,
-            None => self.ensure_full(c, lb, &p, shape).await,
+        let known = self.known.lock().ok().and_then(|k| k.get(uid).cloned());
+        // Left its group (or moved to another) since berth last ensured it: its listeners
+        // and target groups leave the shared NLB first. (Known only in this process: after
+        // a restart they stay until the Service is deleted; see the README.)
+        if let Some(k) = known
+            .as_ref()
+            .filter(|k| k.group.is_some() && k.group != p.settings.group)
+        {
+            let tgs: Vec<String> = k.groups.values().map(|(arn, _)| arn.clone()).collect();
+            let old = k.group.as_deref().unwrap_or_default();
+            info!(group = %old, "The Service left its load balancer group");
+            self.leave_group(c, &lb.cluster, old, &tgs).await?;
+            if let Ok(mut all) = self.known.lock() {
+                all.remove(uid);
+            }
+        }
+        let known =
+            known.filter(|k| k.read_at.elapsed() < self.cfg.full_read_every && k.shape == shape);
+        let result = match (known, p.settings.group.clone()) {
+            (Some(k), _) => self.ensure_known(c, lb, &p, k).await,
+            (None, Some(g)) => self.ensure_group(c, lb, &p, &g, shape).await,
+            (None, None) => self.ensure_full(c, lb, &p, shape).await,
         };
         let mut all = self.known.lock().ok();
         match result {
@@ -671,8 +714,17 @@ impl Provider for AwsProvider {
         let c = self.clients().await?;
         let elb = &c.elb;
         let uid = &lb.service.uid;
-        if let Ok(mut k) = self.known.lock() {
-            k.remove(uid);
+        let known = self.known.lock().ok().and_then(|mut k| k.remove(uid));
+        if let Some(Known {
+            group: Some(g),
+            groups,
+            ..
+        }) = known
+        {
+            // A member as berth last left it: its listeners and target groups are known.
+            // (Its own security group, if it had one before joining, went when it joined.)
+            let tgs: Vec<String> = groups.into_values().map(|(arn, _)| arn).collect();
+            return self.leave_group(c, &lb.cluster, &g, &tgs).await;
         }
         let found = match Self::find_lbs(elb, &lb.id, &lb.cluster, uid).await {
             Ok(f) => f,
@@ -700,9 +752,19 @@ impl Provider for AwsProvider {
         } else {
             vec![]
         };
+        // A group member's target groups go with their listeners on the shared NLB.
+        let mut by_group: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for tg in &left {
-            elb.delete_target_group(&tg.arn).await?;
-            info!(name = %tg.name, "Deleted target group");
+            match tg.tags.get(plan::TAG_GROUP) {
+                Some(g) => by_group.entry(g).or_default().push(tg.arn.clone()),
+                None => {
+                    elb.delete_target_group(&tg.arn).await?;
+                    info!(name = %tg.name, "Deleted target group");
+                }
+            }
+        }
+        for (g, tgs) in by_group {
+            self.leave_group(c, &lb.cluster, g, &tgs).await?;
         }
         // The security group last: AWS refuses to delete it while the NLB uses it.
         security_groups::delete_owned(&c.ec2, &lb.cluster, uid).await?;
@@ -717,11 +779,16 @@ impl Provider for AwsProvider {
         let c = self.clients().await?;
         let mut out: BTreeMap<String, OwnedLoadBalancer> = BTreeMap::new();
         let mut lbs = 0;
+        let mut shared = Vec::new();
         for lb in c.elb.all_load_balancers().await? {
             if !plan::in_cluster(&lb.tags, cluster) {
                 continue;
             }
             lbs += 1;
+            if lb.tags.contains_key(plan::TAG_GROUP) {
+                shared.push(lb);
+                continue;
+            }
             let id = lb
                 .arn
                 .rsplit('/')
@@ -731,6 +798,20 @@ impl Provider for AwsProvider {
             if let Some(o) = OwnedLoadBalancer::from_labels(id, lb.tags) {
                 out.entry(o.service.uid.clone()).or_insert(o);
             }
+        }
+        // Security groups whose load balancer is gone are orphans too.
+        let (owned_sgs, shared_sgs) = security_groups::list_owned(&c.ec2, cluster).await?;
+        for o in owned_sgs {
+            out.entry(o.service.uid.clone()).or_insert(o);
+        }
+        if let Ok(mut seen) = self.shared_seen.lock() {
+            seen.insert(
+                cluster.to_string(),
+                group::Seen {
+                    nlbs: shared,
+                    security_groups: shared_sgs,
+                },
+            );
         }
         if let Ok(mut seen) = self.none_seen.lock() {
             let streak = seen.entry(cluster.to_string()).or_default();
@@ -752,10 +833,6 @@ impl Provider for AwsProvider {
                 out.entry(o.service.uid.clone()).or_insert(o);
             }
         }
-        // Security groups whose load balancer is gone are orphans too.
-        for o in security_groups::list_owned(&c.ec2, cluster).await? {
-            out.entry(o.service.uid.clone()).or_insert(o);
-        }
         Ok(out.into_values().collect())
     }
 
@@ -765,6 +842,16 @@ impl Provider for AwsProvider {
     /// does not lose it).
     #[instrument(skip(self))]
     async fn collect_shared(&self, cluster: &str) -> Result<usize, ProviderError> {
+        let shared = self
+            .shared_seen
+            .lock()
+            .ok()
+            .and_then(|mut s| s.remove(cluster));
+        let mut collected = 0;
+        if let Some(seen) = shared {
+            let c = self.clients().await?;
+            collected += self.collect_empty_groups(c, cluster, seen).await?;
+        }
         let streak = self
             .none_seen
             .lock()
@@ -772,12 +859,12 @@ impl Provider for AwsProvider {
             .and_then(|s| s.get(cluster).copied())
             .unwrap_or(0);
         if streak < 2 {
-            return Ok(0);
+            return Ok(collected);
         }
         let c = self.clients().await?;
         let backends = security_groups::SgState::backend_groups(&c.ec2, cluster, None).await?;
         if backends.is_empty() {
-            return Ok(0);
+            return Ok(collected);
         }
         // No ensure runs from here on; one that finished since list_owned made an NLB.
         let _no_ensure = c.sg.in_use.write().await;
@@ -792,12 +879,12 @@ impl Provider for AwsProvider {
             if let Ok(mut seen) = self.none_seen.lock() {
                 seen.insert(cluster.to_string(), 0);
             }
-            return Ok(0);
+            return Ok(collected);
         }
         for g in &backends {
             c.sg.delete_backend(&c.ec2, &g.id).await?;
         }
-        Ok(backends.len())
+        Ok(collected + backends.len())
     }
 
     async fn plan_adoption(

@@ -13,6 +13,8 @@ use crate::{DesiredLoadBalancer, LABEL_CLUSTER, LABEL_SERVICE_UID, Protocol, Pro
 pub const TAG_RESOURCE: &str = "berth.io/resource";
 /// Tag on a target group: the id (name) of its load balancer.
 pub const TAG_LOAD_BALANCER: &str = "berth.io/load-balancer";
+/// Tag on a shared NLB and its members' target groups: the group's name.
+pub const TAG_GROUP: &str = "berth.io/load-balancer-group";
 /// Tag on a target group: the listener port it serves.
 pub const TAG_PORT: &str = "berth.io/port";
 /// Tag on a target group: its ELBv2 protocol.
@@ -116,11 +118,26 @@ pub fn target_group_name(
 ) -> String {
     let immutable = hash16(&format!("{tg_port}/{}", target_type.as_str()));
     format!(
-        "b-{}-{port}{}{}",
-        hash16(lb_id),
+        "{}{port}{}{}",
+        target_group_prefix(lb_id),
         protocol.letter(),
         &immutable[..4]
     )
+}
+
+/// What every target group name of load balancer `lb_id` starts with.
+pub fn target_group_prefix(lb_id: &str) -> String {
+    format!("b-{}-", hash16(lb_id))
+}
+
+/// The key a Service's target group names derive from: its load balancer id, or for a
+/// member of a shared NLB's group, the id and the group (so joining or leaving a group
+/// never reuses a group attached to the other load balancer).
+pub fn target_group_key(lb_id: &str, group: Option<&str>) -> String {
+    match group {
+        Some(g) => format!("{lb_id}/{g}"),
+        None => lb_id.to_string(),
+    }
 }
 
 /// The instance id in a `spec.providerID` like `aws:///us-east-1a/i-0123`.
@@ -226,11 +243,15 @@ pub fn plan(lb: &DesiredLoadBalancer, settings: Settings) -> Result<Plan, Provid
         tg_attributes.insert("stickiness.type".to_string(), "source_ip".to_string());
     }
     tg_attributes.extend(settings.tg_attributes.clone());
+    let tg_key = target_group_key(&lb.id, settings.group.as_deref());
     let groups: Vec<PlannedGroup> = ports
         .into_iter()
         .map(|(port, protocol, tg_port)| {
             let mut tags = base_tags(lb, &settings, "target-group");
             tags.insert(TAG_LOAD_BALANCER.into(), lb.id.clone());
+            if let Some(g) = &settings.group {
+                tags.insert(TAG_GROUP.into(), g.clone());
+            }
             tags.insert(TAG_PORT.into(), port.to_string());
             tags.insert(TAG_PROTOCOL.into(), protocol.as_str().into());
             let targets = match settings.target_type {
@@ -240,7 +261,7 @@ pub fn plan(lb: &DesiredLoadBalancer, settings: Settings) -> Result<Plan, Provid
             PlannedGroup {
                 port,
                 protocol,
-                name: target_group_name(&lb.id, port, protocol, tg_port, settings.target_type),
+                name: target_group_name(&tg_key, port, protocol, tg_port, settings.target_type),
                 tg_port,
                 target_type: settings.target_type,
                 health: settings.health.clone(),

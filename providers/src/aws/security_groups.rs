@@ -346,7 +346,7 @@ impl SgState {
     }
 
     /// The cluster's backend group in `vpc`, created when missing.
-    async fn backend_group(
+    pub(super) async fn backend_group(
         &self,
         ec2: &Ec2,
         cluster: &str,
@@ -628,24 +628,35 @@ pub async fn delete_group(ec2: &Ec2, id: &str) -> Result<(), ProviderError> {
 }
 
 /// Frontend groups of `cluster`, as load balancers to garbage-collect when their Service
-/// is gone.
-pub async fn list_owned(ec2: &Ec2, cluster: &str) -> Result<Vec<OwnedLoadBalancer>, ProviderError> {
+/// is gone; and, in the same call, the shared NLBs' groups (see `group_security`).
+pub async fn list_owned(
+    ec2: &Ec2,
+    cluster: &str,
+) -> Result<(Vec<OwnedLoadBalancer>, Vec<SecurityGroup>), ProviderError> {
     let found = ec2
         .describe_security_groups(&[
             (&format!("tag:{LABEL_CLUSTER}"), vec![cluster.to_string()]),
             (
                 &format!("tag:{TAG_RESOURCE}"),
-                vec![RESOURCE_FRONTEND.to_string()],
+                vec![
+                    RESOURCE_FRONTEND.to_string(),
+                    super::group_security::RESOURCE_GROUP_FRONTEND.to_string(),
+                ],
             ),
         ])
         .await?;
-    Ok(found
+    let (shared, own): (Vec<_>, Vec<_>) = found.into_iter().partition(|g| {
+        g.tags.get(TAG_RESOURCE).map(String::as_str)
+            == Some(super::group_security::RESOURCE_GROUP_FRONTEND)
+    });
+    let owned = own
         .into_iter()
         .filter_map(|g| {
             let id = g.tags.get(TAG_LOAD_BALANCER).cloned()?;
             OwnedLoadBalancer::from_labels(id, g.tags)
         })
-        .collect())
+        .collect();
+    Ok((owned, shared))
 }
 
 #[cfg(test)]
