@@ -27,6 +27,9 @@ use tracing::warn;
 
 /// Distinct events waiting to be written at most.
 pub const QUEUE_LIMIT: usize = 20_000;
+/// Queued events above which a superseded progress event is not written
+/// ([`EventSink::supersede`]).
+pub const BACKLOG: usize = 1_000;
 /// Events written at once.
 const CONCURRENCY: usize = 8;
 /// How long a written event can still be counted up instead of written anew.
@@ -56,7 +59,7 @@ struct Occurrence {
     reason: String,
     note: Option<String>,
     action: String,
-    secondary: Option<ObjectReference>,
+    secondary: Option<Box<ObjectReference>>,
 }
 
 struct Queued {
@@ -77,7 +80,9 @@ struct Written {
 #[derive(Default)]
 struct State {
     order: VecDeque<Digest>,
-    queued: HashMap<Digest, Queued>,
+    /// Boxed: the table keeps a pointer per slot, not a whole entry (it is at most half full
+    /// after growing, and 20,000 entries may wait).
+    queued: HashMap<Digest, Box<Queued>>,
     written: HashMap<Digest, Written>,
     writes_since_prune: usize,
 }
@@ -164,23 +169,42 @@ impl EventSink {
                 st.order.push_back(key);
                 st.queued.insert(
                     key,
-                    Queued {
+                    Box::new(Queued {
                         event: Occurrence {
                             warning: matches!(ev.type_, EventType::Warning),
                             reason: ev.reason.clone(),
                             note: ev.note.clone(),
                             action: ev.action.clone(),
-                            secondary: ev.secondary.clone(),
+                            secondary: ev.secondary.clone().map(Box::new),
                         },
                         reference: reference.clone(),
                         count: 1,
                         first_seen: Timestamp::now(),
-                    },
+                    }),
                 );
             }
         }
         self.shared.wake.notify_one();
         Ok(())
+    }
+
+    /// When the queue is backlogged (more than [`BACKLOG`] events wait: the write budget is
+    /// busy with what owners wait for), forgets a queued, unwritten Normal event about
+    /// `reference` with `reason` and `note`: a progress event (`EnsuringLoadBalancer`) whose
+    /// outcome is about to be queued would only reach the API server after it. Says whether
+    /// one was forgotten.
+    pub fn supersede(&self, reference: &ObjectReference, reason: &str, note: &str) -> bool {
+        let key = self.shared.digest(&Key {
+            namespace: reference.namespace.as_deref().unwrap_or_default(),
+            name: reference.name.as_deref().unwrap_or_default(),
+            uid: reference.uid.as_deref().unwrap_or_default(),
+            warning: false,
+            reason,
+            note,
+        });
+        let mut st = self.shared.lock();
+        // The queue's order keeps the digest; the writer skips digests no longer queued.
+        st.queued.len() > BACKLOG && st.queued.remove(&key).is_some()
     }
 
     /// Events dropped because the queue was full.
@@ -208,8 +232,12 @@ enum Write {
 
 fn next_write(shared: &Shared) -> Option<Write> {
     let mut st = shared.lock();
-    let key = st.order.pop_front()?;
-    let q = st.queued.remove(&key)?;
+    let (key, q) = loop {
+        let key = st.order.pop_front()?;
+        if let Some(q) = st.queued.remove(&key) {
+            break (key, q);
+        }
+    };
     st.writes_since_prune += 1;
     if st.writes_since_prune >= 1000 {
         st.writes_since_prune = 0;
@@ -257,7 +285,7 @@ fn event_object(reporter: &Reporter, q: &Queued) -> K8sEvent {
             last_observed_time: MicroTime(Timestamp::now()),
         }),
         type_: Some(if q.event.warning { "Warning" } else { "Normal" }.into()),
-        related: q.event.secondary.clone(),
+        related: q.event.secondary.as_deref().cloned(),
         ..Default::default()
     }
 }
@@ -361,6 +389,34 @@ mod tests {
         );
         s.task.abort();
         s
+    }
+
+    #[tokio::test]
+    async fn a_progress_event_is_superseded_only_in_a_backlog_and_only_while_unwritten() {
+        let s = sink();
+        s.publish(&event("EnsuringLoadBalancer"), &reference("a"))
+            .await
+            .unwrap();
+        assert!(
+            !s.supersede(&reference("a"), "EnsuringLoadBalancer", "n"),
+            "no backlog: both events are written"
+        );
+        for i in 0..BACKLOG {
+            s.publish(&event("EnsuringLoadBalancer"), &reference(&format!("s{i}")))
+                .await
+                .unwrap();
+        }
+        assert!(!s.supersede(&reference("a"), "EnsuringLoadBalancer", "other note"));
+        assert!(!s.supersede(&reference("b"), "EnsuringLoadBalancer", "n"));
+        assert!(s.supersede(&reference("a"), "EnsuringLoadBalancer", "n"));
+        assert_eq!(s.queued(), BACKLOG);
+        // The writer skips the forgotten event and goes on with the next.
+        let Some(Write::Create(ev, _, 1)) = next_write(&s.shared) else {
+            panic!("a write");
+        };
+        assert_eq!(ev.regarding.and_then(|r| r.name).as_deref(), Some("s0"));
+        // Written events are not taken back.
+        assert!(!s.supersede(&reference("s0"), "EnsuringLoadBalancer", "n"));
     }
 
     #[tokio::test]

@@ -140,6 +140,9 @@ pub struct Context {
     pending: Mutex<HashMap<String, u32>>,
 }
 
+/// The note of `EnsuringLoadBalancer` (constant, as upstream's).
+const ENSURING_NOTE: &str = "Ensuring load balancer";
+
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -619,7 +622,7 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
                 &svc,
                 EventType::Normal,
                 reasons::ENSURING_LOAD_BALANCER,
-                "Ensuring load balancer".into(),
+                ENSURING_NOTE.into(),
             )
             .await;
         }
@@ -673,6 +676,13 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
             || (change == Change::Resume
                 && status::ingress(&st, &svc) != status::current_ingress(&svc))
         {
+            if change == Change::Spec {
+                ctx.recorder.supersede(
+                    &svc.object_ref(&()),
+                    reasons::ENSURING_LOAD_BALANCER,
+                    ENSURING_NOTE,
+                );
+            }
             ctx.event(
                 &svc,
                 EventType::Normal,
