@@ -33,7 +33,7 @@ use super::plan::{
     self, CurrentListener, Plan, TAG_GROUP, TAG_RESOURCE, hash16, in_cluster, owned_by,
 };
 use super::security_groups::{self, Attach, frontend_rules};
-use super::{AwsProvider, Clients, Known, status, sync_groups, tls};
+use super::{AwsProvider, Clients, Known, apply_listeners, status, sync_groups};
 use crate::{
     DesiredLoadBalancer, LABEL_CLASS, LABEL_CLUSTER, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE,
     LABEL_VERSION, LoadBalancerStatus, ProviderError,
@@ -415,21 +415,7 @@ impl AwsProvider {
         // Groups not attached yet (a crash before their listener) are looked up by name.
         let arns = sync_groups(elb, lb, p, &existing, true, &nlb.vpc_id).await?;
 
-        let changes = plan::listener_changes(&mine, &arns, &p.tls);
-        for arn in &changes.delete {
-            elb.delete_listener(arn).await?;
-        }
-        for m in &changes.modify {
-            elb.modify_listener(m).await?;
-        }
-        let mut created_listeners = Vec::new();
-        for (port, proto, tg, t) in &changes.create {
-            let arn = elb
-                .create_listener(&nlb.arn, *port, *proto, tg, t.as_ref())
-                .await?;
-            created_listeners.extend(arn.map(|a| (*port, a)));
-        }
-        tls::sync_extra_certificates(elb, &p.tls, &mine, &created_listeners).await?;
+        let changes = apply_listeners(elb, &nlb.arn, &mine, &arns, p).await?;
         if !changes.is_empty() {
             info!(
                 %group,

@@ -169,6 +169,41 @@ async fn sync_targets(
     Ok(())
 }
 
+/// Brings `current` (listeners of the NLB `nlb_arn`, or the part of them one Service owns)
+/// to one listener per planned port forwarding to `arns`: deletes, modifies, creates, then
+/// the extra TLS certificates. Returns what it changed.
+async fn apply_listeners(
+    elb: &Elb,
+    nlb_arn: &str,
+    current: &[plan::CurrentListener],
+    arns: &[(u16, plan::ElbProtocol, String)],
+    p: &Plan,
+) -> Result<plan::ListenerChanges, ProviderError> {
+    let changes = plan::listener_changes(current, arns, &p.tls);
+    for arn in &changes.delete {
+        elb.delete_listener(arn).await?;
+    }
+    for m in &changes.modify {
+        info!(
+            port = m.port,
+            protocol = %plan::listener_protocol(m.protocol, m.tls.as_ref()),
+            certificate = %m.tls.as_ref().and_then(|t| t.certificates.first()).map(String::as_str).unwrap_or("none"),
+            listener = %m.arn,
+            "Modifying listener"
+        );
+        elb.modify_listener(m).await?;
+    }
+    let mut created = Vec::new();
+    for (port, proto, tg, t) in &changes.create {
+        let arn = elb
+            .create_listener(nlb_arn, *port, *proto, tg, t.as_ref())
+            .await?;
+        created.extend(arn.map(|a| (*port, a)));
+    }
+    tls::sync_extra_certificates(elb, &p.tls, current, &created).await?;
+    Ok(changes)
+}
+
 /// Makes each of `p`'s target groups what it plans (found in `existing`, else — when
 /// `look_up` — by name, else created), with its targets; returns each one's listener port,
 /// protocol and ARN.
@@ -512,28 +547,7 @@ impl AwsProvider {
         } else {
             elb.listeners(&lb_now.arn).await?
         };
-        let changes = plan::listener_changes(&listeners, &arns, &p.tls);
-        for arn in &changes.delete {
-            elb.delete_listener(arn).await?;
-        }
-        for m in &changes.modify {
-            info!(
-                port = m.port,
-                protocol = %plan::listener_protocol(m.protocol, m.tls.as_ref()),
-                certificate = %m.tls.as_ref().and_then(|t| t.certificates.first()).map(String::as_str).unwrap_or("none"),
-                listener = %m.arn,
-                "Modifying listener"
-            );
-            elb.modify_listener(m).await?;
-        }
-        let mut created_listeners = Vec::new();
-        for (port, proto, tg, t) in &changes.create {
-            let arn = elb
-                .create_listener(&lb_now.arn, *port, *proto, tg, t.as_ref())
-                .await?;
-            created_listeners.extend(arn.map(|a| (*port, a)));
-        }
-        tls::sync_extra_certificates(elb, &p.tls, &listeners, &created_listeners).await?;
+        let changes = apply_listeners(elb, &lb_now.arn, &listeners, &arns, p).await?;
         if !changes.is_empty() {
             info!(
                 created = changes.create.len(),
