@@ -325,6 +325,17 @@ fn aws_group_members_share_one_nlb_through_crashes_clashes_and_leaving() {
         assert!(hostname(&w, n).is_none(), "{n} has a hostname");
     }
     assert_eq!(group_sg(&w).unwrap().1, ingress, "rules unchanged");
+    // Refused members are looked at again with backoff (a port may free up); gone, they
+    // leave nothing to count in the measurement below.
+    for n in ["delta", "epsilon", "zeta"] {
+        w.cloud
+            .kubectl_ok(&["delete", "service", n, "--wait=false"]);
+    }
+    for n in ["delta", "epsilon", "zeta"] {
+        wait_for(&format!("{n} gone from the API"), DEADLINE, || {
+            w.cloud.service(n).is_none().then_some(())
+        });
+    }
 
     // 3. What one member costs: a berth with no resync or garbage collection in the way
     //    measures a fourth member joining and leaving.
@@ -386,10 +397,41 @@ fn aws_group_members_share_one_nlb_through_crashes_clashes_and_leaving() {
     );
 
     // 4. alpha leaves the group by annotation: its listener and target group leave the
-    //    shared NLB and it gets an NLB of its own.
+    //    shared NLB and it gets an NLB of its own. theta, refused port 80 while alpha held
+    //    it, gets the port once alpha is gone, with nothing changed on theta.
+    w.cloud.apply(&[member("theta", 80, json!({}))]);
+    let msg = warning(&w, "theta");
+    assert!(
+        msg.contains("default/theta") && msg.contains("default/alpha"),
+        "{msg}"
+    );
+    let theta_uid = w.uid("theta");
+    let theta_np = node_ports(&w.cloud.service("theta").unwrap())[0].2;
     w.cloud
         .kubectl_ok(&["annotate", "service", "alpha", &format!("{GROUP_KEY}-")]);
     let alpha_uid = uids[0].clone();
+    w.converge("theta on port 80 of the shared NLB", |st| {
+        let lb = shared(st).first().cloned().ok_or("no shared NLB")?;
+        let l = lb["listeners"]
+            .as_array()
+            .and_then(|ls| ls.iter().find(|l| l["port"] == 80).cloned())
+            .ok_or("no listener on 80")?;
+        let tg = st
+            .tgs()
+            .into_iter()
+            .find(|t| t["arn"] == l["targetGroup"])
+            .ok_or("port 80 forwards to an unknown group")?;
+        let want: BTreeSet<String> = ids.iter().map(|t| format!("{t}:{theta_np}")).collect();
+        (tg["tags"]["berth.io/service-uid"] == theta_uid.as_str() && strs(&tg["targets"]) == want)
+            .then_some(())
+            .ok_or(format!(
+                "port 80: {}, targets {}",
+                tg["tags"], tg["targets"]
+            ))
+    });
+    wait_for("theta's hostname", DEADLINE, || {
+        hostname(&w, "theta").filter(|h| *h == dns)
+    });
     let st = w.converge("alpha on its own NLB", |st| {
         if st.lbs_of(&alpha_uid).len() != 1 {
             return Err(format!(
@@ -406,7 +448,7 @@ fn aws_group_members_share_one_nlb_through_crashes_clashes_and_leaving() {
             .filter_map(|l| l["port"].as_u64())
             .collect();
         let alpha_tgs = st.tgs_of(&alpha_uid);
-        (ports == [81, 82].into()
+        (ports == [80, 81, 82].into()
             && alpha_tgs.len() == 1
             && alpha_tgs[0]["tags"][GROUP_TAG].is_null())
         .then_some(())
@@ -423,17 +465,17 @@ fn aws_group_members_share_one_nlb_through_crashes_clashes_and_leaving() {
     wait_for("alpha's own hostname", DEADLINE, || {
         hostname(&w, "alpha").filter(|h| *h == own_dns)
     });
-    wait_for("alpha's port closed on the shared NLB", DEADLINE, || {
-        (group_sg(&w).ok()?.1 == rules(&[(81, "10.0.0.0/8"), (82, "0.0.0.0/0")])).then_some(())
+    wait_for("port 80 open to theta as it was to alpha", DEADLINE, || {
+        (group_sg(&w).ok()?.1 == ingress).then_some(())
     });
 
     // 5. Members leave one by one: the NLB stays while one is left, with the others'
     //    listeners untouched.
-    for n in ["delta", "epsilon", "zeta", "alpha"] {
+    for n in ["theta", "alpha"] {
         w.cloud
             .kubectl_ok(&["delete", "service", n, "--wait=false"]);
     }
-    let st = w.converge("alpha gone", |st| {
+    let st = w.converge("theta and alpha gone", |st| {
         check_shared(st, &members[1..], &ids)?;
         st.lbs_of(&alpha_uid)
             .is_empty()
@@ -441,6 +483,9 @@ fn aws_group_members_share_one_nlb_through_crashes_clashes_and_leaving() {
             .ok_or("alpha's own NLB is left".into())
     });
     assert_eq!(shared(&st)[0]["arn"], arn);
+    wait_for("port 80 closed on the shared NLB", DEADLINE, || {
+        (group_sg(&w).ok()?.1 == rules(&[(81, "10.0.0.0/8"), (82, "0.0.0.0/0")])).then_some(())
+    });
 
     // 6. beta leaves while berth (a new one, which knows nothing yet) is SIGKILLed right
     //    after deleting its listener; the next berth finishes. Then gamma, the last, leaves:

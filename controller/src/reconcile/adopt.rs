@@ -58,10 +58,7 @@ pub(super) async fn gate(svc: &Service, ctx: &Context) -> Result<Option<Done>, E
     )
     .await;
     info!(service = %key(svc), %from, reason = %why, "Not taking over the load balancer");
-    Ok(Some(Done {
-        action: Action::await_change(),
-        result: "invalid",
-    }))
+    Ok(Some(Done::new(Action::await_change(), "invalid")))
 }
 
 /// MetalLB's addresses: the ones the Service shows stay its own when they lie in a pool of

@@ -156,6 +156,20 @@ pub fn backoff(n: u32, min: Duration, max: Duration) -> Duration {
 }
 
 impl Context {
+    /// Counts one more consecutive failure of `svc`; returns the count.
+    fn failed_again(&self, svc: &Service) -> u32 {
+        let mut f = locked(&self.failures);
+        let n = f.entry(uid(svc)).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    /// The wait before looking again at a Service whose attempt failed once more.
+    fn next_backoff(&self, svc: &Service) -> Duration {
+        let n = self.failed_again(svc);
+        backoff(n, self.settings.retry_min, self.settings.retry_max)
+    }
+
     pub fn new(
         client: Client,
         provider: Arc<dyn Provider>,
@@ -380,14 +394,21 @@ impl Context {
 struct Done {
     action: Action,
     result: &'static str,
+    /// The Service's failure count carries on (a refusal retried with backoff).
+    keep_backoff: bool,
 }
 
 impl Done {
     fn ok(action: Action) -> Result<Done, Error> {
-        Ok(Done {
+        Ok(Done::new(action, "success"))
+    }
+
+    fn new(action: Action, result: &'static str) -> Done {
+        Done {
             action,
-            result: "success",
-        })
+            result,
+            keep_backoff: false,
+        }
     }
 }
 
@@ -430,7 +451,9 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
     let res = match res {
         Ok(done) => {
             ctx.metrics.reconciled(done.result);
-            locked(&ctx.failures).remove(&uid(&svc));
+            if !done.keep_backoff {
+                locked(&ctx.failures).remove(&uid(&svc));
+            }
             Ok(done.action)
         }
         Err(e) => {
@@ -459,12 +482,7 @@ pub fn error_policy(svc: Arc<Service>, err: &Error, ctx: Arc<Context>) -> Action
         // This replica is stepping down; the next leader starts afresh.
         return Action::await_change();
     }
-    let n = {
-        let mut f = locked(&ctx.failures);
-        let n = f.entry(uid(&svc)).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    };
+    let n = ctx.failed_again(&svc);
     let mut delay = backoff(n, ctx.settings.retry_min, ctx.settings.retry_max);
     if let Some(ra) = err.retry_after() {
         delay = delay.max(ra.min(ctx.settings.retry_max));
@@ -629,7 +647,14 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Done, Error> {
         let st = match ctx.call("ensure", ctx.provider.ensure(&desired)).await {
             Ok(st) => st,
             Err(Error::Provider(ProviderError::Invalid { field, message })) => {
-                return invalid_input(&svc, ctx, InvalidField { field, message }).await;
+                // Refused against the cloud as it is now (a port of a shared load balancer
+                // that another Service holds, a certificate not yet in the account): that can
+                // clear with no change to this Service, so it is looked at again, backing off
+                // to --retry-max, as well as on every change.
+                let mut done = invalid_input(&svc, ctx, InvalidField { field, message }).await?;
+                done.action = Action::requeue(ctx.next_backoff(&svc));
+                done.keep_backoff = true;
+                return Ok(done);
             }
             Err(Error::Provider(e)) => {
                 let (reason, msg) = if only_targets {
@@ -764,10 +789,7 @@ async fn invalid_input(svc: &Service, ctx: &Context, inv: InvalidField) -> Resul
         None,
     )
     .await?;
-    Ok(Done {
-        action: Action::await_change(),
-        result: "invalid",
-    })
+    Ok(Done::new(Action::await_change(), "invalid"))
 }
 
 async fn cleanup(svc: &Service, ctx: &Context) -> Result<Done, Error> {
