@@ -99,6 +99,10 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("Cannot listen on {listen} for metrics: {e}"))?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
+        // /metrics answers are small: no Nagle delay behind a scrape's delayed ACK.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;

@@ -177,7 +177,7 @@ impl MockCloud {
         let app = apiserver::http::router(server.clone());
         let mut stop = shutdown_rx.clone();
         let api_task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
+            let _ = axum::serve(crate::no_delay(listener), app)
                 .with_graceful_shutdown(async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
@@ -271,4 +271,19 @@ impl MockCloud {
         self.cluster.shutdown().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.api_task).await;
     }
+}
+
+/// `listener` with `TCP_NODELAY` on every accepted connection. axum does not set it, and a
+/// watch stream writes one small chunk per event: with Nagle's algorithm a chunk that follows
+/// one not yet acknowledged waits for the client's delayed ACK, up to 40 ms on Linux. (Go's
+/// net package, and so kube-apiserver, sets it on every TCP connection.)
+pub fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    })
 }

@@ -515,7 +515,7 @@ impl LbApi {
                     _ = wait_true(&mut own) => {}
                 }
             };
-            if let Err(e) = axum::serve(listener, app)
+            if let Err(e) = axum::serve(crate::no_delay(listener), app)
                 .with_graceful_shutdown(signal)
                 .await
             {
