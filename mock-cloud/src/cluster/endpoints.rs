@@ -221,11 +221,67 @@ pub fn update_slice(slice: &mut Value, svc: &Value, content: &SliceContent) -> b
 /// every write.
 pub(crate) struct EndpointSliceController {
     dirty: Dirty,
+    /// Names of the slices labelled with each Service (namespace → Service → slices): kept
+    /// from slice events and this controller's own writes, rebuilt by every full run, so a
+    /// run for a few Services reads only theirs instead of listing every slice.
+    slices: SliceIndex,
 }
 
 impl Default for EndpointSliceController {
     fn default() -> Self {
-        EndpointSliceController { dirty: Dirty::All }
+        EndpointSliceController {
+            dirty: Dirty::All,
+            slices: SliceIndex::default(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct SliceIndex(BTreeMap<String, BTreeMap<String, BTreeSet<String>>>);
+
+impl SliceIndex {
+    fn add(&mut self, slice: &Value) {
+        if let Some(svc) = label(slice, SERVICE_NAME_LABEL) {
+            self.0
+                .entry(namespace_of(slice).to_string())
+                .or_default()
+                .entry(svc.to_string())
+                .or_default()
+                .insert(name_of(slice).to_string());
+        }
+    }
+
+    fn remove(&mut self, slice: &Value) {
+        let Some(svc) = label(slice, SERVICE_NAME_LABEL) else {
+            return;
+        };
+        if let Some(services) = self.0.get_mut(namespace_of(slice))
+            && let Some(names) = services.get_mut(svc)
+        {
+            names.remove(name_of(slice));
+            if names.is_empty() {
+                services.remove(svc);
+            }
+        }
+    }
+
+    fn note(&mut self, ev: &crate::store::Event) {
+        if let Some(prev) = &ev.prev {
+            self.remove(prev);
+        }
+        if ev.type_ == crate::store::EventType::Deleted {
+            self.remove(&ev.object);
+        } else {
+            self.add(&ev.object);
+        }
+    }
+
+    fn of(&self, ns: &str, svc: &str) -> impl Iterator<Item = &String> {
+        self.0
+            .get(ns)
+            .and_then(|s| s.get(svc))
+            .into_iter()
+            .flatten()
     }
 }
 
@@ -234,8 +290,8 @@ impl Default for EndpointSliceController {
 enum Dirty {
     All,
     Some {
-        /// (namespace, name) of Services.
-        services: BTreeSet<(String, String)>,
+        /// Names of Services by namespace.
+        services: BTreeMap<String, BTreeSet<String>>,
         /// Namespaces whose pods changed: all their Services.
         namespaces: BTreeSet<String>,
     },
@@ -244,7 +300,7 @@ enum Dirty {
 impl Dirty {
     fn none() -> Dirty {
         Dirty::Some {
-            services: BTreeSet::new(),
+            services: BTreeMap::new(),
             namespaces: BTreeSet::new(),
         }
     }
@@ -258,13 +314,19 @@ impl Dirty {
             return;
         };
         if ev.gr == Kind::Services.gr() {
-            services.insert((ev.namespace.clone(), ev.name.clone()));
+            services
+                .entry(ev.namespace.clone())
+                .or_default()
+                .insert(ev.name.clone());
         } else if ev.gr == Kind::Pods.gr() {
             namespaces.insert(ev.namespace.clone());
         } else if ev.gr == Kind::Slices.gr() {
             for s in std::iter::once(&ev.object).chain(ev.prev.as_ref()) {
                 if let Some(svc) = label(s, SERVICE_NAME_LABEL) {
-                    services.insert((ev.namespace.clone(), svc.to_string()));
+                    services
+                        .entry(ev.namespace.clone())
+                        .or_default()
+                        .insert(svc.to_string());
                 }
             }
         } else {
@@ -278,7 +340,10 @@ impl Dirty {
             Dirty::Some {
                 services,
                 namespaces,
-            } => namespaces.contains(ns) || services.contains(&(ns.to_string(), name.to_string())),
+            } => {
+                namespaces.contains(ns)
+                    || services.get(ns).is_some_and(|names| names.contains(name))
+            }
         }
     }
 }
@@ -316,6 +381,9 @@ impl Controller for EndpointSliceController {
 
     fn note(&mut self, ev: &crate::store::Event) {
         self.dirty.note(ev);
+        if ev.gr == Kind::Slices.gr() {
+            self.slices.note(ev);
+        }
     }
 
     fn note_lost(&mut self) {
@@ -342,8 +410,40 @@ impl Controller for EndpointSliceController {
             })
             .collect();
         let pods = list(shared, Kind::Pods);
+        // A run for named Services reads them and their indexed slices; any other run lists
+        // everything (and rebuilds the index).
+        let (services, slices) = match &dirty {
+            Dirty::Some {
+                services,
+                namespaces,
+            } if namespaces.is_empty() => {
+                let store = &shared.core.store;
+                let (svc_gr, slice_gr) = (Kind::Services.gr(), Kind::Slices.gr());
+                let mut found = Vec::new();
+                let mut slices = Vec::new();
+                for (ns, names) in services {
+                    for name in names {
+                        found.extend(store.get(&svc_gr, ns, name));
+                        slices.extend(
+                            self.slices
+                                .of(ns, name)
+                                .filter_map(|s| store.get(&slice_gr, ns, s)),
+                        );
+                    }
+                }
+                (found, slices)
+            }
+            _ => {
+                let slices = list(shared, Kind::Slices);
+                self.slices = SliceIndex::default();
+                for s in &slices {
+                    self.slices.add(s);
+                }
+                (list(shared, Kind::Services), slices)
+            }
+        };
         let mut managed: BTreeMap<(String, String), Vec<Arc<Value>>> = BTreeMap::new();
-        for s in list(shared, Kind::Slices) {
+        for s in slices {
             if label(&s, MANAGED_BY_LABEL) == Some(MANAGED_BY)
                 && let Some(svc) = label(&s, SERVICE_NAME_LABEL)
                 && dirty.wants(namespace_of(&s), svc)
@@ -352,7 +452,7 @@ impl Controller for EndpointSliceController {
                 managed.entry(key).or_default().push(s);
             }
         }
-        for svc in list(shared, Kind::Services) {
+        for svc in services {
             if !dirty.wants(namespace_of(&svc), name_of(&svc))
                 || service_selector(&svc).is_none()
                 || is_deleting(&svc)
@@ -407,8 +507,12 @@ impl Controller for EndpointSliceController {
                             slice_object(&svc, content),
                             &WriteOptions::default(),
                         );
-                        if let Err(e) = r {
-                            tracing::warn!(service = %format!("{}/{}", key.0, key.1), error = %e, "creating EndpointSlice");
+                        match r {
+                            // Known at once, before its event: the next run must not make it again.
+                            Ok(created) => self.slices.add(&created),
+                            Err(e) => {
+                                tracing::warn!(service = %format!("{}/{}", key.0, key.1), error = %e, "creating EndpointSlice");
+                            }
                         }
                     }
                 }

@@ -666,14 +666,34 @@ pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// `obj.pointer(ptr)` without its allocations: serde_json unescapes every token into a new
+/// String, and the cluster's controllers look up names and labels of every object they scan.
+/// Tokens with `~` escapes take serde_json's way.
+pub(crate) fn at<'a>(obj: &'a Value, ptr: &str) -> Option<&'a Value> {
+    if ptr.contains('~') {
+        return obj.pointer(ptr);
+    }
+    let Some(path) = ptr.strip_prefix('/') else {
+        return ptr.is_empty().then_some(obj);
+    };
+    path.split('/').try_fold(obj, |v, token| match v {
+        Value::Object(m) => m.get(token),
+        // An index as RFC 6901 writes it: digits, no leading zero, no sign.
+        Value::Array(a) if !token.starts_with('+') && (token == "0" || !token.starts_with('0')) => {
+            token.parse::<usize>().ok().and_then(|i| a.get(i))
+        }
+        _ => None,
+    })
+}
+
 pub(crate) fn name_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/name")
+    at(obj, "/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("")
 }
 
 pub(crate) fn namespace_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/namespace")
+    at(obj, "/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or("")
 }
@@ -685,22 +705,21 @@ pub(crate) fn uid_of(obj: &Value) -> &str {
 }
 
 pub(crate) fn str_at<'a>(obj: &'a Value, ptr: &str) -> Option<&'a str> {
-    obj.pointer(ptr).and_then(Value::as_str)
+    at(obj, ptr).and_then(Value::as_str)
 }
 
 pub(crate) fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
-    obj.pointer("/metadata/labels")
+    at(obj, "/metadata/labels")
         .and_then(|l| l.get(key))
         .and_then(Value::as_str)
 }
 
 pub(crate) fn is_deleting(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp")
-        .is_some_and(|v| !v.is_null())
+    at(obj, "/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
 }
 
 pub(crate) fn array<'a>(obj: &'a Value, ptr: &str) -> &'a [Value] {
-    obj.pointer(ptr)
+    at(obj, ptr)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])
@@ -823,5 +842,32 @@ mod tests {
         assert_eq!(label(&v, "a"), Some("1"));
         assert!(set_label(&mut v, "a", None));
         assert_eq!(label(&v, "a"), None);
+    }
+
+    #[test]
+    fn at_finds_what_pointer_finds() {
+        let v = serde_json::json!({
+            "metadata": {"name": "web", "labels": {"kubernetes.io/service-name": "web", "": "empty"}},
+            "spec": {"ports": [{"port": 80}, {"port": 443}]},
+            "a~b": 1,
+        });
+        for p in [
+            "",
+            "/metadata/name",
+            "/metadata/labels/kubernetes.io~1service-name",
+            "/metadata/labels/",
+            "/spec/ports/1/port",
+            "/spec/ports/2/port",
+            "/spec/ports/x",
+            "/spec/ports/01",
+            "/spec/ports/+1",
+            "/spec/ports/0",
+            "/a~0b",
+            "/missing/deeper",
+            "metadata",
+            "/metadata/name/more",
+        ] {
+            assert_eq!(at(&v, p), v.pointer(p), "{p:?}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use super::{
     Controller, Kind, Shared, Stoppable, array, is_deleting, list, name_of, namespace_of, str_at,
 };
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -344,6 +344,19 @@ pub(crate) struct Proxy {
     listeners: HashMap<ListenerKey, Listener>,
     /// Binds that failed: retried on resyncs only.
     failed: HashMap<ListenerKey, u32>,
+    /// `namespace/name` of the Services that have node ports: only their EndpointSlices
+    /// change a rule (a cluster of 10,000 ClusterIP Services does not rerun the proxy for
+    /// each of their slices).
+    exposed: HashSet<String>,
+}
+
+/// Whether kube-proxy serves node ports for this Service.
+fn has_node_ports(svc: &Value) -> bool {
+    matches!(str_at(svc, "/spec/type"), Some("NodePort" | "LoadBalancer"))
+}
+
+fn service_key(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
 }
 
 impl Proxy {
@@ -390,8 +403,38 @@ impl Controller for Proxy {
         &[Kind::Nodes, Kind::Services, Kind::Slices]
     }
 
+    fn triggers(&self, ev: &crate::store::Event) -> bool {
+        if ev.gr == Kind::Services.gr() {
+            has_node_ports(&ev.object) || ev.prev.as_deref().is_some_and(has_node_ports)
+        } else if ev.gr == Kind::Slices.gr() {
+            let svc = |o: &Value| {
+                str_at(o, "/metadata/labels/kubernetes.io~1service-name")
+                    .is_some_and(|n| self.exposed.contains(&service_key(&ev.namespace, n)))
+            };
+            svc(&ev.object) || ev.prev.as_deref().is_some_and(svc)
+        } else {
+            true
+        }
+    }
+
+    fn note(&mut self, ev: &crate::store::Event) {
+        if ev.gr == Kind::Services.gr() {
+            let key = service_key(&ev.namespace, &ev.name);
+            if has_node_ports(&ev.object) && ev.type_ != crate::store::EventType::Deleted {
+                self.exposed.insert(key);
+            } else {
+                self.exposed.remove(&key);
+            }
+        }
+    }
+
     async fn reconcile(&mut self, shared: &Arc<Shared>, resync: bool) {
         let services = list(shared, Kind::Services);
+        self.exposed = services
+            .iter()
+            .filter(|s| has_node_ports(s))
+            .map(|s| service_key(namespace_of(s), name_of(s)))
+            .collect();
         let slices = list(shared, Kind::Slices);
         let mut desired: HashMap<ListenerKey, Rule> = HashMap::new();
         for node in list(shared, Kind::Nodes) {
@@ -481,6 +524,55 @@ mod tests {
                 {"addresses": ["127.0.18.1"], "conditions": {"ready": false}, "nodeName": "node-3"},
             ],
         }))
+    }
+
+    fn event(
+        kind: Kind,
+        type_: crate::store::EventType,
+        object: Arc<Value>,
+    ) -> crate::store::Event {
+        crate::store::Event {
+            rv: 1,
+            type_,
+            gr: kind.gr(),
+            namespace: namespace_of(&object).to_string(),
+            name: name_of(&object).to_string(),
+            object,
+            prev: None,
+        }
+    }
+
+    #[test]
+    fn only_services_with_node_ports_and_their_slices_wake_the_proxy() {
+        use crate::store::EventType::{Added, Deleted};
+        let mut p = Proxy::default();
+        let cluster_ip = event(Kind::Services, Added, svc("ClusterIP", "Cluster"));
+        let slice_ev = event(Kind::Slices, Added, slice());
+        assert!(!p.triggers(&cluster_ip), "a ClusterIP Service");
+        p.note(&cluster_ip);
+        assert!(!p.triggers(&slice_ev), "a ClusterIP Service's slice");
+
+        // It becomes a LoadBalancer: the change itself and then its slices count.
+        let mut lb = event(Kind::Services, Added, svc("LoadBalancer", "Cluster"));
+        lb.prev = Some(svc("ClusterIP", "Cluster"));
+        assert!(p.triggers(&lb));
+        p.note(&lb);
+        assert!(p.triggers(&slice_ev), "a LoadBalancer Service's slice");
+        // Another namespace's slice of the same name does not.
+        let mut other = slice_ev.clone();
+        other.namespace = "other".into();
+        assert!(!p.triggers(&other));
+
+        // Deleted: the deletion counts, later slices do not.
+        let gone = event(Kind::Services, Deleted, svc("LoadBalancer", "Cluster"));
+        assert!(p.triggers(&gone));
+        p.note(&gone);
+        assert!(!p.triggers(&slice_ev));
+        assert!(p.triggers(&event(
+            Kind::Nodes,
+            Added,
+            Arc::new(json!({"metadata": {"name": "n"}}))
+        )));
     }
 
     fn backends_of(r: Option<&Rule>) -> Vec<SocketAddrV4> {
