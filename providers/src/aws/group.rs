@@ -33,7 +33,9 @@ use super::plan::{
     self, CurrentListener, Plan, TAG_GROUP, TAG_RESOURCE, hash16, in_cluster, owned_by,
 };
 use super::security_groups::{self, Attach, frontend_rules};
-use super::{AwsProvider, Clients, Known, apply_listeners, status, sync_groups};
+use super::{
+    AwsProvider, Clients, Known, apply_listeners, delete_unplanned_groups, status, sync_groups,
+};
 use crate::{
     DesiredLoadBalancer, LABEL_CLASS, LABEL_CLUSTER, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE,
     LABEL_VERSION, LoadBalancerStatus, ProviderError,
@@ -425,13 +427,7 @@ impl AwsProvider {
                 "Updated the Service's listeners on the shared load balancer"
             );
         }
-        for tg in existing
-            .iter()
-            .filter(|t| !p.groups.iter().any(|g| g.name == t.name))
-        {
-            elb.delete_target_group(&tg.arn).await?;
-            info!(name = %tg.name, "Deleted target group");
-        }
+        delete_unplanned_groups(elb, &existing, p).await?;
         // The rules of this member's ports, and none for ports no listener holds.
         let mine: std::collections::BTreeSet<u16> = p.groups.iter().map(|g| g.port).collect();
         let held = others
@@ -441,19 +437,7 @@ impl AwsProvider {
             .collect();
         group_security::sync_rules(&c.ec2, &sg, &frontend_rules(lb, p), &mine, &held).await?;
 
-        let known = Known {
-            shape,
-            dns_name: nlb.dns_name.clone(),
-            vpc_id: nlb.vpc_id.clone(),
-            groups: p
-                .groups
-                .iter()
-                .zip(&arns)
-                .map(|(g, (_, _, arn))| (g.name.clone(), (arn.clone(), g.targets.clone())))
-                .collect(),
-            read_at: std::time::Instant::now(),
-            group: Some(group.to_string()),
-        };
+        let known = Known::written(shape, &nlb, p, &arns, Some(group.to_string()));
         Ok((status(&nlb.dns_name), known))
     }
 

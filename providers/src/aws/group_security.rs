@@ -74,18 +74,8 @@ pub async fn find(
     cluster: &str,
     group: &str,
 ) -> Result<Vec<SecurityGroup>, ProviderError> {
-    let mut found = ec2
-        .describe_security_groups(&[
-            (&format!("tag:{LABEL_CLUSTER}"), vec![cluster.to_string()]),
-            (&format!("tag:{TAG_GROUP}"), vec![group.to_string()]),
-            (
-                &format!("tag:{TAG_RESOURCE}"),
-                vec![RESOURCE_GROUP_FRONTEND.to_string()],
-            ),
-        ])
-        .await?;
-    found.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(found)
+    super::security_groups::tagged_groups(ec2, cluster, (TAG_GROUP, group), RESOURCE_GROUP_FRONTEND)
+        .await
 }
 
 /// The group's security group in `vpc`, created (with no rules yet) when missing.

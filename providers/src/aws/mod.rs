@@ -138,6 +138,48 @@ struct Known {
     group: Option<String>,
 }
 
+impl Known {
+    /// What an ensure that just wrote `p` leaves known: the NLB's name and VPC, and each
+    /// planned target group's ARN (from `arns`, in `p.groups`' order) with its targets.
+    fn written(
+        shape: String,
+        nlb: &CurrentLb,
+        p: &Plan,
+        arns: &[(u16, plan::ElbProtocol, String)],
+        group: Option<String>,
+    ) -> Known {
+        Known {
+            shape,
+            dns_name: nlb.dns_name.clone(),
+            vpc_id: nlb.vpc_id.clone(),
+            groups: p
+                .groups
+                .iter()
+                .zip(arns)
+                .map(|(g, (_, _, arn))| (g.name.clone(), (arn.clone(), g.targets.clone())))
+                .collect(),
+            read_at: Instant::now(),
+            group,
+        }
+    }
+}
+
+/// Deletes the target groups of `existing` that `p` no longer plans.
+async fn delete_unplanned_groups(
+    elb: &Elb,
+    existing: &[CurrentTg],
+    p: &Plan,
+) -> Result<(), ProviderError> {
+    for tg in existing
+        .iter()
+        .filter(|t| !p.groups.iter().any(|g| g.name == t.name))
+    {
+        elb.delete_target_group(&tg.arn).await?;
+        info!(name = %tg.name, "Deleted target group");
+    }
+    Ok(())
+}
+
 /// Registers and deregisters what turns `have` into `want` in the group `arn`. A target
 /// moving to another port on the same IP is deregistered at its old port before it is
 /// registered at the new one: moto keys targets by id alone, so the other order would lose
@@ -558,27 +600,9 @@ impl AwsProvider {
         }
 
         // Target groups no longer used.
-        for tg in existing
-            .iter()
-            .filter(|t| !p.groups.iter().any(|g| g.name == t.name))
-        {
-            elb.delete_target_group(&tg.arn).await?;
-            info!(name = %tg.name, "Deleted target group");
-        }
+        delete_unplanned_groups(elb, &existing, p).await?;
 
-        let known = Known {
-            shape,
-            dns_name: lb_now.dns_name.clone(),
-            vpc_id: lb_now.vpc_id.clone(),
-            groups: p
-                .groups
-                .iter()
-                .zip(&arns)
-                .map(|(g, (_, _, arn))| (g.name.clone(), (arn.clone(), g.targets.clone())))
-                .collect(),
-            read_at: Instant::now(),
-            group: None,
-        };
+        let known = Known::written(shape, &lb_now, p, &arns, None);
         Ok((status(&lb_now.dns_name), known))
     }
 

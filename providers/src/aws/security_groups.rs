@@ -521,14 +521,22 @@ async fn owned_groups(
     cluster: &str,
     uid: &str,
 ) -> Result<Vec<SecurityGroup>, ProviderError> {
+    tagged_groups(ec2, cluster, (LABEL_SERVICE_UID, uid), RESOURCE_FRONTEND).await
+}
+
+/// `cluster`'s security groups tagged as `resource` and with the tag `owner` (key, value),
+/// oldest id first.
+pub(super) async fn tagged_groups(
+    ec2: &Ec2,
+    cluster: &str,
+    owner: (&str, &str),
+    resource: &str,
+) -> Result<Vec<SecurityGroup>, ProviderError> {
     let mut found = ec2
         .describe_security_groups(&[
             (&format!("tag:{LABEL_CLUSTER}"), vec![cluster.to_string()]),
-            (&format!("tag:{LABEL_SERVICE_UID}"), vec![uid.to_string()]),
-            (
-                &format!("tag:{TAG_RESOURCE}"),
-                vec![RESOURCE_FRONTEND.to_string()],
-            ),
+            (&format!("tag:{}", owner.0), vec![owner.1.to_string()]),
+            (&format!("tag:{TAG_RESOURCE}"), vec![resource.to_string()]),
         ])
         .await?;
     found.sort_by(|a, b| a.id.cmp(&b.id));
