@@ -7,6 +7,14 @@ use mock_cloud::{Config, MockCloud};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// mimalloc rather than the C library's allocator: an API server allocates and frees a JSON
+/// tree per request. `mock-cloud bench` (10,000 Services, 10 watchers), two runs each of one
+/// glibc build, alternated, with Debian's mimalloc preloaded in the second of each pair:
+/// creates 2,969 and 3,470/s with glibc, 4,720 and 4,518/s with mimalloc; watch-event p99
+/// 20.0 and 13.5 ms, 14.0 and 12.1 ms.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 
 #[derive(Parser)]

@@ -342,6 +342,30 @@ async fn create_serves_tcp_and_udp_idempotently_and_delete_frees_the_vip() {
     assert_eq!(stats.puts, 2);
     assert_eq!(stats.writes_by_id.get("web"), Some(&1));
 
+    // `Prefer: return=minimal` (RFC 7240): the same answer without the spec and the
+    // per-target health, and the preference acknowledged.
+    let r = call(
+        addr,
+        "PUT",
+        "/v1/loadbalancers/web",
+        &[("prefer", "respond-async, return=minimal")],
+        json_body(&body),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.etag(), etag);
+    assert_eq!(
+        r.headers
+            .get("preference-applied")
+            .and_then(|v| v.to_str().ok()),
+        Some("return=minimal")
+    );
+    assert_eq!(
+        r.body,
+        json!({"id": "web", "status": {"addresses": [{"ip": vip.to_string()}]}, "etag": etag, "generation": 1})
+    );
+    assert_eq!(h.api.stats().writes, writes_before);
+
     // Preconditions.
     let mut changed = body.clone();
     changed["listeners"]

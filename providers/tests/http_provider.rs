@@ -47,6 +47,8 @@ async fn handle(
         if_match: header(header::IF_MATCH),
         if_none_match: header(header::IF_NONE_MATCH),
         authorization: header(header::AUTHORIZATION),
+        prefer: header(header::HeaderName::from_static("prefer")),
+        content_type: header(header::CONTENT_TYPE),
         at: Instant::now(),
     });
 
@@ -239,6 +241,9 @@ async fn create_then_unchanged_ensure_writes_once() {
     assert_eq!(puts[0].if_none_match.as_deref(), Some("*"));
     assert_eq!(puts[0].if_match, None);
     assert_eq!(puts[0].uri, format!("/v1/loadbalancers/{}", lb.id));
+    // This fake ignores the preference and answers in full, which berth reads as well.
+    assert_eq!(puts[0].prefer.as_deref(), Some("return=minimal"));
+    assert_eq!(puts[0].content_type.as_deref(), Some("application/json"));
     let stored = api.spec_of(&lb.id).unwrap();
     assert_eq!(stored["listeners"][0]["targetPort"], 30080);
     assert_eq!(

@@ -19,14 +19,33 @@ pub(super) fn router(inner: Arc<Inner>) -> Router {
 }
 
 fn json_response(status: StatusCode, body: &Value, etag: Option<&str>) -> Response {
+    bytes_response(status, serde_json::to_vec(body).unwrap_or_default(), etag)
+}
+
+/// A JSON response whose body is already rendered.
+fn bytes_response(status: StatusCode, body: Vec<u8>, etag: Option<&str>) -> Response {
     let mut r = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json");
     if let Some(e) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
         r = r.header(header::ETAG, e);
     }
-    r.body(Body::from(serde_json::to_vec(body).unwrap_or_default()))
+    r.body(Body::from(body))
         .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+/// Whether the request's `Prefer` headers (RFC 7240) ask for `return=minimal`.
+fn prefers_minimal(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| {
+            p.split(';')
+                .next()
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("return=minimal"))
+        })
 }
 
 /// The contract's `Error` body; `Retry-After` on 429 and 503.
@@ -309,7 +328,7 @@ async fn serve(
             json_response(StatusCode::OK, &body, None)
         }
         (Method::GET, Some(id)) => match inner.get(&id) {
-            Ok((body, etag)) => json_response(StatusCode::OK, &body, Some(&etag)),
+            Ok((body, etag)) => bytes_response(StatusCode::OK, body, Some(&etag)),
             Err(f) => failure(f),
         },
         (Method::DELETE, Some(id)) => {
@@ -339,42 +358,53 @@ async fn put(inner: &Inner, body: &[u8], id: &str, headers: &HeaderMap) -> Respo
             ),
         }));
     }
-    let value: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => {
-            inner.stats().puts += 1;
-            return error(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                format!("malformed JSON: {e}"),
-                None,
-                None,
-            );
+    let parsed = match super::spec::parse_fast(body, |digest, targets| {
+        inner.share_body_targets(digest, targets)
+    }) {
+        Some(p) => p,
+        // The general path, whose errors name the field.
+        None => {
+            let value: Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => {
+                    inner.stats().puts += 1;
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        format!("malformed JSON: {e}"),
+                        None,
+                        None,
+                    );
+                }
+            };
+            if !value.is_object() {
+                inner.stats().puts += 1;
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "the body must be a JSON object (a LoadBalancerSpec)",
+                    None,
+                    None,
+                );
+            }
+            super::spec::parse(&value)
         }
     };
-    if !value.is_object() {
-        inner.stats().puts += 1;
-        return error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "the body must be a JSON object (a LoadBalancerSpec)",
-            None,
-            None,
-        );
-    }
-    let spec = match super::spec::parse(&value) {
+    let spec = match parsed {
         Ok(s) => s,
         Err(i) => {
             inner.stats().puts += 1;
             return failure(Failure::Invalid(i));
         }
     };
+    let minimal = prefers_minimal(headers);
     match inner
         .put(
             id,
             spec,
             header_str(headers, header::IF_MATCH),
             header_str(headers, header::IF_NONE_MATCH),
+            minimal,
         )
         .await
     {
@@ -384,7 +414,14 @@ async fn put(inner: &Inner, body: &[u8], id: &str, headers: &HeaderMap) -> Respo
             } else {
                 StatusCode::OK
             };
-            json_response(status, &o.body, Some(&o.etag))
+            let mut r = bytes_response(status, o.body, Some(&o.etag));
+            if minimal {
+                r.headers_mut().insert(
+                    "preference-applied",
+                    HeaderValue::from_static("return=minimal"),
+                );
+            }
+            r
         }
         Err(f) => failure(f),
     }

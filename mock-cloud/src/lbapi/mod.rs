@@ -99,17 +99,131 @@ fn target_set_digest<'a>(names: impl Iterator<Item = &'a str>) -> u64 {
     h.finish()
 }
 
-/// A digest of a target list, order and addresses included (for sharing equal lists).
+/// [`spec::list_digest`] of a stored list.
 fn list_digest(targets: &[Target]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    targets.hash(&mut h);
-    h.finish()
+    spec::list_digest(
+        targets
+            .iter()
+            .map(|t| (t.name.as_str(), t.address.as_str())),
+    )
+}
+
+/// A load balancer as `GET` and `PUT` return it, serialised straight from the stored entry
+/// (no JSON value tree in between: at 1,000 targets that tree cost more than the write).
+#[derive(Serialize)]
+struct View<'a> {
+    id: &'a str,
+    /// Left out of a minimal answer (`Prefer: return=minimal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spec: Option<&'a Spec>,
+    status: StatusView<'a>,
+    etag: &'a str,
+    generation: u64,
+}
+
+#[derive(Serialize)]
+struct StatusView<'a> {
+    addresses: [AddressView; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    targets: Option<HealthView<'a>>,
+}
+
+#[derive(Serialize)]
+struct AddressView {
+    ip: Ipv4Addr,
+}
+
+/// `status.targets`: the data plane's health checks, or (API-only mode) every target healthy.
+enum HealthView<'a> {
+    Checked(Vec<dataplane::TargetHealth>),
+    AllHealthy(&'a [Target]),
+}
+
+impl Serialize for HealthView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        #[derive(Serialize)]
+        struct One<'a> {
+            name: &'a str,
+            healthy: bool,
+        }
+        let mut seq = s.serialize_seq(None)?;
+        match self {
+            HealthView::Checked(v) => {
+                for t in v {
+                    seq.serialize_element(&One {
+                        name: &t.name,
+                        healthy: t.healthy,
+                    })?;
+                }
+            }
+            HealthView::AllHealthy(v) => {
+                for t in v.iter() {
+                    seq.serialize_element(&One {
+                        name: &t.name,
+                        healthy: true,
+                    })?;
+                }
+            }
+        }
+        seq.end()
+    }
+}
+
+/// What a response renders of one load balancer, taken from the state so that rendering
+/// holds no lock.
+struct Snapshot {
+    spec: Arc<Spec>,
+    etag: String,
+    generation: u64,
+    plane: Arc<DataPlane>,
+}
+
+impl Snapshot {
+    fn of(e: &LbEntry) -> Snapshot {
+        Snapshot {
+            spec: e.spec.clone(),
+            etag: e.etag.clone(),
+            generation: e.generation,
+            plane: e.plane.clone(),
+        }
+    }
+
+    fn view<'a>(&'a self, id: &'a str, minimal: bool) -> View<'a> {
+        let targets = (!minimal).then(|| {
+            let checked = self.plane.target_health();
+            if checked.is_empty() {
+                HealthView::AllHealthy(&self.spec.targets)
+            } else {
+                HealthView::Checked(checked)
+            }
+        });
+        View {
+            id,
+            spec: (!minimal).then_some(&*self.spec),
+            status: StatusView {
+                addresses: [AddressView { ip: self.plane.vip }],
+                targets,
+            },
+            etag: &self.etag,
+            generation: self.generation,
+        }
+    }
+
+    /// The response body: the whole load balancer, or with `minimal` only its id, addresses,
+    /// ETag and generation.
+    fn render(&self, id: &str, minimal: bool) -> Vec<u8> {
+        serde_json::to_vec(&self.view(id, minimal)).unwrap_or_default()
+    }
+
+    fn value(&self, id: &str) -> Value {
+        serde_json::to_value(self.view(id, false)).unwrap_or_default()
+    }
 }
 
 /// One stored load balancer.
 struct LbEntry {
-    spec: Spec,
+    spec: Arc<Spec>,
     /// [`target_set_digest`] of the spec's target names, kept so that asking which load
     /// balancers target a given set of nodes costs one comparison per load balancer rather
     /// than a walk over every target (10 million at 10,000 × 1,000).
@@ -156,7 +270,7 @@ pub(crate) enum Failure {
 /// The outcome of a PUT.
 pub(crate) struct PutOutcome {
     pub created: bool,
-    pub body: Value,
+    pub body: Vec<u8>,
     pub etag: String,
 }
 
@@ -182,50 +296,55 @@ impl Inner {
         targets
     }
 
-    fn stats(&self) -> MutexGuard<'_, LbStats> {
-        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    /// The stored list equal to a body's targets (`digest` is their [`spec::list_digest`]),
+    /// or a new one: an unchanged node set costs no allocation per target.
+    pub(crate) fn share_body_targets(
+        &self,
+        digest: u64,
+        body: &[spec::BodyTarget<'_>],
+    ) -> Arc<[Target]> {
+        let known = {
+            let lists = self.target_lists.lock().unwrap_or_else(|e| e.into_inner());
+            lists.get(&digest).and_then(Weak::upgrade)
+        };
+        if let Some(known) = known
+            && known.len() == body.len()
+            && known
+                .iter()
+                .zip(body)
+                .all(|(k, b)| k.name == b.name && k.address == b.address)
+        {
+            return known;
+        }
+        let fresh: Arc<[Target]> = body
+            .iter()
+            .map(|t| Target {
+                name: t.name.to_string(),
+                address: t.address.to_string(),
+            })
+            .collect();
+        self.share_targets(fresh)
     }
 
-    fn render(id: &str, e: &LbEntry) -> Value {
-        let mut targets: Vec<Value> = e
-            .plane
-            .target_health()
-            .into_iter()
-            .map(|t| json!({"name": t.name, "healthy": t.healthy}))
-            .collect();
-        if targets.is_empty() {
-            // API-only mode (no data plane): every target counts as healthy.
-            targets = e
-                .spec
-                .targets
-                .iter()
-                .map(|t| json!({"name": t.name, "healthy": true}))
-                .collect();
-        }
-        json!({
-            "id": id,
-            "spec": e.spec,
-            "status": {
-                "addresses": [{"ip": e.plane.vip.to_string()}],
-                "targets": targets,
-            },
-            "etag": e.etag,
-            "generation": e.generation,
-        })
+    fn stats(&self) -> MutexGuard<'_, LbStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn exists(&self, id: &str) -> bool {
         self.state().lbs.contains_key(id)
     }
 
-    pub(crate) fn get(&self, id: &str) -> Result<(Value, String), Failure> {
+    pub(crate) fn get(&self, id: &str) -> Result<(Vec<u8>, String), Failure> {
         self.stats().gets += 1;
-        let st = self.state();
-        let e = st
-            .lbs
-            .get(id)
-            .ok_or_else(|| Failure::NotFound(format!("load balancer {id:?} not found")))?;
-        Ok((Self::render(id, e), e.etag.clone()))
+        let snap = {
+            let st = self.state();
+            let e = st
+                .lbs
+                .get(id)
+                .ok_or_else(|| Failure::NotFound(format!("load balancer {id:?} not found")))?;
+            Snapshot::of(e)
+        };
+        Ok((snap.render(id, false), snap.etag))
     }
 
     /// `GET /v1/loadbalancers[?cluster=NAME][&view=labels]`: with `labels_only`, each item
@@ -242,29 +361,34 @@ impl Inner {
                 if labels_only {
                     json!({"id": id, "spec": {"labels": e.spec.labels}})
                 } else {
-                    Self::render(id, e)
+                    Snapshot::of(e).value(id)
                 }
             })
             .collect();
         json!({ "items": items })
     }
 
+    /// Writes `spec` as load balancer `id`. `minimal`: answer with only the id, addresses,
+    /// ETag and generation (`Prefer: return=minimal`).
     pub(crate) async fn put(
         &self,
         id: &str,
-        spec: Spec,
+        mut spec: Spec,
         if_match: Option<&str>,
         if_none_match: Option<&str>,
+        minimal: bool,
     ) -> Result<PutOutcome, Failure> {
         self.stats().puts += 1;
-        let _gate = self.gate.lock().await;
+        // Before the comparison below: equal shared lists compare by pointer.
+        spec.targets = self.share_targets(spec.targets);
+        let gate = self.gate.lock().await;
         if self.closed.load(Ordering::SeqCst) {
             return Err(Failure::Unavailable(
                 "the load balancer API is shutting down".into(),
             ));
         }
         let requested = spec.requested_vip(self.block).map_err(Failure::Invalid)?;
-        let existing: Option<(Spec, u64, String, Arc<DataPlane>)> =
+        let existing: Option<(Arc<Spec>, u64, String, Arc<DataPlane>)> =
             self.state().lbs.get(id).map(|e| {
                 (
                     e.spec.clone(),
@@ -297,14 +421,15 @@ impl Inner {
 
         // Idempotent: the same spec changes nothing.
         if let Some((old, _, _, _)) = &existing
-            && *old == spec
+            && **old == spec
         {
-            let st = self.state();
-            if let Some(e) = st.lbs.get(id) {
+            let snap = self.state().lbs.get(id).map(Snapshot::of);
+            if let Some(snap) = snap {
+                drop(gate);
                 return Ok(PutOutcome {
                     created: false,
-                    body: Self::render(id, e),
-                    etag: e.etag.clone(),
+                    body: snap.render(id, minimal),
+                    etag: snap.etag,
                 });
             }
         }
@@ -359,8 +484,7 @@ impl Inner {
             }
         };
 
-        let mut spec = spec;
-        spec.targets = self.share_targets(spec.targets);
+        let spec = Arc::new(spec);
         let generation = existing.as_ref().map_or(0, |(_, g, _, _)| *g) + 1;
         let etag = spec::etag(generation, &spec);
         let replaced = {
@@ -369,7 +493,7 @@ impl Inner {
                 id.to_string(),
                 LbEntry {
                     targets_digest: target_set_digest(spec.targets.iter().map(|t| t.name.as_str())),
-                    spec,
+                    spec: spec.clone(),
                     generation,
                     etag: etag.clone(),
                     plane: plane.clone(),
@@ -386,6 +510,9 @@ impl Inner {
         if let Some(old_plane) = replaced {
             old_plane.shutdown().await;
         }
+        // The change is made: what is left (waiting for first health checks, rendering the
+        // answer) does not hold up other writes.
+        drop(gate);
         {
             let mut s = self.stats();
             s.writes += 1;
@@ -401,16 +528,17 @@ impl Inner {
         )
         .await;
 
-        let st = self.state();
-        let body = st
-            .lbs
-            .get(id)
-            .map(|e| Self::render(id, e))
-            .unwrap_or_default();
+        // What this write made, even if a later one has replaced it since.
+        let snap = Snapshot {
+            spec,
+            etag,
+            generation,
+            plane,
+        };
         Ok(PutOutcome {
             created: existing.is_none(),
-            body,
-            etag,
+            body: snap.render(id, minimal),
+            etag: snap.etag,
         })
     }
 
@@ -560,7 +688,10 @@ impl LbApi {
     /// The current load balancers, as `GET /v1/loadbalancers/{id}` returns them.
     pub fn load_balancers(&self) -> Vec<Value> {
         let st = self.inner.state();
-        st.lbs.iter().map(|(id, e)| Inner::render(id, e)).collect()
+        st.lbs
+            .iter()
+            .map(|(id, e)| Snapshot::of(e).value(id))
+            .collect()
     }
 
     /// How many load balancers exist, and how many of them target exactly the nodes named in

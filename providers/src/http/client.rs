@@ -2,7 +2,10 @@
 //! classification and per-attempt metrics.
 
 use backon::Retryable;
-use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue};
+
+/// RFC 7240's request header.
+const PREFER: &str = "prefer";
 use reqwest::{Method, Response, StatusCode, Url};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -20,13 +23,14 @@ use crate::bounds::{self, MAX_ERROR_BODY_BYTES, describe, redact_url, server_mes
 const MAX_INLINE_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// One request, to be sent (and re-sent) as is.
-pub(super) struct Request<'a> {
+pub(super) struct Request {
     /// The operation, for metrics and logs: `get`, `put`, `delete`, `list`.
     pub op: &'static str,
     pub method: Method,
     pub url: Url,
     pub header: Option<(HeaderName, HeaderValue)>,
-    pub body: Option<&'a super::wire::Spec>,
+    /// A `LoadBalancerSpec`'s JSON, encoded once for every attempt.
+    pub body: Option<bytes::Bytes>,
 }
 
 /// The transport to the load balancer API.
@@ -126,7 +130,7 @@ impl Api {
     /// Sends `req`, retrying throttling, 5xx and connection failures up to `max_retries`
     /// times. Returns the response for 2xx, 404 and 412; maps every other status to an
     /// error.
-    pub async fn send(&self, req: Request<'_>) -> Result<Response, ProviderError> {
+    pub async fn send(&self, req: Request) -> Result<Response, ProviderError> {
         let mut retry = 0u32;
         (|| self.attempt(&req))
             .retry(self.backoff.build(self.max_retries))
@@ -144,7 +148,7 @@ impl Api {
     }
 
     /// One attempt at `req`.
-    async fn attempt(&self, req: &Request<'_>) -> Result<Response, Failure> {
+    async fn attempt(&self, req: &Request) -> Result<Response, Failure> {
         // Read on every attempt, so a rotated token is picked up.
         let auth = self.authorization().map_err(Failure::last)?;
         let mut builder = self.client.request(req.method.clone(), req.url.clone());
@@ -154,8 +158,14 @@ impl Api {
         if let Some((name, value)) = &req.header {
             builder = builder.header(name, value);
         }
-        if let Some(body) = req.body {
-            builder = builder.json(body);
+        if let Some(body) = &req.body {
+            // Every body is a load balancer being written: berth reads only the status and
+            // ETag of the answer, so it asks the server not to echo the spec back (RFC 7240;
+            // a server that ignores the preference answers in full).
+            builder = builder
+                .header(CONTENT_TYPE, "application/json")
+                .header(PREFER, "return=minimal")
+                .body(body.clone());
         }
         let started = Instant::now();
         let result = builder.send().await;

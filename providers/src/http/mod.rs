@@ -83,6 +83,8 @@ pub struct HttpProvider {
     /// straight away (`If-None-Match: *`, so one that appeared meanwhile is read instead),
     /// halving the calls a Service whose creation keeps being refused costs.
     absent: Mutex<std::collections::HashSet<String>>,
+    /// The node set's target list, rendered once for every load balancer.
+    targets: wire::TargetCache,
 }
 
 /// A load balancer as read, with the ETag to write it back.
@@ -125,6 +127,7 @@ impl HttpProvider {
             base,
             known: Mutex::default(),
             absent: Mutex::default(),
+            targets: Default::default(),
         })
     }
 
@@ -240,6 +243,9 @@ impl HttpProvider {
                 .map(|value| (IF_MATCH, value)),
             Precondition::Matches(None) => None,
         };
+        let body = serde_json::to_vec(spec).map_err(|e| {
+            ProviderError::Permanent(format!("Cannot encode load balancer {id}: {e}"))
+        })?;
         let resp = self
             .api
             .send(Request {
@@ -247,7 +253,7 @@ impl HttpProvider {
                 method: Method::PUT,
                 url: self.url(Some(id)),
                 header,
-                body: Some(spec),
+                body: Some(body.into()),
             })
             .await?;
         match resp.status() {
@@ -289,12 +295,12 @@ impl Provider for HttpProvider {
     }
 
     fn validate(&self, lb: &DesiredLoadBalancer) -> Result<(), ProviderError> {
-        Spec::from_desired(lb).map(|_| ())
+        Spec::from_desired_cached(lb, &self.targets).map(|_| ())
     }
 
     #[instrument(skip_all, fields(id = %lb.id, service = %format_args!("{}/{}", lb.service.namespace, lb.service.name)))]
     async fn ensure(&self, lb: &DesiredLoadBalancer) -> Result<LoadBalancerStatus, ProviderError> {
-        let spec = Spec::from_desired(lb)?;
+        let spec = Spec::from_desired_cached(lb, &self.targets)?;
         if let Some((known, etag)) = self.known(&lb.id)
             && spec.digest() != known
         {

@@ -1,13 +1,15 @@
 //! The JSON of berth's load balancer API (`docs/http-provider.openapi.yaml`), and the mapping
 //! from a [`DesiredLoadBalancer`] to it.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::{
     Cidr, DesiredLoadBalancer, HealthCheck, HealthProtocol, Ingress, IpFamily, IpMode,
-    LABEL_VERSION, LoadBalancerStatus, Protocol, ProviderError, SessionAffinity,
+    LABEL_VERSION, LoadBalancerStatus, NodeTarget, Protocol, ProviderError, SessionAffinity,
 };
 
 /// `LoadBalancerSpec`: the whole desired state, as `PUT` sends it.
@@ -20,7 +22,7 @@ pub(crate) struct Spec {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub listeners: Vec<WireListener>,
-    pub targets: Vec<Target>,
+    pub targets: TargetList,
     pub health_check: HealthCheck,
     #[serde(default)]
     pub source_ranges: Vec<Cidr>,
@@ -52,6 +54,87 @@ pub(crate) struct WireListener {
 pub(crate) struct Target {
     pub name: String,
     pub address: IpAddr,
+}
+
+/// A spec's `targets`, sorted by name, with their JSON and its digest worked out once. Every
+/// load balancer of a cluster targets the same nodes, so one list serves them all: a write
+/// copies the rendered JSON instead of cloning, sorting, serialising and hashing a
+/// thousand targets per load balancer.
+#[derive(Clone)]
+pub(crate) struct TargetList(Arc<Rendered>);
+
+struct Rendered {
+    items: Vec<Target>,
+    json: Box<RawValue>,
+    digest: [u8; 32],
+}
+
+impl TargetList {
+    pub fn new(mut items: Vec<Target>) -> Self {
+        use sha2::Digest;
+        items.sort_by(|a, b| a.name.cmp(&b.name));
+        let json = serde_json::value::to_raw_value(&items)
+            .unwrap_or_else(|_| RawValue::from_string("[]".into()).expect("valid JSON"));
+        let digest = sha2::Sha256::digest(json.get().as_bytes()).into();
+        TargetList(Arc::new(Rendered {
+            items,
+            json,
+            digest,
+        }))
+    }
+}
+
+impl Default for TargetList {
+    fn default() -> Self {
+        TargetList::new(Vec::new())
+    }
+}
+
+impl PartialEq for TargetList {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.items == other.0.items
+    }
+}
+
+impl Eq for TargetList {}
+
+impl std::fmt::Debug for TargetList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.0.items).finish()
+    }
+}
+
+impl Serialize for TargetList {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.json.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<Target>::deserialize(d).map(TargetList::new)
+    }
+}
+
+/// The [`TargetList`] of the node set last seen, keyed by the identity of the controller's
+/// shared list (a new node set is a new allocation).
+#[derive(Default)]
+pub(crate) struct TargetCache(Mutex<Option<(Weak<[NodeTarget]>, TargetList)>>);
+
+impl TargetCache {
+    fn get(&self, nodes: &Arc<[NodeTarget]>) -> Option<TargetList> {
+        let cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // The weak reference keeps the allocation, so an equal address is the same list.
+        cached
+            .as_ref()
+            .filter(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(nodes)))
+            .map(|(_, list)| list.clone())
+    }
+
+    fn put(&self, nodes: &Arc<[NodeTarget]>, list: &TargetList) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Arc::downgrade(nodes), list.clone()));
+    }
 }
 
 /// `LoadBalancer`, as `GET` and `PUT` return it.
@@ -131,7 +214,18 @@ pub(crate) struct ErrorDetail {
 
 impl Spec {
     /// The spec `lb` asks for, or [`ProviderError::Invalid`] for what this API cannot serve.
+    #[cfg(test)]
     pub fn from_desired(lb: &DesiredLoadBalancer) -> Result<Self, ProviderError> {
+        Self::from_desired_cached(lb, &TargetCache::default())
+    }
+
+    /// The spec `lb` asks for, or [`ProviderError::Invalid`] for what this API cannot serve,
+    /// taking the target list from `cache` when `lb` targets the
+    /// node set it was built for.
+    pub fn from_desired_cached(
+        lb: &DesiredLoadBalancer,
+        cache: &TargetCache,
+    ) -> Result<Self, ProviderError> {
         if !is_valid_id(&lb.id) {
             return Err(ProviderError::invalid(
                 "id",
@@ -182,22 +276,30 @@ impl Spec {
                 target_port,
             });
         }
-        let targets = lb
-            .targets
-            .iter()
-            .map(|t| {
-                let address = t.internal_ip.ok_or_else(|| {
-                    ProviderError::invalid(
-                        format!("node {}", t.name),
-                        "The node has no InternalIP or ExternalIP address to send traffic to",
-                    )
-                })?;
-                Ok(Target {
-                    name: t.name.clone(),
-                    address,
-                })
-            })
-            .collect::<Result<_, ProviderError>>()?;
+        let targets = match cache.get(&lb.targets) {
+            Some(list) => list,
+            None => {
+                let list = TargetList::new(
+                    lb.targets
+                        .iter()
+                        .map(|t| {
+                            let address = t.internal_ip.ok_or_else(|| {
+                                ProviderError::invalid(
+                                    format!("node {}", t.name),
+                                    "The node has no InternalIP or ExternalIP address to send traffic to",
+                                )
+                            })?;
+                            Ok(Target {
+                                name: t.name.clone(),
+                                address,
+                            })
+                        })
+                        .collect::<Result<_, ProviderError>>()?,
+                );
+                cache.put(&lb.targets, &list);
+                list
+            }
+        };
         let hc = &lb.health_check;
         if hc.protocol == HealthProtocol::Http && hc.path.as_deref().is_none_or(str::is_empty) {
             return Err(ProviderError::invalid(
@@ -256,7 +358,7 @@ impl Spec {
     pub fn normalized(mut self) -> Self {
         self.listeners
             .sort_by(|a, b| (a.port, a.protocol, &a.name).cmp(&(b.port, b.protocol, &b.name)));
-        self.targets.sort_by(|a, b| a.name.cmp(&b.name));
+        // `targets` are sorted when built.
         self.source_ranges.sort();
         self.source_ranges.dedup();
         self
@@ -279,8 +381,14 @@ impl Spec {
     /// cluster.
     pub fn digest(&self) -> SpecDigest {
         use sha2::Digest;
-        let json = serde_json::to_vec(&self.comparable()).unwrap_or_default();
-        SpecDigest(sha2::Sha256::digest(&json).into())
+        // The target list's own digest stands in for its JSON, hashed once per list.
+        let mut rest = self.comparable();
+        let targets = std::mem::replace(&mut rest.targets, TargetList::new(Vec::new()));
+        let json = serde_json::to_vec(&rest).unwrap_or_default();
+        let mut h = sha2::Sha256::new();
+        h.update(&json);
+        h.update(targets.0.digest);
+        SpecDigest(h.finalize().into())
     }
 }
 
@@ -480,6 +588,41 @@ mod tests {
             .labels
             .insert("berth.io/service-uid".into(), "other".into());
         assert!(!ours.same_as(&relabelled));
+    }
+
+    #[test]
+    fn one_target_list_serves_every_load_balancer_of_a_node_set() {
+        let cache = TargetCache::default();
+        let a = desired();
+        let mut b = desired();
+        b.id = "other".into();
+        b.targets = a.targets.clone();
+        let sa = Spec::from_desired_cached(&a, &cache).unwrap();
+        let sb = Spec::from_desired_cached(&b, &cache).unwrap();
+        assert!(Arc::ptr_eq(&sa.targets.0, &sb.targets.0), "rendered once");
+        // Equal to what is built afresh, in JSON and in digest.
+        let fresh = Spec::from_desired(&a).unwrap();
+        assert!(!Arc::ptr_eq(&sa.targets.0, &fresh.targets.0));
+        assert_eq!(sa, fresh);
+        assert_eq!(sa.digest(), fresh.digest());
+        assert_eq!(
+            serde_json::to_value(&sa).unwrap(),
+            serde_json::to_value(&fresh).unwrap()
+        );
+        // A new node set (a new list, even with equal contents) is rendered again; a
+        // changed address changes the digest.
+        let mut c = desired();
+        let mut t = c.targets.to_vec();
+        t[0].internal_ip = Some("fd00::c".parse().unwrap());
+        c.targets = t.into();
+        let sc = Spec::from_desired_cached(&c, &cache).unwrap();
+        assert!(!Arc::ptr_eq(&sa.targets.0, &sc.targets.0));
+        assert_ne!(sa.digest(), sc.digest());
+        assert!(!sa.same_as(&sc));
+        // Read back from JSON, the list compares and digests as the one written.
+        let back: Spec = serde_json::from_slice(&serde_json::to_vec(&sc).unwrap()).unwrap();
+        assert_eq!(back, sc);
+        assert_eq!(back.digest(), sc.digest());
     }
 
     #[test]

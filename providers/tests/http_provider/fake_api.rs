@@ -11,6 +11,8 @@ pub(crate) struct Seen {
     pub(crate) if_match: Option<String>,
     pub(crate) if_none_match: Option<String>,
     pub(crate) authorization: Option<String>,
+    pub(crate) prefer: Option<String>,
+    pub(crate) content_type: Option<String>,
     pub(crate) at: Instant,
 }
 
