@@ -159,11 +159,20 @@ pub(crate) async fn read_body(
     if resp.content_length().is_some_and(|n| n > cap as u64) {
         return Err(BodyError::TooLarge);
     }
-    let mut body = Vec::new();
+    // The chunks are kept as they arrive and joined once at the end: a growing buffer would
+    // be copied at each doubling, holding one and a half times the cap while a body that
+    // turns out too large is still being counted.
+    let mut chunks = Vec::new();
+    let mut len = 0usize;
     while let Some(chunk) = resp.chunk().await.map_err(BodyError::Read)? {
-        if body.len() + chunk.len() > cap {
+        if len + chunk.len() > cap {
             return Err(BodyError::TooLarge);
         }
+        len += chunk.len();
+        chunks.push(chunk);
+    }
+    let mut body = Vec::with_capacity(len);
+    for chunk in chunks {
         body.extend_from_slice(&chunk);
     }
     Ok(body)
