@@ -387,7 +387,12 @@ async fn put(inner: &Inner, body: &[u8], id: &str, headers: &HeaderMap) -> Respo
                     None,
                 );
             }
-            super::spec::parse(&value)
+            // Shared as the fast path shares: equal lists are stored once and compare by
+            // pointer.
+            super::spec::parse(&value).map(|mut spec| {
+                spec.targets = inner.share_targets(spec.targets);
+                spec
+            })
         }
     };
     let spec = match parsed {

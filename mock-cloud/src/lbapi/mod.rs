@@ -280,7 +280,7 @@ impl Inner {
     }
 
     /// `targets`, or an equal list already stored, to be shared.
-    fn share_targets(&self, targets: Arc<[Target]>) -> Arc<[Target]> {
+    pub(crate) fn share_targets(&self, targets: Arc<[Target]>) -> Arc<[Target]> {
         let key = list_digest(&targets);
         let mut lists = self.target_lists.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(known) = lists.get(&key).and_then(Weak::upgrade)
@@ -373,14 +373,12 @@ impl Inner {
     pub(crate) async fn put(
         &self,
         id: &str,
-        mut spec: Spec,
+        spec: Spec,
         if_match: Option<&str>,
         if_none_match: Option<&str>,
         minimal: bool,
     ) -> Result<PutOutcome, Failure> {
         self.stats().puts += 1;
-        // Before the comparison below: equal shared lists compare by pointer.
-        spec.targets = self.share_targets(spec.targets);
         let gate = self.gate.lock().await;
         if self.closed.load(Ordering::SeqCst) {
             return Err(Failure::Unavailable(
